@@ -1,0 +1,206 @@
+"""The batched train augmentation against torchvision's per-image tensor implementation (SPEC §3)."""
+
+import math
+
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import autoaugment as tv_autoaugment
+
+from bagmar import augment
+
+SIZES = [(32, 32), (15, 11)]  # CIFAR, and an odd non-square size
+FILL = [augment.FILL] * 3
+
+
+def _images(b, h, w, seed=0):
+    return torch.randint(0, 256, (b, 3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def _space(h, w):
+    return tv_autoaugment.AutoAugment(tv_autoaugment.AutoAugmentPolicy.CIFAR10)._augmentation_space(10, (h, w))
+
+
+def _magnitudes(name, h, w):
+    """Every magnitude AutoAugment can pass for this op at this size: all 10 bins, both signs where signed."""
+    bins, signed = _space(h, w)[name]
+    values = [float(v) for v in bins.reshape(-1)]
+    return values + [-v for v in values if v] if signed else values
+
+
+def _reference_op(img, name, magnitude):
+    """torchvision's AutoAugment step (F.* on a uint8 tensor, fill 128, nearest)."""
+    return tv_autoaugment._apply_op(img, name, magnitude, interpolation=InterpolationMode.NEAREST, fill=FILL)
+
+
+def _assert_matches(out, ref, geometric):
+    if geometric:
+        # Our grid is summed elementwise, torchvision's with a bmm; the last-bit difference can move a nearest
+        # sample only where a source coordinate sits on a half-pixel tie, so allow a tiny fraction of pixels.
+        assert (out != ref).float().mean().item() < 0.005
+    else:
+        assert torch.equal(out, ref)
+
+
+def test_magnitude_bins_mirror_torchvision():
+    for h, w in SIZES:
+        for name, bins in augment._magnitude_bins(h, w).items():
+            assert torch.equal(bins, _space(h, w)[name][0]), name
+            assert (name in augment._SIGNED) == _space(h, w)[name][1], name
+    used = {name for sub_policy in augment._POLICY for name, _, _ in sub_policy}
+    assert used == set(augment._OPS) and len(augment._OPS) == 13
+
+
+@pytest.mark.parametrize("h,w", SIZES)
+@pytest.mark.parametrize("name", augment._OPS)
+def test_each_op_matches_torchvision(name, h, w):
+    images = _images(8, h, w)
+    op = torch.full((8,), augment._OPS.index(name))
+    for m in _magnitudes(name, h, w):
+        out = augment._apply_ops(images, op, torch.full((8,), m, dtype=torch.float64))
+        _assert_matches(out, _reference_op(images, name, m), name in augment._GEOMETRIC)
+
+
+@pytest.mark.parametrize("h,w", SIZES)
+def test_mixed_ops_per_image(h, w):
+    """One batch in which every image has its own op and magnitude (or none)."""
+    b = 64
+    g = torch.Generator().manual_seed(1)
+    images = _images(b, h, w, seed=2)
+    op = torch.randint(-1, len(augment._OPS), (b,), generator=g)
+    magnitude = torch.empty(b, dtype=torch.float64)
+    for i in range(b):
+        if op[i] >= 0:
+            choices = _magnitudes(augment._OPS[op[i]], h, w)
+            magnitude[i] = choices[torch.randint(len(choices), (1,), generator=g)]
+        else:
+            magnitude[i] = 0.0
+    out = augment._apply_ops(images, op, magnitude)
+    for i in range(b):
+        name = augment._OPS[op[i]] if op[i] >= 0 else None
+        ref = images[i] if name is None else _reference_op(images[i], name, float(magnitude[i]))
+        _assert_matches(out[i], ref, name in augment._GEOMETRIC)
+
+
+def test_uniform_images_stay_finite():
+    """Constant channels hit torchvision's special cases (autocontrast's infinite scale, equalize's step 0)."""
+    images = torch.stack([torch.full((3, 8, 8), v, dtype=torch.uint8) for v in (0, 7, 255)])
+    for name in ("AutoContrast", "Equalize", "Contrast"):
+        op = torch.full((3,), augment._OPS.index(name))
+        out = augment._apply_ops(images, op, torch.full((3,), 0.5, dtype=torch.float64))
+        assert torch.equal(out, _reference_op(images, name, 0.5)), name
+
+
+def test_crop_and_flip_by_hand():
+    images = torch.arange(2 * 3 * 4 * 5, dtype=torch.uint8).view(2, 3, 4, 5) + 1  # no zeros
+    top, left = torch.tensor([0, 3]), torch.tensor([2, 4])
+    out = augment._crop_flip(images, top, left, torch.tensor([False, True]), padding=2)
+    # image 0: offset (0, 2) in the padded image = shifted down by 2 rows, columns unshifted
+    expected0 = torch.zeros(3, 4, 5, dtype=torch.uint8)
+    expected0[:, 2:, :] = images[0, :, :2, :]
+    assert torch.equal(out[0], expected0)
+    # image 1: offset (3, 4) = rows 1.. and columns 2.. of the original, zero beyond; then mirrored
+    expected1 = torch.zeros(3, 4, 5, dtype=torch.uint8)
+    expected1[:, :3, :3] = images[1, :, 1:, 2:]
+    assert torch.equal(out[1], expected1.flip(-1))
+
+
+def test_cutout_by_hand():
+    x = torch.ones(4, 3, 32, 32)
+    cut_y, cut_x = torch.tensor([0, 31, 10, 5]), torch.tensor([0, 31, 20, 5])
+    out = augment._cutout(x, cut_y, cut_x, 16)
+    holes = [(slice(0, 8), slice(0, 8)), (slice(23, 32), slice(23, 32)), (slice(2, 18), slice(12, 28)),
+             (slice(0, 13), slice(0, 13))]
+    for i, (rows, cols) in enumerate(holes):
+        expected = torch.ones(3, 32, 32)
+        expected[:, rows, cols] = 0
+        assert torch.equal(out[i], expected), i
+    odd = augment._cutout(torch.ones(1, 1, 9, 9), torch.tensor([4]), torch.tensor([4]), 5)
+    assert odd[0, 0].eq(0).sum() == 25 and odd[0, 0, 2:7, 2:7].eq(0).all()
+
+
+def test_pipeline_matches_per_image_torchvision():
+    """train_augment = torchvision's transforms run image by image with the same draws."""
+    b, h, w, padding, size = 48, 32, 32, 4, 16
+    images = _images(b, h, w, seed=3)
+    out = augment.train_augment(images, torch.Generator().manual_seed(5), padding=padding, cutout_size=size)
+    draw = augment._draw(b, h, w, padding, torch.Generator().manual_seed(5))
+    table = augment._policy_tables(h, w, torch.device("cpu"))
+    mean, std = list(augment.CIFAR_MEAN), list(augment.CIFAR_STD)
+    space = _space(h, w)
+    for i in range(b):
+        img = TF.crop(TF.pad(images[i], [padding]), int(draw.top[i]), int(draw.left[i]), h, w)
+        if draw.flip[i]:
+            img = TF.hflip(img)
+        for slot, (name, p, bin_) in enumerate(augment._POLICY[int(draw.policy[i])]):
+            assert augment._OPS.index(name) == table[0][draw.policy[i], slot]
+            if draw.prob[i, slot] <= p:
+                bins, signed = space[name]
+                m = float(bins[bin_]) if bin_ is not None else 0.0
+                img = _reference_op(img, name, -m if signed and draw.sign[i, slot] == 0 else m)
+        img = TF.convert_image_dtype(img, torch.float32)
+        y0, x0 = int(draw.cut_y[i]) - size // 2, int(draw.cut_x[i]) - size // 2
+        img[:, max(y0, 0) : y0 + size, max(x0, 0) : x0 + size] = 0
+        ref = TF.normalize(img, mean, std)
+        assert (out[i] != ref).float().mean().item() < 0.005  # geometric ties, see _assert_matches
+
+
+def test_policy_and_op_frequencies():
+    n = 200_000
+    draw = augment._draw(n, 32, 32, 4, torch.Generator().manual_seed(7))
+    op, magnitude = augment._policy_ops(draw.policy, draw.prob, draw.sign, 32, 32)
+    counts = torch.bincount(draw.policy, minlength=25).double()
+    assert (counts - n / 25).abs().max() < 4 * math.sqrt(n * (1 / 25) * (24 / 25))
+    for k, sub_policy in enumerate(augment._POLICY):
+        chosen = draw.policy == k
+        for slot, (name, p, bin_) in enumerate(sub_policy):
+            applied = op[chosen, slot] >= 0
+            assert (op[chosen, slot][applied] == augment._OPS.index(name)).all()
+            rate, m = applied.double().mean().item(), chosen.sum().item()
+            assert abs(rate - p) <= 4 * math.sqrt(p * (1 - p) / m) + 1 / m, (k, slot, rate, p)
+            if name in augment._SIGNED and bin_ != 0:
+                negative = (magnitude[chosen, slot] < 0).double().mean().item()
+                assert abs(negative - 0.5) <= 4 * math.sqrt(0.25 / m), (k, slot)
+    assert abs(draw.flip.double().mean().item() - 0.5) <= 4 * math.sqrt(0.25 / n)
+    for offsets in (draw.top, draw.left):
+        assert (torch.bincount(offsets, minlength=9).double() - n / 9).abs().max() < 4 * math.sqrt(n * 8 / 81)
+
+
+def test_determinism_and_output():
+    images = _images(16, 32, 32)
+    out = augment.train_augment(images, torch.Generator().manual_seed(0))
+    assert out.dtype == torch.float32 and out.shape == images.shape
+    assert torch.equal(out, augment.train_augment(images, torch.Generator().manual_seed(0)))
+    assert not torch.equal(out, augment.train_augment(images, torch.Generator().manual_seed(1)))
+    mean, std = torch.tensor(augment.CIFAR_MEAN).view(3, 1, 1), torch.tensor(augment.CIFAR_STD).view(3, 1, 1)
+    unit = out * std + mean
+    assert unit.min() > -1e-5 and unit.max() < 1 + 1e-5
+    assert (unit.abs() < 1e-5).flatten(1).sum(1).min() >= 3 * 8 * 8  # a Cutout hole covers at least a corner
+    small = augment.train_augment(_images(4, 8, 8), torch.Generator().manual_seed(0), padding=2, cutout_size=4)
+    assert small.shape == (4, 3, 8, 8) and torch.isfinite(small).all()
+
+
+def test_test_transform_is_scale_and_normalise():
+    images = _images(4, 32, 32)
+    ref = TF.normalize(TF.convert_image_dtype(images, torch.float32), augment.CIFAR_MEAN, augment.CIFAR_STD)
+    assert torch.equal(augment.test_transform(images), ref)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu_without_host_sync():
+    images = _images(64, 32, 32)
+    cpu_draw = augment._draw(64, 32, 32, 4, torch.Generator().manual_seed(0))
+    op, magnitude = augment._policy_ops(cpu_draw.policy, cpu_draw.prob, cpu_draw.sign, 32, 32)
+    for slot in range(2):
+        cpu = augment._apply_ops(images, op[:, slot], magnitude[:, slot])
+        gpu = augment._apply_ops(images.cuda(), op[:, slot].cuda(), magnitude[:, slot].cuda())
+        _assert_matches(gpu.cpu(), cpu, geometric=True)
+    images, g = images.cuda(), torch.Generator(device="cuda").manual_seed(0)
+    augment.train_augment(images, g)  # the first call fills the per-device caches from the host
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = augment.train_augment(images, g)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.is_cuda and torch.isfinite(out).all()

@@ -1,0 +1,73 @@
+"""Evaluation from saved logits: top-1, shot groups, per-class accuracy, and PN (SPEC §5).
+
+All accuracies are percentages. A shot group with no classes (few-shot at IF 10) is NaN —
+"not applicable" — never 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .data import SHOT_GROUPS, shot_groups
+
+
+def tau_grid(start: float, stop: float, step: float) -> list[float]:
+    """Inclusive grid, rounded so that 0.1-steps give 1.0 exactly (PN's headline tau)."""
+    n = int(round((stop - start) / step))
+    return [round(start + i * step, 10) for i in range(n + 1)]
+
+
+def pn_predictions(logits: np.ndarray, taus: list[float]) -> np.ndarray:
+    """Predictions for every tau: (T, N) class indices.
+
+    PN divides each softmax probability by its column mass m[j] = sum_i p[i, j] raised to tau
+    and takes the argmax; in log space that is argmax_j log p[i, j] - tau * log m[j], which is
+    exact where p underflows. tau = 0 is the plain argmax. NumPy, not torch: evaluation jobs
+    read saved logits and need no accelerator, so they skip torch's import cost.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    peak = log_p.max(axis=0)
+    log_mass = peak + np.log(np.exp(log_p - peak).sum(axis=0))  # log m[j], overflow-safe
+    return np.stack([(log_p - tau * log_mass).argmax(axis=1) for tau in taus])
+
+
+def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Percent correct per class; NaN for a class absent from the evaluation set."""
+    totals = np.bincount(labels, minlength=num_classes)
+    hits = np.bincount(labels[predictions == labels], minlength=num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, 100.0 * hits / np.maximum(totals, 1), np.nan)
+
+
+def group_accuracies(predictions: np.ndarray, labels: np.ndarray, train_counts: np.ndarray) -> dict[str, float]:
+    """Top-1 over all samples and over the samples of each shot group's classes."""
+    correct = predictions == labels
+    group_of_sample = shot_groups(train_counts)[labels]
+    out = {"top1": 100.0 * float(correct.mean())}
+    for group in SHOT_GROUPS:
+        members = group_of_sample == group
+        out[group] = 100.0 * float(correct[members].mean()) if members.any() else float("nan")
+    return out
+
+
+def tau_sweep(logits: np.ndarray, labels: np.ndarray, train_counts: np.ndarray, taus: list[float]) -> pd.DataFrame:
+    """One row per tau: tau, top1, many, medium, few."""
+    predictions = pn_predictions(logits, taus)
+    return pd.DataFrame([{"tau": tau, **group_accuracies(p, labels, train_counts)} for tau, p in zip(taus, predictions)])
+
+
+def per_class_table(logits: np.ndarray, labels: np.ndarray, train_counts: np.ndarray, tau: float) -> pd.DataFrame:
+    """Per-class accuracy at one tau, beside each class's training count and shot group."""
+    predictions = pn_predictions(logits, [tau])[0]
+    num_classes = len(train_counts)
+    return pd.DataFrame(
+        {
+            "class": np.arange(num_classes),
+            "train_count": train_counts,
+            "group": shot_groups(train_counts),
+            "accuracy": per_class_accuracy(predictions, labels, num_classes),
+        }
+    )

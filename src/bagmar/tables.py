@@ -42,5 +42,5 @@ def over_seeds(summary: pd.DataFrame) -> pd.DataFrame:
     """Mean, standard deviation (ddof=1; NaN for one seed) and seed count per (variant, IF)."""
     values = [*METRICS, "best_tau", "best_top1"]
     grouped = summary.groupby(["variant", "imbalance_factor", "evaluation"], sort=False)[values]
-    out = grouped.mean().join(grouped.std(ddof=1), rsuffix="_std").join(grouped.size().rename("n_seeds"))
+    out = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std")).join(grouped.size().rename("n_seeds"))
     return out.reset_index()

@@ -1,0 +1,121 @@
+"""SPEC §4: BaGMar's adjusted logits and gradient statistics."""
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from bagmar.loss import EPS, GradientStatistics, adjusted_logits, bagmar_loss
+
+
+class NaiveStatistics:
+    """SPEC §4 written out literally: three C x C matrices, one sample at a time."""
+
+    def __init__(self, c):
+        self.F = np.zeros((c, c))
+        self.P = np.zeros((c, c))
+        self.N = np.zeros((c, c))
+
+    def update(self, grad, labels):
+        for i, y in enumerate(labels):
+            self.F[:, y] += grad[i]
+        identity = np.eye(len(self.F))
+        self.P += self.F * identity
+        self.N += self.F * (1 - identity)
+
+    @property
+    def theta(self):
+        return self.P.sum(axis=1)
+
+    @property
+    def phi(self):
+        return self.N.sum(axis=0)
+
+
+def naive_adjusted(z, y, naive, lambda1, lambda2):
+    out = np.array(z, dtype=np.float64)
+    for i in range(len(y)):
+        for j in range(out.shape[1]):
+            out[i, j] += lambda1 * np.log(naive.theta[j] + EPS) - lambda2 * np.log(naive.phi[y[i]] + EPS)
+    return out
+
+
+def test_vectorised_statistics_equal_the_naive_per_sample_spec():
+    c, batch = 7, 12
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    stats, naive = GradientStatistics(c), NaiveStatistics(c)
+    for step in range(60):
+        # repeated labels always; classes 5 and 6 absent from every other batch
+        labels = rng.integers(0, c if step % 2 else 5, size=batch)
+        logits = torch.randn(batch, c) * 3
+        y = torch.as_tensor(labels)
+        adjusted = adjusted_logits(logits, y, stats, 1.2, 0.9)
+        assert np.allclose(adjusted.numpy(), naive_adjusted(logits.numpy(), labels, naive, 1.2, 0.9), atol=1e-4)
+        _, grad = bagmar_loss(logits, y, stats, 1.2, 0.9)
+        stats.update(grad, y)
+        naive.update(grad.numpy().astype(np.float64), labels)
+        assert np.allclose(stats.F.numpy(), naive.F, rtol=1e-12, atol=1e-12)
+        assert np.allclose(stats.theta.numpy(), naive.theta, rtol=1e-12, atol=1e-12)
+        assert np.allclose(stats.phi.numpy(), naive.phi, rtol=1e-12, atol=1e-12)
+    assert stats.theta.dtype == stats.phi.dtype == torch.float64
+    assert (naive.theta > 0).all() and (naive.phi > 0).all()
+
+
+def test_gradient_for_the_statistics_is_the_autograd_gradient():
+    torch.manual_seed(1)
+    stats = GradientStatistics(5)
+    stats.update(torch.rand(8, 5), torch.randint(0, 5, (8,)))
+    logits = torch.randn(8, 5, requires_grad=True)
+    y = torch.randint(0, 5, (8,))
+    adjusted = adjusted_logits(logits, y, stats, 1.0, 1.0)
+    adjusted.retain_grad()
+    loss = F.cross_entropy(adjusted, y)
+    loss.backward()
+    _, grad = bagmar_loss(logits.detach(), y, stats, 1.0, 1.0)
+    assert torch.allclose(grad, adjusted.grad.abs(), atol=1e-7)
+
+
+def test_lambda2_changes_neither_loss_nor_any_gradient():
+    torch.manual_seed(2)
+    stats = GradientStatistics(6)
+    for _ in range(5):
+        stats.update(torch.rand(10, 6), torch.randint(0, 6, (10,)))
+    features = torch.randn(10, 4)
+    y = torch.randint(0, 6, (10,))
+    results = []
+    for lambda2 in (0.0, 0.9, 5.0):
+        torch.manual_seed(7)  # the same layer for every lambda2
+        layer = torch.nn.Linear(4, 6)
+        loss, grad = bagmar_loss(layer(features), y, stats, 1.2, lambda2)
+        loss.backward()
+        results.append((loss.item(), layer.weight.grad.clone(), layer.bias.grad.clone(), grad))
+    for loss, weight_grad, bias_grad, grad in results[1:]:
+        assert loss == pytest.approx(results[0][0], rel=1e-6)
+        assert torch.allclose(weight_grad, results[0][1], atol=1e-6)
+        assert torch.allclose(bias_grad, results[0][2], atol=1e-6)
+        assert torch.allclose(grad, results[0][3], atol=1e-6)
+
+
+def test_lambda1_does_change_the_loss():
+    stats = GradientStatistics(3)
+    stats.update(torch.tensor([[0.5, 0.1, 0.0]]), torch.tensor([0]))
+    logits, y = torch.zeros(2, 3), torch.tensor([0, 1])
+    assert bagmar_loss(logits, y, stats, 1.0, 0.0)[0] != bagmar_loss(logits, y, stats, 0.0, 0.0)[0]
+
+
+def test_cross_entropy_is_the_special_case_lambda_zero():
+    torch.manual_seed(3)
+    stats = GradientStatistics(4)
+    stats.update(torch.rand(6, 4), torch.randint(0, 4, (6,)))
+    logits, y = torch.randn(6, 4), torch.randint(0, 4, (6,))
+    loss, _ = bagmar_loss(logits, y, stats, 0.0, 0.0)
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
+
+
+def test_statistics_round_trip_through_a_state_dict():
+    stats = GradientStatistics(3)
+    stats.update(torch.rand(4, 3), torch.tensor([0, 0, 2, 1]))
+    other = GradientStatistics(3)
+    other.load_state_dict(stats.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(stats.state_dict().values(), other.state_dict().values()))

@@ -49,3 +49,19 @@ def test_bagmar_beats_cross_entropy_on_few_shot_classes(sweeps):
 def test_pn_beats_plain_argmax_on_few_shot_classes_of_the_ce_model(sweeps):
     assert sweeps["ce"].loc[1.0, "few"] > sweeps["ce"].loc[0.0, "few"] + 20.0
     assert sweeps["ce"].loc[1.0, "top1"] > sweeps["ce"].loc[0.0, "top1"]
+
+
+def tiny_training(seed):
+    images = make_synthetic(4, 40, 10, 8, seed=0)
+    recipe = Recipe(epochs=2, batch_size=16, width=2, padding=1, cutout_size=4, lambda1=1.0, lambda2=1.0, seed=seed)
+    return train(images.train_images, images.train_labels, images.test_images, images.test_labels, 4, recipe,
+                 progress=lambda line: None)
+
+
+def test_training_is_a_function_of_its_seed():
+    a, b, c = tiny_training(0), tiny_training(0), tiny_training(1)
+    for name, value in a.model.state_dict().items():
+        assert torch.equal(value, b.model.state_dict()[name]), name
+    assert np.array_equal(a.test_logits, b.test_logits)
+    assert torch.equal(a.stats.theta, b.stats.theta)
+    assert not np.array_equal(a.test_logits, c.test_logits)

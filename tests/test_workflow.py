@@ -1,0 +1,154 @@
+"""The Snakemake workflow: the DAG it plans, the demo end to end, and what a change reruns.
+
+Each test works in a copy of the project under tmp_path, so the checkout is never touched.
+"""
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).parents[1]
+PROJECT_FILES = ["Snakefile", "workflow", "scripts", "src", "templates", "config", "profiles", "envs", "README.md"]
+DEMO_BUDGET_S = 180  # issue 2: the demo DAG on 2 CPU cores in at most 3 minutes
+
+
+def copy_project(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in PROJECT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=ignore)
+        else:
+            shutil.copy2(source, dest / name)
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=workdir,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Rule -> job count of a dry run ({} when there is nothing to do)."""
+    run = snakemake(workdir, "-n", *args)
+    assert run.returncode == 0, run.stdout + run.stderr
+    output = run.stdout + run.stderr
+    table = re.search(r"Job stats:\njob\s+count\n[- ]+\n(.*?)\ntotal", output, re.S)
+    if table is None:
+        assert "Nothing to be done" in output, output
+        return {}
+    return {rule: int(count) for rule, count in (line.split() for line in table.group(1).splitlines())}
+
+
+def edit_config(path: Path, edit) -> None:
+    config = yaml.safe_load(path.read_text())
+    edit(config)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The README's demo command, run once in a fresh copy of the project."""
+    workdir = copy_project(tmp_path_factory.mktemp("demo"))
+    started = time.perf_counter()
+    run = snakemake(workdir, "--configfile", "config/demo.yaml")
+    seconds = time.perf_counter() - started
+    assert run.returncode == 0, run.stdout + run.stderr
+    print(f"demo DAG: {seconds:.0f} s")
+    return workdir, seconds
+
+
+def test_paper_config_plans_the_paper_dag(tmp_path):
+    workdir = copy_project(tmp_path)
+    jobs = planned_jobs(workdir)
+    assert jobs == {"cifar100_dataset": 1, "split": 4, "train": 12, "evaluate": 16, "aggregate": 1, "render": 1,
+                    "all": 1}
+
+
+def test_demo_runs_the_whole_dag_and_fills_the_readme(demo):
+    workdir, seconds = demo
+    assert seconds <= DEMO_BUDGET_S
+    results = workdir / "results" / "demo"
+    assert len(list((results / "train").glob("*/imba*/seed0/model.pt"))) == 12
+    assert len(list((results / "eval").glob("*/imba*/seed0/tau_sweep.csv"))) == 16
+    for rule in ("split", "train", "evaluate"):
+        assert list((results / "logs" / rule).glob("*.log")) and list((results / "benchmarks" / rule).glob("*.tsv"))
+    metrics = pd.read_csv(results / "train" / "BaGMar_pn" / "imba100" / "seed0" / "metrics.csv")
+    assert list(metrics.columns[:5]) == ["epoch", "lr", "train_loss", "train_acc", "test_acc"]
+    assert len(metrics) == yaml.safe_load((workdir / "config" / "demo.yaml").read_text())["recipe"]["epochs"]
+
+    section = (results / "tables" / "results.md").read_text()
+    readme = (workdir / "README.md").read_text()
+    assert section.strip() in readme
+    assert readme.index("<!-- BEGIN results: demo -->") < readme.index(section.strip()[:40])
+    # the README shows this run's numbers, not a stale or made-up table
+    table = pd.read_csv(results / "tables" / "results.csv")
+    for row in table[table["variant"] == "BaGMar_pn"].itertuples():
+        assert f"| {row.imbalance_factor:g} | {row.top1:.1f} | {row.best_top1:.1f} (τ={row.best_tau:g}) |" in readme
+
+
+def rerun_plan(demo, tmp_path, change) -> dict[str, int]:
+    """Copy the finished demo (time stamps and Snakemake's metadata too), apply a change, dry-run."""
+    workdir = tmp_path / "copy"
+    shutil.copytree(demo[0], workdir)
+    assert planned_jobs(workdir, "--configfile", "config/demo.yaml") == {}
+    time.sleep(0.01)
+    change(workdir)
+    return planned_jobs(workdir, "--configfile", "config/demo.yaml")
+
+
+def test_changing_the_loss_code_reruns_trainings_not_splits(demo, tmp_path):
+    def change(workdir):
+        with open(workdir / "src" / "bagmar" / "loss.py", "a") as f:
+            f.write("\n# an edit\n")
+
+    assert rerun_plan(demo, tmp_path, change) == {"train": 12, "evaluate": 16, "aggregate": 1, "render": 1, "all": 1}
+
+
+def test_changing_the_tau_grid_reruns_pn_evaluations_only(demo, tmp_path):
+    def change(workdir):
+        edit_config(workdir / "config" / "demo.yaml", lambda c: c["tau_grid"].update(stop=3.0))
+
+    assert rerun_plan(demo, tmp_path, change) == {"evaluate": 8, "aggregate": 1, "render": 1, "all": 1}
+
+
+def test_changing_lambda1_of_one_variant_reruns_only_its_trainings(demo, tmp_path):
+    def change(workdir):
+        edit_config(workdir / "config" / "demo.yaml", lambda c: c["trainings"]["BaGMar_pn"].update(lambda1=1.3))
+
+    assert rerun_plan(demo, tmp_path, change) == {"train": 4, "evaluate": 4, "aggregate": 1, "render": 1, "all": 1}
+
+
+def test_a_cosmetic_template_change_reruns_only_the_rendering(demo, tmp_path):
+    def change(workdir):
+        with open(workdir / "templates" / "results.md.j2", "a") as f:
+            f.write("\n")
+
+    assert rerun_plan(demo, tmp_path, change) == {"render": 1, "all": 1}
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["recipe"].update(epochs=-1), "epochs"),
+        (lambda c: c.update(imbalance_factors=[0.5]), "imbalance_factors"),
+        (lambda c: c.update(colour="red"), "colour"),
+        (lambda c: c["variants"]["ce_pn"].update(training="nope"), "variants.ce_pn.training"),
+        (lambda c: c.update(tau_grid={"start": 0.0, "stop": 2.0, "step": 0.3}), "tau = 1.0"),
+    ],
+)
+def test_invalid_config_is_refused_before_any_job(tmp_path, edit, message):
+    workdir = copy_project(tmp_path)
+    edit_config(workdir / "config" / "demo.yaml", edit)
+    run = snakemake(workdir, "-n", "--configfile", "config/demo.yaml")
+    assert run.returncode != 0
+    assert message in run.stdout + run.stderr
+    assert not (workdir / "results").exists()

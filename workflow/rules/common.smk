@@ -1,0 +1,103 @@
+# Config validation, path helpers and code dependencies shared by all stages.
+import ast
+import os
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+# Relative to the working directory, so that a moved or copied project keeps its recorded inputs.
+PACKAGE_SRC = Path(os.path.relpath(Path(workflow.basedir) / "src"))
+PACKAGE = PACKAGE_SRC / "bagmar"
+TEMPLATES = Path(os.path.relpath(Path(workflow.basedir) / "templates"))
+# Jobs import the package from this checkout, the same files the rules list as inputs below,
+# whatever else is installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_SRC.resolve()), os.environ.get("PYTHONPATH")]))
+
+sys.path.insert(0, str(PACKAGE_SRC))
+from bagmar.evaluate import tau_grid  # noqa: E402
+
+
+RESULTS = f"results/{config['run_name']}"
+IMBALANCE_FACTORS = [f"{float(x):g}" for x in config["imbalance_factors"]]
+SEEDS = [str(s) for s in config["seeds"]]
+TAUS = tau_grid(**config["tau_grid"])
+
+
+wildcard_constraints:
+    imbalance=r"\d+(\.\d+)?",
+    seed=r"\d+",
+    training=r"[A-Za-z0-9_]+",
+    variant=r"[A-Za-z0-9_]+",
+
+
+def result(*parts):
+    """Every output path is built here: results/<run_name>/<parts...>."""
+    return "/".join([RESULTS, *parts])
+
+
+def training_dir(training="{training}", imbalance="{imbalance}", seed="{seed}"):
+    return result("train", training, f"imba{imbalance}", f"seed{seed}")
+
+
+def package_code(module):
+    """Source files of a bagmar module and of every bagmar module it imports, transitively.
+
+    Snakemake tracks a script's own time stamp but not what it imports; listing these files as
+    inputs makes a change to the method's code rerun exactly the jobs that execute it.
+    """
+    seen, todo = {"__init__"}, [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse((PACKAGE / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                todo += [node.module] if node.module else [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bagmar."):
+                todo.append(node.module.split(".")[1])
+    return sorted(str(PACKAGE / f"{name}.py") for name in seen)
+
+
+def training_recipe(wildcards):
+    """The shared recipe, this training's overrides (lambda1, lambda2, ...) and its seed."""
+    return {**config["recipe"], **config["trainings"][wildcards.training], "seed": int(wildcards.seed)}
+
+
+def variant_taus(wildcards):
+    """PN variants sweep the tau grid; plain evaluation is tau = 0 alone."""
+    return TAUS if config["variants"][wildcards.variant]["evaluation"] == "pn" else [0.0]
+
+
+def _check_config():
+    """Cross-field rules the schema cannot express; raised before any job is planned."""
+    problems = []
+    for name, variant in config["variants"].items():
+        if variant["training"] not in config["trainings"]:
+            problems.append(
+                f"variants.{name}.training = '{variant['training']}' is not a key of trainings "
+                f"(one of: {', '.join(config['trainings'])})"
+            )
+    if config["report"]["headline_variant"] not in config["variants"]:
+        problems.append(
+            f"report.headline_variant = '{config['report']['headline_variant']}' is not a key of variants "
+            f"(one of: {', '.join(config['variants'])})"
+        )
+    grid = config["tau_grid"]
+    if grid["stop"] < grid["start"]:
+        problems.append(f"tau_grid.stop ({grid['stop']}) is below tau_grid.start ({grid['start']})")
+    elif any(v["evaluation"] == "pn" for v in config["variants"].values()) and 1.0 not in TAUS:
+        problems.append(f"tau_grid {grid} must contain tau = 1.0, PN's headline column; it gives {TAUS}")
+    if config["recipe"]["warmup_epochs"] > config["recipe"]["epochs"]:
+        problems.append(
+            f"recipe.warmup_epochs ({config['recipe']['warmup_epochs']}) exceeds recipe.epochs ({config['recipe']['epochs']})"
+        )
+    if problems:
+        raise ValueError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+_check_config()

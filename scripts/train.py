@@ -12,8 +12,10 @@ with log_to(snakemake.log[0]):
     indices = np.load(snakemake.input.indices)
     recipe = Recipe(**snakemake.params.recipe)
     device = resolve_device(snakemake.config.get("device", "auto"))
+    w = snakemake.wildcards
     print(f"{recipe} on {device}, {len(indices)} training images")
     result = train(images.train_images[indices], images.train_labels[indices], images.test_images,
-                   images.test_labels, images.num_classes, recipe, device=device)
+                   images.test_labels, images.num_classes, recipe, device=device,
+                   checkpoint_dir=snakemake.params.checkpoints, name=f"{w.training} IF {w.imbalance} seed {w.seed}")
     result.save(model=snakemake.output.model, logits=snakemake.output.logits, test_labels=images.test_labels,
                 metrics=snakemake.output.metrics, statistics=snakemake.output.statistics)

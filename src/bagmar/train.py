@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -12,6 +13,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from . import checkpoint
 from .augment import test_transform, train_augment
 from .io import atomic_write
 from .loss import GradientStatistics, bagmar_loss
@@ -96,8 +98,16 @@ def train(
     recipe: Recipe,
     device: str = "cpu",
     progress: Callable[[str], None] = print,
+    checkpoint_dir: str | Path | None = None,
+    name: str = "training",
 ) -> TrainResult:
-    """Train ResNet-32 with the BaGMar loss (cross-entropy when lambda1 = lambda2 = 0)."""
+    """Train ResNet-32 with the BaGMar loss (cross-entropy when lambda1 = lambda2 = 0).
+
+    With ``checkpoint_dir``, the full state is saved after every epoch and a rerun resumes from
+    the newest intact checkpoint of the same recipe and data; on the CPU the resumed run ends
+    bit-identical to an uninterrupted one. All randomness after the model's initialisation comes
+    from one torch.Generator, whose state the checkpoint holds.
+    """
     torch.manual_seed(recipe.seed)
     model = ResNet32(num_classes, recipe.width).to(device)
     optimizer = torch.optim.SGD(
@@ -114,8 +124,19 @@ def train(
     if steps == 0:
         raise ValueError(f"batch_size {recipe.batch_size} is larger than the training split ({len(y_train)} images)")
 
-    metrics = []
-    for epoch in range(1, recipe.epochs + 1):
+    metrics: list[dict] = []
+    first_epoch = 1
+    identity = checkpoint.fingerprint(dataclasses.asdict(recipe), train_images, train_labels)
+    if checkpoint_dir is not None and (state := checkpoint.load_latest(checkpoint_dir, identity, device)):
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        stats.load_state_dict(state["statistics"])
+        generator.set_state(state["generator"].cpu())
+        metrics = state["metrics"]
+        first_epoch = state["epoch"] + 1
+        progress(f"resuming {name} after epoch {state['epoch']} from {checkpoint_dir}")
+
+    for epoch in range(first_epoch, recipe.epochs + 1):
         started = time.perf_counter()
         lr = learning_rate(epoch, recipe)
         for group in optimizer.param_groups:
@@ -123,6 +144,7 @@ def train(
         order = torch.randperm(len(y_train), generator=generator, device=device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
+        first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)  # checked once per epoch: no sync
         for step in range(steps):
             batch = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
             x = train_augment(x_train[batch], generator, padding=recipe.padding, cutout_size=recipe.cutout_size)
@@ -135,24 +157,38 @@ def train(
             stats.update(grad, y)
             loss_sum += loss.detach()
             correct += (logits.detach().argmax(1) == y).sum()
-        train_loss = loss_sum.item() / steps
-        if not math.isfinite(train_loss):
+            finite = torch.isfinite(loss.detach()) & torch.isfinite(logits.detach()).all()
+            first_bad_step = torch.where(finite | (first_bad_step >= 0), first_bad_step, step + 1)
+        if (bad := int(first_bad_step)) >= 0:
             raise FloatingPointError(
-                f"non-finite training loss in epoch {epoch} (lambda1={recipe.lambda1}, lambda2={recipe.lambda2}); "
-                "lower the learning rate or check the input data"
+                f"{name}: non-finite loss or logits in epoch {epoch}, step {bad} of {steps} "
+                f"(lambda1={recipe.lambda1}, lambda2={recipe.lambda2}, lr={lr:.4g}); nothing was saved for this "
+                "training. Lower the learning rate or check the input data."
             )
         test_logits = predict_logits(model, x_test)
-        row = {
+        metrics.append({
             "epoch": epoch,
             "lr": lr,
-            "train_loss": train_loss,
+            "train_loss": loss_sum.item() / steps,
             "train_acc": 100.0 * correct.item() / (steps * recipe.batch_size),
             "test_acc": 100.0 * (test_logits.argmax(1) == y_test).float().mean().item(),
             "seconds": time.perf_counter() - started,
-        }
-        metrics.append(row)
+        })
+        if checkpoint_dir is not None:
+            checkpoint.save(checkpoint_dir, epoch, {
+                "fingerprint": identity,
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "statistics": stats.state_dict(),
+                "generator": generator.get_state(),
+                "metrics": metrics,
+            })
+        row = metrics[-1]
         progress(
-            f"epoch {epoch}/{recipe.epochs}  lr {lr:.4f}  loss {row['train_loss']:.4f}  "
+            f"{name} epoch {epoch}/{recipe.epochs}  lr {lr:.4f}  loss {row['train_loss']:.4f}  "
             f"train {row['train_acc']:.2f}%  test {row['test_acc']:.2f}%  ({row['seconds']:.1f} s)"
         )
+    if first_epoch > recipe.epochs:  # every epoch was in the checkpoint: only the test logits are missing
+        test_logits = predict_logits(model, x_test)
     return TrainResult(model, test_logits.cpu().numpy(), metrics, stats)

@@ -13,6 +13,7 @@ rule train:
         statistics=training_dir() + "/statistics.npz",
     params:
         recipe=training_recipe,
+        checkpoints=checkpoint_dir,
     threads: config["threads"]["train"]
     resources:
         gpu=1,

@@ -1,0 +1,47 @@
+"""Helpers for tests that run the workflow in a throw-away copy of the project."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).parents[1]
+PROJECT_FILES = ["Snakefile", "workflow", "scripts", "src", "templates", "config", "profiles", "envs", "README.md"]
+
+
+def copy_project(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in PROJECT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=ignore)
+        else:
+            shutil.copy2(source, dest / name)
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=workdir,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Rule -> job count of a dry run ({} when there is nothing to do)."""
+    run = snakemake(workdir, "-n", *args)
+    assert run.returncode == 0, run.stdout + run.stderr
+    output = run.stdout + run.stderr
+    table = re.search(r"Job stats:\njob\s+count\n[- ]+\n(.*?)\ntotal", output, re.S)
+    if table is None:
+        assert "Nothing to be done" in output, output
+        return {}
+    return {rule: int(count) for rule, count in (line.split() for line in table.group(1).splitlines())}
+
+
+def edit_config(path: Path, edit) -> None:
+    config = yaml.safe_load(path.read_text())
+    edit(config)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -1,0 +1,171 @@
+"""Issue 5: a killed training resumes and ends bit-identical; damaged or crafted checkpoints are refused."""
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bagmar import checkpoint
+from bagmar.data import make_synthetic
+from bagmar.train import Recipe, train
+
+WORKER = Path(__file__).with_name("resume_worker.py")
+
+
+def run_worker(tmp_path, checkpoints, point=None):
+    out = tmp_path / f"result-{point or 'full'}.pt".replace(":", "_")
+    run = subprocess.run([sys.executable, str(WORKER), str(checkpoints), str(out), *([point] if point else [])],
+                         capture_output=True, text=True, timeout=120)
+    return run, out
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("full")
+    run, out = run_worker(tmp, tmp / "checkpoints")
+    assert run.returncode == 0, run.stderr
+    return torch.load(out, weights_only=True)
+
+
+@pytest.mark.parametrize("point, resumed_after", [
+    ("step:2:3", 1),  # mid-epoch
+    ("checkpoint:3", 2),  # during the checkpoint write
+    ("evaluate:2", 1),  # during the evaluation
+])
+def test_sigkill_then_rerun_is_bit_identical(tmp_path, uninterrupted, point, resumed_after):
+    checkpoints = tmp_path / "checkpoints"
+    killed, out = run_worker(tmp_path, checkpoints, point)
+    assert killed.returncode == -9 and not out.exists()
+    resumed, out = run_worker(tmp_path, checkpoints)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming worker after epoch {resumed_after} " in resumed.stdout  # at most one epoch redone
+    result = torch.load(out, weights_only=True)
+    for name, value in uninterrupted["model"].items():
+        assert torch.equal(value, result["model"][name]), name
+    assert torch.equal(uninterrupted["logits"], result["logits"])
+    assert torch.equal(uninterrupted["theta"], result["theta"])
+    assert uninterrupted["metrics"] == result["metrics"]
+    assert not list(checkpoints.glob(".*.tmp"))
+
+
+def tiny(epochs=3):
+    images = make_synthetic(4, 20, 5, 8, seed=0)
+    recipe = Recipe(epochs=epochs, batch_size=16, width=2, padding=1, cutout_size=4, lambda1=1.0, lambda2=1.0)
+    return images, recipe
+
+
+def run_tiny(checkpoints, epochs=3, **kwargs):
+    images, recipe = tiny(epochs)
+    return train(images.train_images, images.train_labels, images.test_images, images.test_labels, 4, recipe,
+                 checkpoint_dir=checkpoints, progress=lambda line: None, **kwargs)
+
+
+def test_truncated_checkpoint_is_reported_and_the_previous_one_used(tmp_path):
+    full = run_tiny(tmp_path / "a")
+    run_tiny(tmp_path / "b", epochs=3)
+    newest = tmp_path / "b" / "epoch0003.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])
+    with pytest.warns(UserWarning, match=str(newest)):
+        resumed = run_tiny(tmp_path / "b")
+    assert np.array_equal(full.test_logits, resumed.test_logits)
+    assert [r["test_acc"] for r in full.metrics] == [r["test_acc"] for r in resumed.metrics]
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(tmp_path):
+    run_tiny(tmp_path, epochs=2)
+    images, recipe = tiny()
+    other = checkpoint.fingerprint({"lambda1": 0.0}, images.train_images)
+    with pytest.warns(UserWarning, match="other settings"):
+        assert checkpoint.load_latest(tmp_path, other, "cpu") is None
+
+
+def test_only_the_newest_checkpoints_are_kept(tmp_path):
+    run_tiny(tmp_path, epochs=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch0002.pt", "epoch0003.pt"]
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    directory = tmp_path / "checkpoints"
+    directory.mkdir()
+    torch.save({"epoch": 9, "payload": _RunsCode(marker)}, directory / "epoch0009.pt")
+    with pytest.warns(UserWarning, match="epoch0009.pt"):
+        assert checkpoint.load_latest(directory, "anything", "cpu") is None
+    assert not marker.exists()
+
+
+def test_non_finite_loss_stops_with_epoch_step_and_name(monkeypatch, tmp_path):
+    import bagmar.train
+
+    calls, real = [0], bagmar.train.bagmar_loss
+
+    def nan_at_step_8(*args, **kwargs):
+        calls[0] += 1
+        loss, grad = real(*args, **kwargs)
+        return (loss * float("nan"), grad) if calls[0] == 8 else (loss, grad)
+
+    monkeypatch.setattr(bagmar.train, "bagmar_loss", nan_at_step_8)
+    with pytest.raises(FloatingPointError, match=r"BaGMar_pn IF 100 seed 0: non-finite loss or logits in epoch 2, step 3 of 5"):
+        run_tiny(tmp_path, name="BaGMar_pn IF 100 seed 0")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch0001.pt"]  # epoch 2 was never checkpointed
+
+
+def test_killing_the_whole_workflow_and_rerunning_gives_the_same_table(tmp_path):
+    import os
+    import signal
+    import time
+
+    import yaml
+
+    from project import copy_project, snakemake
+
+    def tiny_project(name):
+        workdir = copy_project(tmp_path / name)
+        config = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())
+        config["imbalance_factors"] = [100, 10]
+        config["dataset"]["synthetic"].update(num_classes=10, image_size=8)
+        config["recipe"].update(epochs=4, width=2, padding=1, cutout_size=4)
+        (workdir / "config" / "demo.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        return workdir
+
+    reference = tiny_project("uninterrupted")
+    assert snakemake(reference, "--configfile", "config/demo.yaml").returncode == 0
+
+    workdir = tiny_project("killed")
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/demo.yaml"]
+    process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    results = workdir / "results" / "demo"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # kill once some training is part-way: checkpointed, not finished
+        partial = [d for d in results.glob("checkpoints/*/*/*") if list(d.glob("epoch*.pt"))
+                   and not (results / "train" / d.relative_to(results / "checkpoints") / "model.pt").exists()]
+        if partial:
+            break
+        time.sleep(0.05)
+    assert partial, "no training was caught part-way"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+    assert snakemake(workdir, "--unlock").returncode == 0
+    rerun = snakemake(workdir, "--configfile", "config/demo.yaml")
+    assert rerun.returncode == 0, rerun.stderr
+    logs = "".join(p.read_text() for p in (results / "logs" / "train").glob("*.log"))
+    assert "resuming" in logs
+    for name in ("results.csv", "summary.csv", "evaluations.csv"):
+        assert (results / "tables" / name).read_bytes() == (reference / "results/demo/tables" / name).read_bytes()
+    for model in (reference / "results/demo/train").rglob("model.pt"):
+        twin = results / "train" / model.relative_to(reference / "results/demo/train")
+        assert twin.read_bytes() == model.read_bytes(), twin

@@ -3,55 +3,15 @@
 Each test works in a copy of the project under tmp_path, so the checkout is never touched.
 """
 
-import re
 import shutil
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from project import copy_project, edit_config, planned_jobs, snakemake
 
-ROOT = Path(__file__).parents[1]
-PROJECT_FILES = ["Snakefile", "workflow", "scripts", "src", "templates", "config", "profiles", "envs", "README.md"]
 DEMO_BUDGET_S = 180  # issue 2: the demo DAG on 2 CPU cores in at most 3 minutes
-
-
-def copy_project(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for name in PROJECT_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=ignore)
-        else:
-            shutil.copy2(source, dest / name)
-    return dest
-
-
-def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=workdir,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
-    """Rule -> job count of a dry run ({} when there is nothing to do)."""
-    run = snakemake(workdir, "-n", *args)
-    assert run.returncode == 0, run.stdout + run.stderr
-    output = run.stdout + run.stderr
-    table = re.search(r"Job stats:\njob\s+count\n[- ]+\n(.*?)\ntotal", output, re.S)
-    if table is None:
-        assert "Nothing to be done" in output, output
-        return {}
-    return {rule: int(count) for rule, count in (line.split() for line in table.group(1).splitlines())}
-
-
-def edit_config(path: Path, edit) -> None:
-    config = yaml.safe_load(path.read_text())
-    edit(config)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 @pytest.fixture(scope="module")
@@ -140,9 +100,13 @@ def test_a_cosmetic_template_change_reruns_only_the_rendering(demo, tmp_path):
     [
         (lambda c: c["recipe"].update(epochs=-1), "epochs"),
         (lambda c: c.update(imbalance_factors=[0.5]), "imbalance_factors"),
-        (lambda c: c.update(colour="red"), "colour"),
+        (lambda c: c.update(colour="red"), "'colour' was unexpected); allowed keys: run_name"),
         (lambda c: c["variants"]["ce_pn"].update(training="nope"), "variants.ce_pn.training"),
         (lambda c: c.update(tau_grid={"start": 0.0, "stop": 2.0, "step": 0.3}), "tau = 1.0"),
+        (lambda c: c.update(tau_grid={"start": 2.0, "stop": 1.0, "step": 0.1}), "tau_grid.stop"),
+        (lambda c: c["trainings"]["BaGMar"].update(lambda1=float("nan")), "trainings.BaGMar.lambda1 = nan"),
+        (lambda c: c["recipe"].update(batch_size="64"), "recipe.batch_size: '64' is not of type 'integer'"),
+        (lambda c: c["dataset"].update(name="imagenet"), "dataset.name: 'imagenet' is not one of"),
     ],
 )
 def test_invalid_config_is_refused_before_any_job(tmp_path, edit, message):

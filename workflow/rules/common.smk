@@ -1,13 +1,37 @@
 # Config validation, path helpers and code dependencies shared by all stages.
 import ast
+import math
 import os
 import sys
 from pathlib import Path
 
+import jsonschema
+import yaml
 from snakemake.utils import validate
 
+SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 
-validate(config, "../schemas/config.schema.yaml")
+
+def _schema_problems():
+    """Every schema violation, one line each, naming the key and what it allows."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    problems = []
+    for error in jsonschema.Draft202012Validator(schema).iter_errors(config):
+        key = ".".join(map(str, error.absolute_path)) or "top level"
+        line = f"{key}: {error.message}"
+        if error.validator == "additionalProperties" and error.schema.get("properties"):
+            line += f"; allowed keys: {', '.join(error.schema['properties'])}"
+        problems.append(line)
+    return sorted(problems)
+
+
+def _refuse(problems):
+    raise ValueError(f"invalid configuration (keys and allowed values: workflow/schemas/config.schema.yaml):\n  - " + "\n  - ".join(problems))
+
+
+if _schema_problems():
+    _refuse(_schema_problems())
+validate(config, str(SCHEMA))  # fills the schema's defaults
 
 # Relative to the working directory, so that a moved or copied project keeps its recorded inputs.
 PACKAGE_SRC = Path(os.path.relpath(Path(workflow.basedir) / "src"))
@@ -41,6 +65,11 @@ def result(*parts):
 
 def training_dir(training="{training}", imbalance="{imbalance}", seed="{seed}"):
     return result("train", training, f"imba{imbalance}", f"seed{seed}")
+
+
+def checkpoint_dir(wildcards):
+    """Per-epoch checkpoints: not a declared output, so a failed or killed job keeps them."""
+    return result("checkpoints", wildcards.training, f"imba{wildcards.imbalance}", f"seed{wildcards.seed}")
 
 
 def package_code(module):
@@ -92,12 +121,16 @@ def _check_config():
         problems.append(f"tau_grid.stop ({grid['stop']}) is below tau_grid.start ({grid['start']})")
     elif any(v["evaluation"] == "pn" for v in config["variants"].values()) and 1.0 not in TAUS:
         problems.append(f"tau_grid {grid} must contain tau = 1.0, PN's headline column; it gives {TAUS}")
+    for name, training in config["trainings"].items():
+        for key, value in training.items():
+            if not math.isfinite(value):
+                problems.append(f"trainings.{name}.{key} = {value} is not a finite number")
     if config["recipe"]["warmup_epochs"] > config["recipe"]["epochs"]:
         problems.append(
             f"recipe.warmup_epochs ({config['recipe']['warmup_epochs']}) exceeds recipe.epochs ({config['recipe']['epochs']})"
         )
     if problems:
-        raise ValueError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        _refuse(problems)
 
 
 _check_config()

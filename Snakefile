@@ -6,10 +6,14 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# A --configfile is a complete configuration of its own; the paper run is only the default.
-if not config:
+# A --configfile is a complete configuration of its own (not merged into the paper run's);
+# --config KEY=VALUE overrides apply on top of whichever file is used.
+if not workflow.config_settings.configfiles:
 
     configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
@@ -23,3 +27,4 @@ rule all:
     default_target: True
     input:
         rules.render.output,
+        rules.plots.output,

@@ -1,15 +1,16 @@
-"""Snakemake job: all tau sweeps -> per-evaluation summary -> mean/std over seeds (CSV)."""
+"""Snakemake job: all tau sweeps -> per-evaluation summary -> mean/std over seeds -> paper comparison (CSV)."""
 import pandas as pd
 
 from bagmar.io import atomic_write, log_to
-from bagmar.tables import over_seeds, summarize
+from bagmar.tables import over_seeds, paper_comparison, summarize
 
 with log_to(snakemake.log[0]):
     sweeps = pd.concat([pd.read_csv(path) for path in snakemake.input.sweeps], ignore_index=True)
     summary = summarize(sweeps)
     table = over_seeds(summary)
+    comparison = paper_comparison(table, snakemake.params.headline_variant, snakemake.params.paper)
     for frame, path in [(sweeps, snakemake.output.evaluations), (summary, snakemake.output.summary),
-                        (table, snakemake.output.table)]:
+                        (table, snakemake.output.table), (comparison, snakemake.output.comparison)]:
         with atomic_write(path) as f:
             frame.to_csv(f, index=False)
     print(table.to_string(index=False))

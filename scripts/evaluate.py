@@ -1,25 +1,23 @@
-"""Snakemake job: one variant's evaluation from saved logits: the tau sweep and per-class accuracy."""
+"""Snakemake job: one variant's evaluation of one training, from its saved test logits."""
 import json
 
 import numpy as np
 
-from bagmar.evaluate import per_class_table, tau_sweep
+from bagmar.evaluate import evaluate_training, headline_tau, per_class_table
 from bagmar.io import atomic_write, log_to
-from bagmar.tables import headline_tau
 
 with log_to(snakemake.log[0]):
     with np.load(snakemake.input.logits, allow_pickle=False) as f:
-        logits, labels = f["logits"], f["labels"]
+        logits = dict(f)
     with open(snakemake.input.counts) as f:
         counts = np.asarray(json.load(f))
     w, evaluation = snakemake.wildcards, snakemake.params.evaluation
-    sweep = tau_sweep(logits, labels, counts, snakemake.params.taus)
-    sweep.insert(0, "evaluation", evaluation)
-    sweep.insert(0, "seed", int(w.seed))
-    sweep.insert(0, "imbalance_factor", float(w.imbalance))
-    sweep.insert(0, "variant", w.variant)
+    sweep = evaluate_training(logits, logits["labels"], counts, snakemake.params.taus, evaluation)
+    for column, value in [("evaluation", evaluation), ("seed", int(w.seed)),
+                          ("imbalance_factor", float(w.imbalance)), ("variant", w.variant)]:
+        sweep.insert(0, column, value)
     with atomic_write(snakemake.output.sweep) as f:
         sweep.to_csv(f, index=False)
     with atomic_write(snakemake.output.per_class) as f:
-        per_class_table(logits, labels, counts, headline_tau(evaluation)).to_csv(f, index=False)
+        per_class_table(logits["logits"], logits["labels"], counts, headline_tau(evaluation)).to_csv(f, index=False)
     print(sweep.to_string(index=False))

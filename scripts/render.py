@@ -1,4 +1,6 @@
 """Snakemake job: the markdown results section, also spliced into the README between its markers."""
+from pathlib import Path
+
 import pandas as pd
 
 from bagmar.io import atomic_write, log_to
@@ -6,11 +8,15 @@ from bagmar.render import render_results, splice_readme
 
 with log_to(snakemake.log[0]):
     p = snakemake.params
-    section = render_results(pd.read_csv(snakemake.input.table), snakemake.input.template, run_name=p.run_name,
-                             dataset=p.dataset, headline_variant=p.headline_variant, variants=p.variants,
-                             paper=p.paper)
+
+    def section(link_base):
+        return render_results(pd.read_csv(snakemake.input.table), pd.read_csv(snakemake.input.comparison),
+                              snakemake.input.template, run_name=p.run_name, dataset=p.dataset,
+                              headline_variant=p.headline_variant, variants=p.variants, links=p.links,
+                              link_base=link_base)
+
     with atomic_write(snakemake.output.markdown) as f:
-        f.write(section)
+        f.write(section(Path(snakemake.output.markdown).parent))
     if p.readme:
-        splice_readme(p.readme, p.run_name, section)
-    print(section)
+        splice_readme(p.readme, p.run_name, section(Path(p.readme).parent))
+    print(section("."))

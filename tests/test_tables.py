@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from bagmar.render import cell, render_results, splice_readme
-from bagmar.tables import over_seeds, summarize
+from bagmar.tables import over_seeds, paper_comparison, summarize
 
 TEMPLATE = Path(__file__).parents[1] / "templates" / "results.md.j2"
 
@@ -18,20 +18,29 @@ def sweeps():
     for seed, shift in [(0, 0.0), (1, 2.0)]:
         for imbalance in (100.0, 10.0):
             few = float("nan") if imbalance == 10.0 else 10.0 + shift
-            rows.append(dict(variant="ce", imbalance_factor=imbalance, seed=seed, evaluation="plain", tau=0.0,
-                             top1=40.0 + shift, many=70.0, medium=30.0, few=few))
+            common = dict(imbalance_factor=imbalance, seed=seed, many=70.0, medium=30.0, few=few)
+            rows.append(dict(variant="ce", evaluation="plain", model="final", epoch=10, tau=0.0, top1=40.0 + shift,
+                             label_free_tau=float("nan"), **common))
+            rows.append(dict(variant="ce", evaluation="plain", model="best_epoch", epoch=7 + seed, tau=0.0,
+                             top1=41.0 + shift, label_free_tau=float("nan"), **common))
             for tau, top1 in [(0.0, 40.0), (0.5, 44.0), (1.0, 45.0), (1.5, 46.0), (2.0, 43.0)]:
-                rows.append(dict(variant="ce_pn", imbalance_factor=imbalance, seed=seed, evaluation="pn", tau=tau,
-                                 top1=top1 + shift, many=60.0, medium=40.0, few=few))
+                rows.append(dict(variant="ce_pn", evaluation="pn", model="final", epoch=10, tau=tau, top1=top1 + shift,
+                                 label_free_tau=0.5, **common))
+            rows.append(dict(variant="ce_pn", evaluation="pn", model="best_epoch", epoch=9, tau=1.0, top1=47.5 + shift,
+                             label_free_tau=0.5, **common))
     return pd.DataFrame(rows)
 
 
-def test_summary_takes_headline_tau_and_test_best_tau():
+def test_summary_takes_every_selection_rule():
     summary = summarize(sweeps()).set_index(["variant", "imbalance_factor", "seed"])
     pn = summary.loc[("ce_pn", 100.0, 1)]
-    assert pn["top1"] == 47.0 and pn["best_tau"] == 1.5 and pn["best_top1"] == 48.0
+    assert pn["top1"] == 47.0  # final model, tau = 1
+    assert pn["test_best_tau"] == 1.5 and pn["test_best_top1"] == 48.0
+    assert pn["label_free_tau"] == 0.5 and pn["label_free_top1"] == 46.0
+    assert pn["best_epoch"] == 9 and pn["best_epoch_top1"] == 49.5
     plain = summary.loc[("ce", 100.0, 0)]
-    assert plain["top1"] == 40.0 and plain["best_tau"] == 0.0
+    assert plain["top1"] == 40.0 and plain["test_best_tau"] == 0.0 and math.isnan(plain["label_free_top1"])
+    assert plain["best_epoch"] == 7 and plain["best_epoch_top1"] == 41.0
 
 
 def test_mean_and_std_over_seeds_match_a_recomputation():
@@ -46,7 +55,7 @@ def test_mean_and_std_over_seeds_match_a_recomputation():
 
 
 def test_missing_headline_tau_is_an_error():
-    broken = sweeps().query("not (variant == 'ce_pn' and tau == 1.0)")
+    broken = sweeps().query("not (variant == 'ce_pn' and tau == 1.0 and model == 'final')")
     with pytest.raises(ValueError, match="tau = 1.0 is not in the sweep"):
         summarize(broken)
 
@@ -57,14 +66,27 @@ def test_cells():
     assert cell(float("nan")) == "n/a"
 
 
+def test_paper_comparison_takes_differences():
+    table = over_seeds(summarize(sweeps()))
+    comparison = paper_comparison(table, "ce_pn", {100: {"tau1": 50.9, "finetuned": 51.0, "tau": 1.5}})
+    row = comparison.set_index("imbalance_factor").loc[100.0]
+    assert row["diff_tau1"] == pytest.approx(46.0 - 50.9) and row["diff_finetuned"] == pytest.approx(47.0 - 51.0)
+    assert math.isnan(comparison.set_index("imbalance_factor").loc[10.0, "paper_tau1"])
+
+
 def test_rendered_section_has_the_paper_format_and_every_variant():
     table = over_seeds(summarize(sweeps()))
-    paper = {100: {"tau1": 50.9, "finetuned": 51.0, "tau": 1.5}}
-    text = render_results(table, TEMPLATE, run_name="t", dataset="synthetic", headline_variant="ce_pn",
-                          variants=["ce", "ce_pn"], paper=paper)
-    assert "| Imbalance Factor | Top-1 Accuracy (τ=1) | Top-1 Accuracy (fine-tune τ) | Paper (τ=1)" in text
-    assert "| 100 | 46.0 ± 1.4 | 47.0 ± 1.4 (τ=1.5) | 50.9 | 51.0 (τ=1.5) |" in text
-    assert "| 10 | ce | plain | 41.0 ± 1.4 | 70.0 ± 0.0 | 30.0 ± 0.0 | n/a | – |" in text
+    comparison = paper_comparison(table, "ce_pn", {100: {"tau1": 50.9, "finetuned": 51.0, "tau": 1.5}})
+    links = {f: [{"seed": s, "log": f"results/t/logs/{f:g}_{s}.log", "model": f"results/t/m{f:g}_{s}.pt"}
+                 for s in (0, 1)] for f in (100.0, 10.0)}
+    text = render_results(table, comparison, TEMPLATE, run_name="t", dataset="synthetic", headline_variant="ce_pn",
+                          variants=["ce", "ce_pn"], links=links, link_base="results/t")
+    assert "| Imbalance Factor | Top-1 Accuracy (τ=1) | Top-1 Accuracy (fine-tune τ) | Log | Model |" in text
+    assert ("| 100 | 46.0 ± 1.4 | 47.0 ± 1.4 (τ=1.5) | [seed 0](logs/100_0.log) [seed 1](logs/100_1.log) | "
+            "[seed 0](m100_0.pt) [seed 1](m100_1.pt) |") in text
+    assert "| 100 | 46.0 ± 1.4 | 50.9 | -4.9 | 47.0 ± 1.4 (τ=1.5) | 51.0 (τ=1.5) | -4.0 |" in text
+    assert "| 10 | ce | plain | 41.0 ± 1.4 | 70.0 ± 0.0 | 30.0 ± 0.0 | n/a | 7.5 (42.0 ± 1.4) | – | – |" in text
+    assert "| 10 | ce_pn | PN τ=1 | 46.0 ± 1.4 |" in text and "| 0.5 (45.0 ± 1.4) |" in text
     assert "mean ± std over 2 seeds" in text
 
 

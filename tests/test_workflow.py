@@ -28,9 +28,13 @@ def demo(tmp_path_factory):
 
 def test_paper_config_plans_the_paper_dag(tmp_path):
     workdir = copy_project(tmp_path)
-    jobs = planned_jobs(workdir)
-    assert jobs == {"cifar100_dataset": 1, "split": 4, "train": 12, "evaluate": 16, "aggregate": 1, "render": 1,
-                    "all": 1}
+    seeds = len(yaml.safe_load((workdir / "config" / "config.yaml").read_text())["seeds"])
+    assert seeds == 3
+    once = {"cifar100_dataset": 1, "split": 4, "aggregate": 1, "render": 1, "plots": 1, "all": 1}
+    assert planned_jobs(workdir) == {**once, "train": 12 * seeds, "evaluate": 16 * seeds}
+    # per seed: 3 trainings per imbalance factor (ce and ce_pn share one) and 4 evaluations
+    edit_config(workdir / "config" / "config.yaml", lambda c: c.update(seeds=[0]))
+    assert planned_jobs(workdir, "--configfile", "config/config.yaml") == {**once, "train": 12, "evaluate": 16}
 
 
 def test_demo_runs_the_whole_dag_and_fills_the_readme(demo):
@@ -52,7 +56,7 @@ def test_demo_runs_the_whole_dag_and_fills_the_readme(demo):
     # the README shows this run's numbers, not a stale or made-up table
     table = pd.read_csv(results / "tables" / "results.csv")
     for row in table[table["variant"] == "BaGMar_pn"].itertuples():
-        assert f"| {row.imbalance_factor:g} | {row.top1:.1f} | {row.best_top1:.1f} (τ={row.best_tau:g}) |" in readme
+        assert f"| {row.imbalance_factor:g} | {row.top1:.1f} | {row.test_best_top1:.1f} (τ={row.test_best_tau:g}) |" in readme
 
 
 def rerun_plan(demo, tmp_path, change) -> dict[str, int]:
@@ -70,21 +74,23 @@ def test_changing_the_loss_code_reruns_trainings_not_splits(demo, tmp_path):
         with open(workdir / "src" / "bagmar" / "loss.py", "a") as f:
             f.write("\n# an edit\n")
 
-    assert rerun_plan(demo, tmp_path, change) == {"train": 12, "evaluate": 16, "aggregate": 1, "render": 1, "all": 1}
+    assert rerun_plan(demo, tmp_path, change) == {"train": 12, "evaluate": 16, "aggregate": 1, "render": 1,
+                                                  "plots": 1, "all": 1}
 
 
 def test_changing_the_tau_grid_reruns_pn_evaluations_only(demo, tmp_path):
     def change(workdir):
         edit_config(workdir / "config" / "demo.yaml", lambda c: c["tau_grid"].update(stop=3.0))
 
-    assert rerun_plan(demo, tmp_path, change) == {"evaluate": 8, "aggregate": 1, "render": 1, "all": 1}
+    assert rerun_plan(demo, tmp_path, change) == {"evaluate": 8, "aggregate": 1, "render": 1, "plots": 1, "all": 1}
 
 
 def test_changing_lambda1_of_one_variant_reruns_only_its_trainings(demo, tmp_path):
     def change(workdir):
         edit_config(workdir / "config" / "demo.yaml", lambda c: c["trainings"]["BaGMar_pn"].update(lambda1=1.3))
 
-    assert rerun_plan(demo, tmp_path, change) == {"train": 4, "evaluate": 4, "aggregate": 1, "render": 1, "all": 1}
+    assert rerun_plan(demo, tmp_path, change) == {"train": 4, "evaluate": 4, "aggregate": 1, "render": 1,
+                                                  "plots": 1, "all": 1}
 
 
 def test_a_cosmetic_template_change_reruns_only_the_rendering(demo, tmp_path):
@@ -93,6 +99,14 @@ def test_a_cosmetic_template_change_reruns_only_the_rendering(demo, tmp_path):
             f.write("\n")
 
     assert rerun_plan(demo, tmp_path, change) == {"render": 1, "all": 1}
+
+
+def test_a_plotting_change_reruns_only_the_plots(demo, tmp_path):
+    def change(workdir):
+        with open(workdir / "src" / "bagmar" / "plots.py", "a") as f:
+            f.write("\n# another colour\n")
+
+    assert rerun_plan(demo, tmp_path, change) == {"plots": 1, "all": 1}
 
 
 @pytest.mark.parametrize(

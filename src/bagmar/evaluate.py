@@ -12,6 +12,14 @@ import pandas as pd
 from .data import SHOT_GROUPS, shot_groups
 
 
+PN_HEADLINE_TAU = 1.0  # the paper's "tau = 1" column
+
+
+def headline_tau(evaluation: str) -> float:
+    """Plain evaluation is PN with tau = 0; PN variants are reported at tau = 1 first."""
+    return PN_HEADLINE_TAU if evaluation == "pn" else 0.0
+
+
 def tau_grid(start: float, stop: float, step: float) -> list[float]:
     """Inclusive grid, rounded so that 0.1-steps give 1.0 exactly (PN's headline tau)."""
     n = int(round((stop - start) / step))
@@ -71,3 +79,37 @@ def per_class_table(logits: np.ndarray, labels: np.ndarray, train_counts: np.nda
             "accuracy": per_class_accuracy(predictions, labels, num_classes),
         }
     )
+
+
+def label_free_tau(logits: np.ndarray, taus: list[float]) -> float:
+    """A tau chosen without test labels: the one whose predicted-label histogram on the evaluation
+    inputs is closest to uniform (total variation distance; ties go to the smaller tau).
+
+    PN already reads the test inputs, and the test prior is known to be uniform (SPEC §7); a
+    validation split cannot come from unused training images (class 0 keeps all of its images).
+    """
+    predictions = pn_predictions(logits, taus)
+    num_classes = logits.shape[1]
+    histograms = np.stack([np.bincount(p, minlength=num_classes) for p in predictions]) / predictions.shape[1]
+    distance = 0.5 * np.abs(histograms - 1.0 / num_classes).sum(axis=1)
+    return float(taus[int(np.argmin(distance))])
+
+
+def evaluate_training(logits: dict[str, np.ndarray], labels: np.ndarray, train_counts: np.ndarray,
+                      taus: list[float], evaluation: str) -> pd.DataFrame:
+    """One variant's evaluation of one training, from its saved test logits (see TrainResult.save).
+
+    Rows with model = "final": the final-epoch model at every tau. Rows with model =
+    "best_epoch": the epoch with the best test accuracy (selected on the test labels, as the
+    released code did; plain or PN tau = 1 accuracy by the variant's evaluation) at the headline
+    tau. ``label_free_tau`` is the final model's tau chosen without labels (PN variants only).
+    """
+    final = tau_sweep(logits["logits"], labels, train_counts, taus)
+    final.insert(0, "epoch", int(logits["final_epoch"]))
+    final.insert(0, "model", "final")
+    best = tau_sweep(logits[f"best_{evaluation}_logits"], labels, train_counts, [headline_tau(evaluation)])
+    best.insert(0, "epoch", int(logits[f"best_{evaluation}_epoch"]))
+    best.insert(0, "model", "best_epoch")
+    out = pd.concat([final, best], ignore_index=True)
+    out["label_free_tau"] = label_free_tau(logits["logits"], taus) if evaluation == "pn" else float("nan")
+    return out

@@ -6,6 +6,7 @@ Presentation code: it reads result files and never imports training code.
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import jinja2
 import pandas as pd
 
 from .io import atomic_write
+
 
 def cell(mean: float, std: float = float("nan"), n: int = 1, digits: int = 1) -> str:
     """'51.0', '51.0 ± 0.3' over several seeds, 'n/a' for a group with no classes."""
@@ -23,31 +25,44 @@ def cell(mean: float, std: float = float("nan"), n: int = 1, digits: int = 1) ->
     return f"{mean:.{digits}f}"
 
 
+def signed(value: float) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:+.1f}"
+
+
 def _template(path: str | Path) -> jinja2.Template:
     path = Path(path)
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(path.parent), undefined=jinja2.StrictUndefined, keep_trailing_newline=True
     )
-    env.globals["cell"] = cell
+    env.globals.update(cell=cell, signed=signed)
     return env.get_template(path.name)
 
 
-def render_results(table: pd.DataFrame, template: str | Path, *, run_name: str, dataset: str, headline_variant: str,
-                   variants: list[str], paper: dict | None = None) -> str:
-    """The markdown results section: the paper-format table for ``headline_variant``, then all variants."""
-    rows = table.sort_values("imbalance_factor", ascending=False)
-    headline = rows[rows["variant"] == headline_variant].to_dict("records")
+def render_results(table: pd.DataFrame, comparison: pd.DataFrame, template: str | Path, *, run_name: str,
+                   dataset: str, headline_variant: str, variants: list[str],
+                   links: dict[float, list[dict]], link_base: str | Path = ".") -> str:
+    """The markdown results section.
+
+    ``links`` maps an imbalance factor to one {"seed", "log", "model"} per seed of the headline
+    variant's training; paths are written relative to ``link_base``, where the markdown will live.
+    """
     order = {v: i for i, v in enumerate(variants)}
-    full = rows.sort_values(["imbalance_factor", "variant"], key=lambda c: c.map(order) if c.name == "variant" else -c)
-    paper = {float(k): v for k, v in (paper or {}).items()}
+    full = table.assign(_order=table["variant"].map(order)).sort_values(["imbalance_factor", "_order"],
+                                                                         ascending=[False, True])
+    relative = {
+        float(f): [{**e, "log": os.path.relpath(e["log"], link_base), "model": os.path.relpath(e["model"], link_base)}
+                   for e in entries]
+        for f, entries in links.items()
+    }
     return _template(template).render(
         run_name=run_name,
         dataset=dataset,
         headline_variant=headline_variant,
-        headline=headline,
+        headline=comparison.to_dict("records"),
+        has_paper=bool(comparison["paper_tau1"].notna().any()),
         full=full.to_dict("records"),
-        paper=paper,
-        n_seeds=int(rows["n_seeds"].max()),
+        links=relative,
+        n_seeds=int(table["n_seeds"].max()),
     )
 
 

@@ -67,6 +67,22 @@ def training_dir(training="{training}", imbalance="{imbalance}", seed="{seed}"):
     return result("train", training, f"imba{imbalance}", f"seed{seed}")
 
 
+def train_log(training="{training}", imbalance="{imbalance}", seed="{seed}"):
+    return result("logs", "train", f"{training}_imba{imbalance}_seed{seed}.log")
+
+
+def headline_links():
+    """Per imbalance factor, each seed's training log and model of the headline variant (for the tables)."""
+    training = config["variants"][config["report"]["headline_variant"]]["training"]
+    return {
+        float(f): [
+            {"seed": s, "log": train_log(training, f, s), "model": training_dir(training, f, s) + "/model.pt"}
+            for s in SEEDS
+        ]
+        for f in IMBALANCE_FACTORS
+    }
+
+
 def checkpoint_dir(wildcards):
     """Per-epoch checkpoints: not a declared output, so a failed or killed job keeps them."""
     return result("checkpoints", wildcards.training, f"imba{wildcards.imbalance}", f"seed{wildcards.seed}")

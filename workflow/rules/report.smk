@@ -1,4 +1,4 @@
-# Report: aggregate every evaluation (pandas), render the tables and the README section (Jinja2).
+# Report: aggregate every evaluation (pandas), render tables and README section (Jinja2), plot.
 
 
 rule aggregate:
@@ -13,7 +13,21 @@ rule aggregate:
     output:
         evaluations=result("tables/evaluations.csv"),
         summary=result("tables/summary.csv"),
-        table=result("tables/results.csv"),
+        table=report(
+            result("tables/results.csv"),
+            caption="../report/results_table.rst",
+            category="Tables",
+            labels={"table": "all variants"},
+        ),
+        comparison=report(
+            result("tables/paper_table.csv"),
+            caption="../report/paper_table.rst",
+            category="Tables",
+            labels={"table": "paper format"},
+        ),
+    params:
+        headline_variant=config["report"]["headline_variant"],
+        paper=config["report"].get("paper"),
     conda:
         "../../envs/bagmar.yaml"
     log:
@@ -27,6 +41,7 @@ rule aggregate:
 rule render:
     input:
         table=result("tables/results.csv"),
+        comparison=result("tables/paper_table.csv"),
         template=str(TEMPLATES / "results.md.j2"),
         code=package_code("render"),
     output:
@@ -36,7 +51,7 @@ rule render:
         dataset=config["dataset"]["name"],
         headline_variant=config["report"]["headline_variant"],
         variants=list(config["variants"]),
-        paper=config["report"].get("paper"),
+        links=headline_links(),
         readme=config["report"]["readme"],
     conda:
         "../../envs/bagmar.yaml"
@@ -46,3 +61,42 @@ rule render:
         result("benchmarks/render.tsv")
     script:
         "../../scripts/render.py"
+
+
+rule plots:
+    input:
+        evaluations=result("tables/evaluations.csv"),
+        per_class=expand(
+            result("eval/{variant}/imba{imbalance}/seed{seed}/per_class.csv"),
+            variant=config["variants"],
+            imbalance=IMBALANCE_FACTORS,
+            seed=SEEDS,
+        ),
+        metrics=expand(
+            training_dir("{training}", "{imbalance}", "{seed}") + "/metrics.csv",
+            training=config["trainings"],
+            imbalance=IMBALANCE_FACTORS,
+            seed=SEEDS,
+        ),
+        statistics=expand(
+            training_dir("{training}", "{imbalance}", "{seed}") + "/statistics.npz",
+            training=config["trainings"],
+            imbalance=IMBALANCE_FACTORS,
+            seed=SEEDS,
+        ),
+        code=package_code("plots"),
+    output:
+        tau_sweep=report(result("plots/tau_sweep.png"), caption="../report/tau_sweep.rst", category="Figures"),
+        per_class=report(result("plots/per_class.png"), caption="../report/per_class.rst", category="Figures"),
+        curves=report(result("plots/training_curves.png"), caption="../report/training_curves.rst", category="Figures"),
+        theta=report(result("plots/theta.png"), caption="../report/theta.rst", category="Figures"),
+    params:
+        paper=config["report"].get("paper"),
+    conda:
+        "../../envs/bagmar.yaml"
+    log:
+        result("logs/plots.log"),
+    benchmark:
+        result("benchmarks/plots.tsv")
+    script:
+        "../../scripts/plots.py"

@@ -20,7 +20,7 @@ rule train:
     conda:
         "../../envs/bagmar.yaml"
     log:
-        result("logs/train/{training}_imba{imbalance}_seed{seed}.log"),
+        train_log(),
     benchmark:
         result("benchmarks/train/{training}_imba{imbalance}_seed{seed}.tsv")
     script:

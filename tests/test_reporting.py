@@ -1,0 +1,131 @@
+"""Issue 6: statistics over seeds, honest selection, plots and the Snakemake HTML report."""
+
+import json
+import re
+import struct
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from project import copy_project, edit_config, snakemake
+
+from bagmar import plots
+from bagmar.evaluate import evaluate_training, label_free_tau, tau_grid
+
+SEEDS = [0, 1]
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory):
+    """The demo config with 2 seeds (2 epochs each, to keep the suite short), run to the end."""
+    workdir = copy_project(tmp_path_factory.mktemp("seeds"))
+    edit_config(workdir / "config" / "demo.yaml", lambda c: (c.update(seeds=SEEDS), c["recipe"].update(epochs=2)))
+    run = snakemake(workdir, "--configfile", "config/demo.yaml")
+    assert run.returncode == 0, run.stdout + run.stderr
+    return workdir, workdir / "results" / "demo"
+
+
+def test_table_cells_are_mean_and_std_over_the_per_seed_results(two_seeds):
+    _, results = two_seeds
+    table = pd.read_csv(results / "tables" / "results.csv").set_index(["variant", "imbalance_factor"])
+    checked = 0
+    for sweep_file in results.glob("eval/*/imba*/seed0/tau_sweep.csv"):
+        per_seed = [pd.read_csv(str(sweep_file).replace("seed0", f"seed{s}")) for s in SEEDS]
+        variant, evaluation = per_seed[0]["variant"][0], per_seed[0]["evaluation"][0]
+        headline = 1.0 if evaluation == "pn" else 0.0
+        row = table.loc[(variant, per_seed[0]["imbalance_factor"][0])]
+        assert row["n_seeds"] == len(SEEDS)
+        for group in ("top1", "many", "medium", "few"):
+            values = [s[(s["model"] == "final") & (s["tau"] == headline)][group].item() for s in per_seed]
+            if np.isnan(values).all():
+                assert np.isnan(row[group])
+                continue
+            assert row[group] == pytest.approx(np.mean(values))
+            assert row[f"{group}_std"] == pytest.approx(np.std(values, ddof=1))
+        best = [s[s["model"] == "final"]["top1"].max() for s in per_seed]
+        assert row["test_best_top1"] == pytest.approx(np.mean(best))
+        checked += 1
+    assert checked == 16
+    readme = (two_seeds[0] / "README.md").read_text()
+    assert "mean ± std over 2 seeds" in readme
+
+
+def test_label_free_tau_never_reads_the_labels(two_seeds):
+    _, results = two_seeds
+    with np.load(results / "train" / "ce" / "imba100" / "seed0" / "test_logits.npz") as f:
+        logits = dict(f)
+    counts = np.array(json.loads((results / "splits" / "imba100" / "class_counts.json").read_text()))
+    taus = tau_grid(0.0, 2.0, 0.1)
+    shuffled = np.random.default_rng(0).permutation(logits["labels"])
+    a = evaluate_training(logits, logits["labels"], counts, taus, "pn")
+    b = evaluate_training(logits, shuffled, counts, taus, "pn")
+    assert a["label_free_tau"].iloc[0] == b["label_free_tau"].iloc[0] == label_free_tau(logits["logits"], taus)
+    assert not a["top1"].equals(b["top1"])  # the labels did matter to the accuracies
+
+
+def test_label_free_tau_is_in_the_grid_and_reported_beside_the_test_best(two_seeds):
+    workdir, results = two_seeds
+    grid = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())["tau_grid"]
+    summary = pd.read_csv(results / "tables" / "summary.csv")
+    pn = summary[summary["evaluation"] == "pn"]
+    assert pn["label_free_tau"].between(grid["start"], grid["stop"]).all()
+    assert pn["label_free_top1"].notna().all() and pn["test_best_top1"].notna().all()
+    assert (pn["label_free_top1"] <= pn["test_best_top1"] + 1e-9).all()  # the test-best is an upper bound
+    assert "Label-free τ (top-1)" in (results / "tables" / "results.md").read_text()
+
+
+def png_size(path):
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", header[16:24])
+
+
+def test_plots_are_written(two_seeds):
+    _, results = two_seeds
+    for name in ("tau_sweep", "per_class", "training_curves", "theta"):
+        width, height = png_size(results / "plots" / f"{name}.png")
+        assert width > 300 and height > 200
+
+
+def test_every_figure_has_a_title_and_axis_labels():
+    evaluations = pd.DataFrame({
+        "variant": ["ce_pn"] * 3, "evaluation": "pn", "model": "final", "imbalance_factor": 100.0,
+        "tau": [0.0, 1.0, 2.0], "top1": [30.0, 40.0, 35.0],
+    })
+    per_class = pd.DataFrame({"variant": "ce", "imbalance_factor": 100.0, "train_count": [500, 50, 5],
+                              "accuracy": [90.0, 50.0, 0.0]})
+    metrics = pd.DataFrame({"training": "ce", "imbalance_factor": 100.0, "epoch": [1, 2],
+                            "train_loss": [3.0, 2.0], "test_acc": [10.0, 20.0]})
+    theta = pd.DataFrame({"training": "ce", "imbalance_factor": 100.0, "class": [0, 1, 2], "theta": [9.0, 3.0, 1.0]})
+    figures = [plots.tau_sweep(evaluations, {100: {"tau": 1.5}}), plots.per_class_accuracy(per_class),
+               plots.training_curves(metrics), plots.theta_per_class(theta)]
+    for figure in figures:
+        assert figure.get_suptitle()
+        for ax in figure.axes:
+            assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
+            assert ax.lines or ax.collections
+
+
+def test_html_report_holds_the_tables_and_figures(two_seeds):
+    workdir, _ = two_seeds
+    run = snakemake(workdir, "--configfile", "config/demo.yaml", "--report", "report.html")
+    assert run.returncode == 0, run.stdout + run.stderr
+    text = (workdir / "report.html").read_text()
+    # Snakemake embeds each result as a JSON entry: "path": {"name", "filename", "labels", "size", "caption", ...}
+    entry = re.compile(r'"(results/[^"]+)": \{"name": "[^"]*", "filename": "[^"]*", "labels": (?:null|\{[^}]*\}), '
+                       r'"size": "[^"]*", "caption": ("(?:[^"\\]|\\.)*")')
+    captions = {path: json.loads(caption) for path, caption in entry.findall(text)}
+    expected = {
+        "plots/tau_sweep.png": "Test top-1 of the PN variants against the PN exponent",
+        "plots/per_class.png": "Per-class test accuracy against",
+        "plots/theta.png": "θ, the accumulated positive gradient",
+        "plots/training_curves.png": "Training loss (on BaGMar's adjusted logits",
+        "tables/paper_table.csv": "The paper-format table of the headline variant",
+        "tables/results.csv": "Every variant at every imbalance factor",
+    }
+    assert sorted(captions) == sorted(f"results/demo/{path}" for path in expected)
+    for path, caption in expected.items():
+        assert caption in captions[f"results/demo/{path}"]
+    embedded = set(re.findall(r"data:image/png;[^,]*filename=([\w.]+);base64,", text))
+    assert embedded == {"tau_sweep.png", "per_class.png", "training_curves.png", "theta.png"}

@@ -32,7 +32,11 @@ def signed(value: float) -> str:
 def _template(path: str | Path) -> jinja2.Template:
     path = Path(path)
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(path.parent), undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+        loader=jinja2.FileSystemLoader(path.parent),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,  # a line holding only a {% tag %} leaves no blank line behind
+        lstrip_blocks=True,
     )
     env.globals.update(cell=cell, signed=signed)
     return env.get_template(path.name)

@@ -101,6 +101,21 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 100
     return out.float()
 
 
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, stats: GradientStatistics, images: torch.Tensor,
+               labels: torch.Tensor, lambda1: float, lambda2: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step on the BaGMar loss, then the statistics update (SPEC §4). Never syncs with the host.
+
+    Returns the detached loss and logits, for the epoch's running metrics.
+    """
+    logits = model(images)
+    loss, grad = bagmar_loss(logits, labels, stats, lambda1, lambda2)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    stats.update(grad, labels)
+    return loss.detach(), logits.detach()
+
+
 def train(
     train_images: np.ndarray,
     train_labels: np.ndarray,
@@ -163,15 +178,10 @@ def train(
             batch = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
             x = train_augment(x_train[batch], generator, padding=recipe.padding, cutout_size=recipe.cutout_size)
             y = y_train[batch]
-            logits = model(x)
-            loss, grad = bagmar_loss(logits, y, stats, recipe.lambda1, recipe.lambda2)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            stats.update(grad, y)
-            loss_sum += loss.detach()
-            correct += (logits.detach().argmax(1) == y).sum()
-            finite = torch.isfinite(loss.detach()) & torch.isfinite(logits.detach()).all()
+            loss, logits = train_step(model, optimizer, stats, x, y, recipe.lambda1, recipe.lambda2)
+            loss_sum += loss
+            correct += (logits.argmax(1) == y).sum()
+            finite = torch.isfinite(loss) & torch.isfinite(logits).all()
             first_bad_step = torch.where(finite | (first_bad_step >= 0), first_bad_step, step + 1)
             trained_steps += 1
             if (step + 1) % report_every == 0 and step + 1 < steps:

@@ -1,8 +1,14 @@
-"""Snakemake job: find, download or extract CIFAR-100, verify its md5s, and store it as an image set."""
-from bagmar.cifar import load_cifar100
-from bagmar.io import log_to
+"""Snakemake job: find (or download) the official CIFAR release, verify its md5s, store it as an image set,
+and record where it came from (provenance.json says whether the official verification was skipped)."""
+import json
+
+from bagmar.cifar import load_cifar
+from bagmar.io import atomic_write, log_to
 
 with log_to(snakemake.log[0]):
-    images = load_cifar100(snakemake.params.root, download=snakemake.params.download)
+    where = snakemake.config["dataset"]  # root, path, download: where to look, not what the data is
+    images, provenance = load_cifar(snakemake.params.name, root=where["root"], download=where["download"],
+                                    path=where.get("path"), unofficial_copy=snakemake.params.unofficial_copy)
     images.save(snakemake.output.images)
-    print(f"CIFAR-100: {len(images.train_labels)} train / {len(images.test_labels)} test images, md5-verified")
+    with atomic_write(snakemake.output.provenance) as f:
+        json.dump(provenance, f, indent=2)

@@ -81,6 +81,36 @@ def long_tailed_indices(labels: np.ndarray, num_classes: int, imbalance_factor: 
     return np.concatenate(chosen).astype(np.int64)
 
 
+# SPEC §1 and issue 3: the real data sets' size before the cut, and the cut's totals that a run must reproduce.
+REAL_DATASETS = {"cifar100": (100, 500), "cifar10": (10, 5000)}  # name -> (classes, training images per class)
+SPEC_TOTALS = {
+    "cifar100": {200: 9502, 100: 10847, 50: 12608, 10: 19573},
+    "cifar10": {100: 12406},
+}
+
+
+def check_spec_counts(dataset: str, imbalance_factor: float, counts) -> None:
+    """Raise unless a real data set's long-tailed cut has SPEC §1's per-class counts and total.
+
+    Synthetic sets pass unchecked. A failure means the training set is not the official one (e.g. an
+    unofficial copy with images missing), so the split would not be the paper's.
+    """
+    if dataset not in REAL_DATASETS:
+        return
+    num_classes, per_class = REAL_DATASETS[dataset]
+    counts = [int(c) for c in counts]
+    expected = long_tailed_counts(num_classes, per_class, imbalance_factor)
+    total = SPEC_TOTALS[dataset].get(imbalance_factor, sum(expected))
+    if counts != expected or sum(counts) != total:
+        raise ValueError(
+            f"{dataset} at imbalance factor {imbalance_factor:g}: the long-tailed cut has {sum(counts)} images over "
+            f"{len(counts)} classes (head {counts[0] if counts else '-'}, tail {counts[-1] if counts else '-'}); "
+            f"SPEC §1 requires {total} over {num_classes} ({expected[0]} ... {expected[-1]}), from {per_class} "
+            "training images per class. The training set is not the official one; see "
+            "results/<run_name>/data/provenance.json for where it came from."
+        )
+
+
 def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return np.bincount(np.asarray(labels), minlength=num_classes).astype(np.int64)
 

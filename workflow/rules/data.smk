@@ -1,6 +1,8 @@
-# Data: the balanced image set (CIFAR-100 or synthetic), then one long-tailed cut per imbalance factor.
+# Data: the balanced image set (CIFAR-100, CIFAR-10 or synthetic), then one long-tailed cut per imbalance factor.
 
-if config["dataset"]["name"] == "synthetic":
+DATASET = config["dataset"]
+
+if DATASET["name"] == "synthetic":
 
     rule synthetic_dataset:
         input:
@@ -8,7 +10,7 @@ if config["dataset"]["name"] == "synthetic":
         output:
             images=result("data/images.npz"),
         params:
-            synthetic=config["dataset"]["synthetic"],
+            synthetic=DATASET["synthetic"],
         conda:
             "../../envs/bagmar.yaml"
         log:
@@ -20,22 +22,29 @@ if config["dataset"]["name"] == "synthetic":
 
 else:
 
-    rule cifar100_dataset:
+    # Named after the data set: cifar100_dataset or cifar10_dataset. Acquisition (local folder or
+    # archive, or a download into dataset.root) and md5 verification happen here, before any training.
+    # Where the data is found (root, path, download) is read from the config by the script and is not
+    # a rerun trigger: every copy that passes the official md5s is the same data. An unofficial copy is.
+    rule cifar_dataset:
+        name:
+            f"{DATASET['name']}_dataset"
         input:
             code=package_code("cifar"),
         output:
             images=result("data/images.npz"),
+            provenance=result("data/provenance.json"),
         params:
-            root=config["dataset"]["root"],
-            download=config["dataset"]["download"],
+            name=DATASET["name"],
+            unofficial_copy=DATASET.get("unofficial_copy"),
         conda:
             "../../envs/bagmar.yaml"
         log:
-            result("logs/cifar100_dataset.log"),
+            result(f"logs/{DATASET['name']}_dataset.log"),
         benchmark:
-            result("benchmarks/cifar100_dataset.tsv")
+            result(f"benchmarks/{DATASET['name']}_dataset.tsv")
         script:
-            "../../scripts/prepare_cifar100.py"
+            "../../scripts/prepare_cifar.py"
 
 
 rule split:
@@ -44,10 +53,11 @@ rule split:
         code=package_code("data"),
     output:
         indices=result("splits/imba{imbalance}/indices.npy"),
-        counts=result("splits/imba{imbalance}/class_counts.json"),
+        counts=result("splits/imba{imbalance}/class_counts.json"),  # the seed's cls_freq: a JSON list of counts
     params:
         imbalance_factor=lambda w: float(w.imbalance),
         seed=config["split_seed"],
+        dataset=DATASET["name"],  # real data sets are checked against the SPEC totals at run time
     conda:
         "../../envs/bagmar.yaml"
     log:

@@ -3,6 +3,7 @@
 Each test works in a copy of the project under tmp_path, so the checkout is never touched.
 """
 
+import re
 import shutil
 import time
 
@@ -49,14 +50,16 @@ def test_demo_runs_the_whole_dag_and_fills_the_readme(demo):
     assert list(metrics.columns[:5]) == ["epoch", "lr", "train_loss", "train_acc", "test_acc"]
     assert len(metrics) == yaml.safe_load((workdir / "config" / "demo.yaml").read_text())["recipe"]["epochs"]
 
-    section = (results / "tables" / "results.md").read_text()
+    assert (results / "tables" / "results.md").read_text().startswith("### Results: `demo` (synthetic)")
     readme = (workdir / "README.md").read_text()
-    assert section.strip() in readme
-    assert readme.index("<!-- BEGIN results: demo -->") < readme.index(section.strip()[:40])
+    section = readme[readme.index("<!-- BEGIN results: demo -->"):readme.index("<!-- END results: demo -->")]
+    assert "### Results: `demo` (synthetic)" in section
+    links = re.findall(r"\]\(([^)]+)\)", section)
+    assert len(links) == 8 and all((workdir / link).is_file() for link in links)  # each IF's log and model
     # the README shows this run's numbers, not a stale or made-up table
     table = pd.read_csv(results / "tables" / "results.csv")
     for row in table[table["variant"] == "BaGMar_pn"].itertuples():
-        assert f"| {row.imbalance_factor:g} | {row.top1:.1f} | {row.test_best_top1:.1f} (τ={row.test_best_tau:g}) |" in readme
+        assert f"| {row.imbalance_factor:g} | {row.top1:.1f} | {row.test_best_top1:.1f} (τ={row.test_best_tau:g}) |" in section
 
 
 def rerun_plan(demo, tmp_path, change) -> dict[str, int]:
@@ -121,6 +124,8 @@ def test_a_plotting_change_reruns_only_the_plots(demo, tmp_path):
         (lambda c: c["trainings"]["BaGMar"].update(lambda1=float("nan")), "trainings.BaGMar.lambda1 = nan"),
         (lambda c: c["recipe"].update(batch_size="64"), "recipe.batch_size: '64' is not of type 'integer'"),
         (lambda c: c["dataset"].update(name="imagenet"), "dataset.name: 'imagenet' is not one of"),
+        (lambda c: c["recipe"].update(batch_size=5000), "recipe.batch_size (5000) is larger than the smallest"),
+        (lambda c: c["recipe"].update(warmup_epochs=50), "recipe.warmup_epochs (50) exceeds recipe.epochs"),
     ],
 )
 def test_invalid_config_is_refused_before_any_job(tmp_path, edit, message):

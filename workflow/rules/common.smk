@@ -42,6 +42,7 @@ TEMPLATES = Path(os.path.relpath(Path(workflow.basedir) / "templates"))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_SRC.resolve()), os.environ.get("PYTHONPATH")]))
 
 sys.path.insert(0, str(PACKAGE_SRC))
+from bagmar.data import REAL_DATASETS, long_tailed_counts  # noqa: E402
 from bagmar.evaluate import tau_grid  # noqa: E402
 
 
@@ -141,6 +142,17 @@ def _check_config():
         for key, value in training.items():
             if not math.isfinite(value):
                 problems.append(f"trainings.{name}.{key} = {value} is not a finite number")
+    dataset = config["dataset"]
+    if dataset["name"] == "synthetic":
+        classes, per_class = dataset["synthetic"]["num_classes"], dataset["synthetic"]["train_per_class"]
+    else:
+        classes, per_class = REAL_DATASETS[dataset["name"]]
+    smallest = min(sum(long_tailed_counts(classes, per_class, f)) for f in config["imbalance_factors"])
+    if config["recipe"]["batch_size"] > smallest:
+        problems.append(
+            f"recipe.batch_size ({config['recipe']['batch_size']}) is larger than the smallest long-tailed split "
+            f"({smallest} images at imbalance factor {max(config['imbalance_factors']):g}); allowed: 1 to {smallest}"
+        )
     if config["recipe"]["warmup_epochs"] > config["recipe"]["epochs"]:
         problems.append(
             f"recipe.warmup_epochs ({config['recipe']['warmup_epochs']}) exceeds recipe.epochs ({config['recipe']['epochs']})"

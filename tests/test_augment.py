@@ -43,6 +43,11 @@ def _assert_matches(out, ref, geometric):
         assert torch.equal(out, ref)
 
 
+def test_policy_table_is_torchvisions_cifar10_policy():
+    policies = tv_autoaugment.AutoAugment(tv_autoaugment.AutoAugmentPolicy.CIFAR10).policies
+    assert [tuple(map(tuple, p)) for p in policies] == [tuple(map(tuple, p)) for p in augment._POLICY]
+
+
 def test_magnitude_bins_mirror_torchvision():
     for h, w in SIZES:
         for name, bins in augment._magnitude_bins(h, w).items():

@@ -199,6 +199,26 @@ def test_the_unpickler_runs_no_code(tmp_path):
         cifar.unpickle(evil, "somewhere/train")
 
 
+class _WouldRunCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("given", ["archive", "folder"])
+def test_a_crafted_member_that_would_run_code_is_refused(tmp_path, given):
+    """Issue 5: even an opted-in copy, which skips the md5s, cannot execute code when read."""
+    marker = tmp_path / "code-ran"
+    members, _ = release_members(CIFAR100)
+    members["train"] = pickle.dumps({b"data": _WouldRunCode(marker), b"fine_labels": [0]}, protocol=2)
+    archive, folder = write_release(tmp_path / "copy", CIFAR100, members)
+    with pytest.raises(DataError, match="refusing to unpickle"):
+        load_cifar("cifar100", root=tmp_path / "data", unofficial_copy=archive if given == "archive" else folder)
+    assert not marker.exists()
+
+
 def test_official_digests_are_the_published_ones():
     assert CIFAR100.archive_md5 == "eb9058c3a382ffc7106e4002c42a8d85"  # SPEC §1
     assert CIFAR100.member_md5 == {"train": "16019d7e3df5f24257cddd939b257f8d",

@@ -148,21 +148,21 @@ def test_killing_the_whole_workflow_and_rerunning_gives_the_same_table(tmp_path)
     process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     results = workdir / "results" / "demo"
+    def settled_trainings():
+        """Trainings finished over a second ago: by then Snakemake has recorded them as complete."""
+        return [p for p in results.glob("train/*/*/*/statistics.npz") if p.stat().st_mtime < time.time() - 1.0]
+
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # kill once some training is part-way: checkpointed, not finished
+    while time.monotonic() < deadline:  # kill once one training is done and another part-way (checkpointed)
         partial = [d for d in results.glob("checkpoints/*/*/*") if list(d.glob("epoch*.pt"))
                    and not (results / "train" / d.relative_to(results / "checkpoints") / "model.pt").exists()]
-        if partial:
+        if partial and settled_trainings():
             break
         time.sleep(0.05)
-    assert partial, "no training was caught part-way"
+    assert partial and settled_trainings(), "no moment with one training finished and another part-way"
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    # trainings finished well before the kill (a job that had just written its files may not yet be
-    # recorded as complete by Snakemake, and is rightly redone)
-    settled = time.time() - 1.0
-    finished = {p: p.stat().st_mtime_ns for p in results.rglob("train/*/*/*/model.pt")
-                if (p.parent / "statistics.npz").exists() and (p.parent / "statistics.npz").stat().st_mtime < settled}
+    finished = {p.parent / "model.pt": (p.parent / "model.pt").stat().st_mtime_ns for p in settled_trainings()}
 
     assert snakemake(workdir, "--unlock").returncode == 0
     rerun = snakemake(workdir, "--configfile", "config/demo.yaml")

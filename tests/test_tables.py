@@ -88,6 +88,10 @@ def test_rendered_section_has_the_paper_format_and_every_variant():
     assert "| 10 | ce | plain | 41.0 ± 1.4 | 70.0 ± 0.0 | 30.0 ± 0.0 | n/a | 7.5 (42.0 ± 1.4) | – | – |" in text
     assert "| 10 | ce_pn | PN τ=1 | 46.0 ± 1.4 |" in text and "| 0.5 (45.0 ± 1.4) |" in text
     assert "mean ± std over 2 seeds" in text
+    assert "Data:" not in text
+    flagged = render_results(table, comparison, TEMPLATE, run_name="t", dataset="cifar100", headline_variant="ce_pn",
+                             variants=["ce", "ce_pn"], links=links, data_note="CIFAR-100 from /x: UNOFFICIAL COPY")
+    assert "(cifar100)\n\nData: CIFAR-100 from /x: UNOFFICIAL COPY\n\nce_pn, top-1" in flagged
 
 
 def test_readme_changes_only_between_its_markers(tmp_path):

@@ -44,11 +44,12 @@ def _template(path: str | Path) -> jinja2.Template:
 
 def render_results(table: pd.DataFrame, comparison: pd.DataFrame, template: str | Path, *, run_name: str,
                    dataset: str, headline_variant: str, variants: list[str],
-                   links: dict[float, list[dict]], link_base: str | Path = ".") -> str:
+                   links: dict[float, list[dict]], link_base: str | Path = ".", data_note: str | None = None) -> str:
     """The markdown results section.
 
     ``links`` maps an imbalance factor to one {"seed", "log", "model"} per seed of the headline
     variant's training; paths are written relative to ``link_base``, where the markdown will live.
+    ``data_note`` says where real data came from (an unofficial copy is flagged there).
     """
     order = {v: i for i, v in enumerate(variants)}
     full = table.assign(_order=table["variant"].map(order)).sort_values(["imbalance_factor", "_order"],
@@ -67,6 +68,7 @@ def render_results(table: pd.DataFrame, comparison: pd.DataFrame, template: str 
         full=full.to_dict("records"),
         links=relative,
         n_seeds=int(table["n_seeds"].max()),
+        data_note=data_note,
     )
 
 

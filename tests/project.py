@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).parents[1]
-PROJECT_FILES = ["Snakefile", "workflow", "scripts", "src", "templates", "config", "profiles", "envs", "README.md"]
+PROJECT_FILES = ["main.py", "Snakefile", "workflow", "scripts", "src", "templates", "config", "profiles", "envs", "README.md"]
 
 
 def copy_project(dest: Path) -> Path:
@@ -34,10 +34,16 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     run = snakemake(workdir, "-n", *args)
     assert run.returncode == 0, run.stdout + run.stderr
     output = run.stdout + run.stderr
-    table = re.search(r"Job stats:\njob\s+count\n[- ]+\n(.*?)\ntotal", output, re.S)
-    if table is None:
+    if "Job stats:" not in output:
         assert "Nothing to be done" in output, output
         return {}
+    return job_counts(output)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Rule -> job count from the "Job stats" table Snakemake prints."""
+    table = re.search(r"Job stats:\njob\s+count\n[- ]+\n(.*?)\ntotal", output, re.S)
+    assert table is not None, output
     return {rule: int(count) for rule, count in (line.split() for line in table.group(1).splitlines())}
 
 

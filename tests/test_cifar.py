@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 import bagmar.cifar as cifar
+from project import copy_project
 from bagmar.cifar import CIFAR10, CIFAR100, DataError, load_cifar
 from bagmar.data import REAL_DATASETS, SPEC_TOTALS, check_spec_counts, long_tailed_counts
 
@@ -415,20 +416,9 @@ def test_synthetic_sets_are_not_held_to_the_cifar_totals():
 # --------------------------------------------------------------------------- in the workflow
 
 
-def project_copy(dest: Path) -> Path:
-    dest.mkdir(parents=True)
-    for name in ["Snakefile", "workflow", "scripts", "src", "templates", "config", "profiles", "envs", "README.md"]:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(source, dest / name)
-    return dest
-
-
 def workflow_on(tmp_path: Path, dataset: dict, *args: str) -> tuple[Path, subprocess.CompletedProcess]:
     """The demo's configuration on a CIFAR data set, run (or dry-run) in a copy of the project."""
-    workdir = project_copy(tmp_path / "project")
+    workdir = copy_project(tmp_path / "project")
     config = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())
     config.update(run_name="cifar_test", dataset=dataset)
     config["report"]["readme"] = None

@@ -9,7 +9,6 @@ import copy
 import importlib.util
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from project import copy_project, job_counts
 from snakemake.utils import validate
 
 ROOT = Path(__file__).parents[1]
@@ -139,26 +139,8 @@ def test_overrides_are_dotted_keys_with_yaml_values():
 # --------------------------------------------------------------------------- the command itself
 
 
-def project_copy(dest: Path) -> Path:
-    dest.mkdir(parents=True)
-    for name in ["main.py", "Snakefile", "workflow", "scripts", "src", "templates", "config", "profiles", "envs",
-                 "README.md"]:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(source, dest / name)
-    return dest
-
-
-def job_counts(output: str) -> dict[str, int]:
-    table = re.search(r"Job stats:\njob\s+count\n[- ]+\n(.*?)\ntotal", output, re.S)
-    assert table, output
-    return {rule: int(count) for rule, count in (line.split() for line in table.group(1).splitlines())}
-
-
 def test_the_seed_command_plans_one_experiments_jobs(tmp_path):
-    workdir = project_copy(tmp_path / "project")
+    workdir = copy_project(tmp_path / "project")
     run = subprocess.run([sys.executable, "main.py", "--cfg", "config/CIFAR100_LT/ce_pn_imba100.yaml", "-n",
                           "--cores", "2"], cwd=workdir, capture_output=True, text=True, timeout=120)
     output = run.stdout + run.stderr
@@ -180,7 +162,7 @@ DEMO = ["run_name", "seed_demo",
 @pytest.fixture(scope="module")
 def seed_run(tmp_path_factory):
     """`python main.py --cfg config/CIFAR100_LT/BaGMar_pn_imba100.yaml <synthetic data>`, in a copy of the project."""
-    workdir = project_copy(tmp_path_factory.mktemp("seed") / "project")
+    workdir = copy_project(tmp_path_factory.mktemp("seed") / "project")
     started = time.perf_counter()
     run = subprocess.run([sys.executable, "main.py", "--cfg", "config/CIFAR100_LT/BaGMar_pn_imba100.yaml", "--cores",
                           "2", *DEMO], cwd=workdir, capture_output=True, text=True, timeout=300)

@@ -1,0 +1,501 @@
+"""Per-epoch training and evaluation time at IF 100: a reference-style loop against the project's trainer.
+
+Issue 4 asks the project's trainer to beat the paper's released code. This script measures both, in one run on
+one machine, on the project's synthetic CIFAR-shaped set cut to IF 100 (full size: 100 classes, 10,847 training
+images = 169 steps of 64, 10,000 test images, 32x32, ResNet-32 of width 16):
+
+(a) **reference-style**: written here to SPEC, in the released code's shape: a torch DataLoader with worker
+    processes over a Dataset that runs torchvision's per-image PIL transforms (RandomCrop(padding),
+    RandomHorizontalFlip, AutoAugment(CIFAR10, fill=128), ToTensor, a per-image numpy Cutout, Normalize);
+    fp32 eager ResNet-32 (``bagmar.model.ResNet32``); SGD per SPEC §3; the BaGMar loss with its gradient read
+    from the adjusted logits after backward and the statistics updated by a per-sample Python loop
+    (``F[:, y_i] += g[i]``, then ``P += F*I``, ``N += F*(1-I)``, ``theta = P.sum(1)``, ``phi = N.sum(0)``);
+    ``loss.item()`` every step for the running loss, as such code logs; after each epoch a test pass through a
+    DataLoader (ToTensor + Normalize per image) with plain and PN (tau = 1) accuracy.
+(b) **project**: ``bagmar.train.train`` for the same epochs. Its logged per-epoch seconds include its own
+    evaluation (test logits + PN). The benchmark times each of the trainer's ``predict_logits`` calls in place
+    (one per epoch) and takes the project's training time per epoch as the logged epoch time minus that epoch's
+    evaluation; the same evaluation is also timed separately on the final model (``predict_logits`` + PN), which
+    is the fallback should the trainer stop evaluating through ``bagmar.train.predict_logits``.
+
+Both loops run one warm-up epoch (not timed: allocator, cuDNN autotuning, lazy init, first loader start) and
+then ``--epochs`` timed epochs; the figures are the median over the timed epochs. ``torch.set_num_threads``
+is set once for both loops. The JSON record also projects the full paper table: 12 trainings (3 per IF) x 200
+epochs at the step counts of IF 200/100/50/10 (148, 169, 197, 305 per epoch), each epoch followed by one
+evaluation of the 10,000 test images, from the measured per-step training and per-epoch evaluation time. The
+projection means something only at full size (``"projection"["full_size"]``).
+
+    python benchmarks/epoch_time.py                      # full size, device auto
+    python benchmarks/epoch_time.py --small --device cpu # CPU smoke size, well under a minute on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+
+from bagmar.augment import CIFAR_MEAN, CIFAR_STD
+from bagmar.data import long_tailed_indices, make_synthetic
+from bagmar.evaluate import pn_predictions
+from bagmar.model import ResNet32
+from bagmar import train as bagmar_train
+from bagmar.train import Recipe, predict_logits, resolve_device, train
+
+ROOT = Path(__file__).resolve().parent
+PAPER_STEPS_PER_EPOCH = {200: 148, 100: 169, 50: 197, 10: 305}  # CIFAR-100-LT at batch 64 (SPEC §1, §3)
+PAPER_EPOCHS, PAPER_TRAININGS_PER_IF, PAPER_TEST_IMAGES, PAPER_SEEDS = 200, 3, 10_000, 3
+LAMBDA1, LAMBDA2 = 1.2, 0.9  # BaGMar_pn (SPEC §6): both loops time the BaGMar loss, not plain cross-entropy
+EPS = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    num_classes: int = 100
+    train_per_class: int = 500
+    test_per_class: int = 100
+    image_size: int = 32
+    width: int = 16
+    batch_size: int = 64
+    imbalance_factor: float = 100
+
+    @property
+    def padding(self) -> int:  # 4 at 32x32, as SPEC §3; scaled with the image for smoke sizes
+        return max(1, self.image_size // 8)
+
+    @property
+    def cutout_size(self) -> int:  # 16 at 32x32
+        return max(1, self.image_size // 2)
+
+    @property
+    def is_paper_size(self) -> bool:
+        return self == Size()
+
+
+FULL = Size()
+SMALL = Size(num_classes=20, train_per_class=200, test_per_class=50, image_size=16, width=4)
+
+
+# --------------------------------------------------------------------------- (a) the reference-style loop
+
+
+class Cutout:
+    """One length x length hole centred at a uniform pixel, clipped at the border, per image (DeVries & Taylor)."""
+
+    def __init__(self, length: int):
+        self.length = length
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        h, w = img.shape[1:]
+        mask = np.ones((h, w), np.float32)
+        y, x = np.random.randint(h), np.random.randint(w)
+        y1, y2 = np.clip([y - self.length // 2, y + self.length // 2], 0, h)
+        x1, x2 = np.clip([x - self.length // 2, x + self.length // 2], 0, w)
+        mask[y1:y2, x1:x2] = 0.0
+        return img * torch.from_numpy(mask).expand_as(img)
+
+
+class ImageDataset(Dataset):
+    """uint8 (N, H, W, 3) images as PIL images through a per-image transform, as torchvision's CIFAR100 does."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def _seed_numpy_in_worker(worker_id: int) -> None:
+    np.random.seed(torch.initial_seed() % 2**32)  # else every worker repeats the same Cutout draws
+
+
+def reference_transforms(size: Size):
+    normalize = T.Normalize(CIFAR_MEAN, CIFAR_STD)
+    train_tf = T.Compose([
+        T.RandomCrop(size.image_size, padding=size.padding),
+        T.RandomHorizontalFlip(),
+        T.AutoAugment(T.AutoAugmentPolicy.CIFAR10, fill=128),
+        T.ToTensor(),
+        Cutout(size.cutout_size),
+        normalize,
+    ])
+    return train_tf, T.Compose([T.ToTensor(), normalize])
+
+
+def reference_lr(epoch: int, epochs: int, base: float = 0.05, peak: float = 0.1, warmup: int = 2) -> float:
+    """SPEC §3, epoch = 1..E."""
+    if epoch < warmup:
+        return base + (peak - base) * (epoch - 1) / (warmup - 1)
+    return peak * (1 + math.cos(math.pi * (epoch - warmup) / max(epochs - warmup, 1))) / 2
+
+
+class ReferenceStatistics:
+    """SPEC §4 in the released code's shape: three C x C matrices and a per-sample Python loop."""
+
+    def __init__(self, num_classes: int, device):
+        zeros = dict(dtype=torch.float64, device=device)
+        self.F = torch.zeros(num_classes, num_classes, **zeros)
+        self.P = torch.zeros(num_classes, num_classes, **zeros)
+        self.N = torch.zeros(num_classes, num_classes, **zeros)
+        self.I = torch.eye(num_classes, **zeros)
+        self.theta = torch.zeros(num_classes, **zeros)
+        self.phi = torch.zeros(num_classes, **zeros)
+
+    def update(self, g: torch.Tensor, y: torch.Tensor) -> None:
+        g = g.to(torch.float64)
+        for i in range(g.shape[0]):
+            self.F[:, y[i]] += g[i]
+        self.P += self.F * self.I
+        self.N += self.F * (1 - self.I)
+        self.theta = self.P.sum(1)
+        self.phi = self.N.sum(0)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run_reference(data, size: Size, epochs: int, warmup_epochs: int, device: str, num_workers: int, seed: int,
+                  eval_batch_size: int, log) -> dict:
+    train_images, train_labels, test_images, test_labels = data
+    train_tf, test_tf = reference_transforms(size)
+    pin = device.startswith("cuda")
+    loader_kw = dict(num_workers=num_workers, pin_memory=pin, worker_init_fn=_seed_numpy_in_worker)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    train_loader = DataLoader(ImageDataset(train_images, train_labels, train_tf), batch_size=size.batch_size,
+                              shuffle=True, drop_last=True, **loader_kw)
+    test_loader = DataLoader(ImageDataset(test_images, test_labels, test_tf), batch_size=eval_batch_size,
+                             shuffle=False, **loader_kw)
+    model = ResNet32(size.num_classes, size.width).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    stats = ReferenceStatistics(size.num_classes, device)
+    total_epochs = warmup_epochs + epochs
+    train_seconds, eval_seconds, accuracy = [], [], {}
+    for epoch in range(1, total_epochs + 1):
+        for group in optimizer.param_groups:
+            group["lr"] = reference_lr(epoch, total_epochs)
+        _sync(device)
+        started = time.perf_counter()
+        model.train()
+        loss_sum = 0.0
+        for x, y in train_loader:
+            x, y = x.to(device, non_blocking=pin), y.to(device, non_blocking=pin)
+            logits = model(x)
+            adjusted = (logits + LAMBDA1 * torch.log(stats.theta + EPS).float()
+                        - LAMBDA2 * torch.log(stats.phi[y] + EPS).float()[:, None])
+            adjusted.retain_grad()
+            loss = F.cross_entropy(adjusted, y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            stats.update(adjusted.grad.abs(), y)
+            loss_sum += loss.item()
+        _sync(device)
+        train_seconds.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        model.eval()
+        outputs, targets = [], []
+        with torch.no_grad():
+            for x, y in test_loader:
+                outputs.append(model(x.to(device, non_blocking=pin)))
+                targets.append(y.to(device, non_blocking=pin))
+        z, y = torch.cat(outputs), torch.cat(targets)
+        p = z.softmax(1)
+        accuracy = {"plain": 100.0 * (p.argmax(1) == y).float().mean().item(),
+                    "pn": 100.0 * ((p / p.sum(0)).argmax(1) == y).float().mean().item()}
+        eval_seconds.append(time.perf_counter() - started)
+        log(f"  reference epoch {epoch}/{total_epochs}{' (warm-up)' if epoch <= warmup_epochs else ''}: "
+            f"train {train_seconds[-1]:.2f} s, eval {eval_seconds[-1]:.2f} s, loss {loss_sum / len(train_loader):.3f}, "
+            f"test {accuracy['plain']:.1f}% (PN {accuracy['pn']:.1f}%)")
+    timed_train, timed_eval = train_seconds[warmup_epochs:], eval_seconds[warmup_epochs:]
+    train_s, eval_s = statistics.median(timed_train), statistics.median(timed_eval)
+    return {
+        "includes": {
+            "train": "one pass of the training DataLoader (worker start-up, per-image PIL augmentation, collation, "
+                     "host-to-device copy), forward, BaGMar loss, backward, SGD, per-sample statistics loop, "
+                     "loss.item() every step",
+            "eval": "one pass of the test DataLoader (per-image ToTensor + Normalize), forward, plain and PN "
+                    "(tau = 1) accuracy",
+        },
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
+        "train_per_epoch": train_s,
+        "eval_per_epoch": eval_s,
+        "epoch_total": train_s + eval_s,
+        "final_test_acc": accuracy,
+    }
+
+
+# --------------------------------------------------------------------------- (b) the project's trainer
+
+
+def time_project_eval(model: nn.Module, test_images: np.ndarray, test_labels: np.ndarray, device: str,
+                      repeats: int) -> list[float]:
+    """The trainer's per-epoch evaluation on its own: predict_logits on the device-resident test set + PN."""
+    x_test = torch.from_numpy(np.ascontiguousarray(test_images)).permute(0, 3, 1, 2).contiguous().to(device)
+    seconds = []
+    for _ in range(repeats + 1):  # the first call is a warm-up
+        _sync(device)
+        started = time.perf_counter()
+        logits = predict_logits(model, x_test)
+        plain, pn = pn_predictions(logits.cpu().numpy(), [0.0, 1.0])
+        float(np.mean(plain == test_labels)), float(np.mean(pn == test_labels))
+        seconds.append(time.perf_counter() - started)
+    return seconds[1:]
+
+
+@contextlib.contextmanager
+def timing_predict_logits(device: str):
+    """Time each call the trainer makes to bagmar.train.predict_logits (its per-epoch test pass), in place.
+
+    Yields the list of seconds. Synchronising before the call charges pending training work to training.
+    """
+    original, seconds = bagmar_train.predict_logits, []
+
+    def timed(*args, **kwargs):
+        _sync(device)
+        started = time.perf_counter()
+        out = original(*args, **kwargs)
+        _sync(device)
+        seconds.append(time.perf_counter() - started)
+        return out
+
+    bagmar_train.predict_logits = timed
+    try:
+        yield seconds
+    finally:
+        bagmar_train.predict_logits = original
+
+
+def run_project(data, size: Size, epochs: int, warmup_epochs: int, device: str, seed: int, log) -> dict:
+    train_images, train_labels, test_images, test_labels = data
+    recipe = Recipe(epochs=warmup_epochs + epochs, batch_size=size.batch_size, width=size.width,
+                    padding=size.padding, cutout_size=size.cutout_size, lambda1=LAMBDA1, lambda2=LAMBDA2, seed=seed)
+    with timing_predict_logits(device) as in_trainer:
+        result = train(train_images, train_labels, test_images, test_labels, size.num_classes, recipe, device=device,
+                       progress=lambda line: log("  project " + line.strip())
+                       if " epoch " in line and "step" not in line else None, name="trainer")
+    epoch_seconds = [row["seconds"] for row in result.metrics]
+    separate = time_project_eval(result.model, test_images, test_labels, device, max(epochs, 3))
+    total = statistics.median(epoch_seconds[warmup_epochs:])
+    # Prefer the trainer's own test passes, paired with their epochs; if the trainer no longer evaluates through
+    # bagmar.train.predict_logits once per epoch, fall back to the separate measurement.
+    paired = len(in_trainer) == len(epoch_seconds)
+    eval_s = statistics.median(in_trainer[warmup_epochs:] if paired else separate)
+    train_s = (statistics.median([e - v for e, v in zip(epoch_seconds, in_trainer)][warmup_epochs:]) if paired
+               else max(total - eval_s, 0.0))
+    return {
+        "includes": {
+            "epoch_total": "bagmar.train.train's logged seconds per epoch (metrics[i]['seconds']): augmentation on "
+                           "the device, training steps, its per-epoch test evaluation (predict_logits + PN) and metrics",
+            "eval": ("the trainer's own predict_logits call in each epoch (device-resident uint8 test set), timed in "
+                     "place; its PN and accuracy (numpy, ~0.02 s at full size) stay in the train share"
+                     if paired else
+                     "predict_logits on the device-resident uint8 test set + PN (tau = 0 and 1) + accuracy, timed "
+                     "separately on the final model (median of repeats after one warm-up call)"),
+            "train": "derived: per epoch, logged epoch seconds - that epoch's eval seconds" if paired
+                     else "derived: epoch_total - eval",
+        },
+        "eval_source": "in_trainer" if paired else "separate",
+        "epoch_seconds": epoch_seconds,
+        "eval_seconds": in_trainer if paired else separate,
+        "eval_separate_seconds": separate,
+        "epoch_total": total,
+        "eval_per_epoch": eval_s,
+        "train_per_epoch": train_s,
+        "final_test_acc": {"plain": result.metrics[-1]["test_acc"], "pn": result.metrics[-1]["test_acc_pn"]},
+    }
+
+
+# --------------------------------------------------------------------------- record
+
+
+def project_table(train_per_step: float, eval_per_epoch: float, test_images: int) -> dict:
+    """Wall time of the paper table (3 trainings per IF x 4 IFs x 200 epochs, one evaluation per epoch)."""
+    eval_s = eval_per_epoch * PAPER_TEST_IMAGES / test_images
+    per_training = {
+        str(imbalance): PAPER_EPOCHS * (steps * train_per_step + eval_s)
+        for imbalance, steps in PAPER_STEPS_PER_EPOCH.items()
+    }
+    one_seed = PAPER_TRAININGS_PER_IF * sum(per_training.values())
+    return {"per_training_seconds": per_training, "one_seed_seconds": one_seed,
+            "three_seeds_seconds": PAPER_SEEDS * one_seed}
+
+
+def machine() -> dict:
+    """Host, CPU (the first processor's /proc/cpuinfo model name, family, model, stepping) and Python."""
+    cpu = {"model name": platform.processor() or platform.machine()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "cpu family", "model", "stepping"):
+                cpu[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return {"host": platform.node(), "platform": platform.platform(), "cpu_model": cpu["model name"],
+            "cpu_id": {k: v for k, v in cpu.items() if k != "model name"}, "cpu_count": os.cpu_count(),
+            "python": platform.python_version()}
+
+
+def loadavg() -> list[float] | None:
+    try:
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return None
+
+
+def default_out(device: str) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return ROOT / "results" / f"{stamp}-{device}.json"
+
+
+def _clock(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def summary(record: dict) -> str:
+    s, ref, proj, ratio = record["sizes"], record["reference"], record["project"], record["ratio"]
+    table = record["projection"]
+    lines = [
+        f"epoch_time: {record['device']['name']} ({record['device']['type']}), torch {record['torch_version']}, "
+        f"{record['torch_threads']} torch threads, {s['num_workers']} loader workers, "
+        f"load average {record['loadavg']['start']} -> {record['loadavg']['end']}",
+        f"IF {s['imbalance_factor']:g}: {s['train_images']} training images = {s['steps_per_epoch']} steps of "
+        f"{s['batch_size']}, {s['test_images']} test images, {s['image_size']}x{s['image_size']}, "
+        f"{s['num_classes']} classes, ResNet-32 width {s['width']}; {s['warmup_epochs']} warm-up + "
+        f"{s['timed_epochs']} timed epoch(s), medians",
+        f"{'':18}{'train/epoch':>12}{'eval/epoch':>12}{'total/epoch':>13}",
+        f"{'reference-style':18}{ref['train_per_epoch']:>10.2f} s{ref['eval_per_epoch']:>10.2f} s"
+        f"{ref['epoch_total']:>11.2f} s",
+        f"{'project trainer':18}{proj['train_per_epoch']:>10.2f} s{proj['eval_per_epoch']:>10.2f} s"
+        f"{proj['epoch_total']:>11.2f} s   (train = logged epoch - eval, eval {proj['eval_source']})",
+        f"ratio reference/project: {ratio['epoch_total']:.2f}x per epoch (train {ratio['train']:.2f}x, "
+        f"eval {ratio['eval']:.2f}x)",
+        f"paper table projected (12 trainings x 200 epochs at IF 200/100/50/10{'' if table['full_size'] else '; NOT full size, indicative only'}): "
+        f"project {_clock(table['project']['one_seed_seconds'])} per seed, "
+        f"{_clock(table['project']['three_seeds_seconds'])} for 3 seeds; reference-style "
+        f"{_clock(table['reference']['one_seed_seconds'])} per seed, {_clock(table['reference']['three_seeds_seconds'])} for 3",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--epochs", type=int, default=2, help="timed epochs per loop (default 2)")
+    p.add_argument("--warmup-epochs", type=int, default=1, help="untimed epochs before them (default 1)")
+    p.add_argument("--small", action="store_true", help=f"CPU smoke size: {SMALL}")
+    p.add_argument("--out", type=Path, help="JSON record (default benchmarks/results/<timestamp>-<device>.json)")
+    p.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="reference loader worker processes (default min(4, cpu count))")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads for both loops (default: torch's current setting)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-batch-size", type=int, default=100, help="reference test loader batch (default 100)")
+    for field in dataclasses.fields(Size):  # overrides of the chosen size, e.g. --num-classes 10
+        p.add_argument("--" + field.name.replace("_", "-"), type=float if field.type == "float" else int)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, log=print) -> dict:
+    args = parse_args(argv)
+    if args.epochs < 1 or args.warmup_epochs < 0:
+        raise SystemExit("--epochs must be >= 1 and --warmup-epochs >= 0")
+    device = resolve_device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    size = dataclasses.replace(
+        SMALL if args.small else FULL,
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(Size) if getattr(args, f.name) is not None},
+    )
+    images = make_synthetic(size.num_classes, size.train_per_class, size.test_per_class, size.image_size,
+                            seed=args.seed)
+    cut = long_tailed_indices(images.train_labels, size.num_classes, size.imbalance_factor, seed=args.seed)
+    data = (images.train_images[cut], images.train_labels[cut], images.test_images, images.test_labels)
+    steps = len(cut) // size.batch_size
+    if steps == 0:
+        raise SystemExit(f"{len(cut)} training images make no batch of {size.batch_size}")
+
+    load_start = loadavg()
+    log(f"reference-style loop ({args.num_workers} workers) on {device} ...")
+    reference = run_reference(data, size, args.epochs, args.warmup_epochs, device, args.num_workers, args.seed,
+                              args.eval_batch_size, log)
+    log(f"project trainer on {device} ...")
+    project = run_project(data, size, args.epochs, args.warmup_epochs, device, args.seed, log)
+    load_end = loadavg()
+
+    def per_step(result):
+        return {**result, "train_per_step": result["train_per_epoch"] / steps}
+
+    reference, project = per_step(reference), per_step(project)
+    n_test = len(images.test_labels)
+    record = {
+        "benchmark": "epoch_time",
+        "timestamp": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": shlex.join(["python", "benchmarks/epoch_time.py", *(sys.argv[1:] if argv is None else argv)]),
+        "machine": machine(),
+        "device": {"type": device,
+                   "name": torch.cuda.get_device_name() if device.startswith("cuda") else machine()["cpu_model"]},
+        "torch_version": torch.__version__,
+        "torchvision_version": torchvision.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "loadavg": {"start": load_start, "end": load_end},
+        "sizes": {
+            **dataclasses.asdict(size), "padding": size.padding, "cutout_size": size.cutout_size,
+            "train_images": len(cut), "test_images": n_test, "steps_per_epoch": steps,
+            "warmup_epochs": args.warmup_epochs, "timed_epochs": args.epochs, "num_workers": args.num_workers,
+            "reference_eval_batch_size": args.eval_batch_size, "lambda1": LAMBDA1, "lambda2": LAMBDA2,
+            "full_size": size.is_paper_size,
+        },
+        "reference": reference,
+        "project": project,
+        "ratio": {  # reference / project: > 1 means the project's trainer is faster
+            name: reference[key] / project[key] if project[key] > 0 else float("inf")
+            for name, key in (("epoch_total", "epoch_total"), ("train", "train_per_epoch"), ("eval", "eval_per_epoch"))
+        },
+        "projection": {
+            "full_size": size.is_paper_size,
+            "method": f"{PAPER_TRAININGS_PER_IF} trainings per IF x {PAPER_EPOCHS} epochs x (steps per epoch at the IF "
+                      f"{PAPER_STEPS_PER_EPOCH} x measured train seconds per step + measured eval seconds per epoch "
+                      f"scaled to {PAPER_TEST_IMAGES} test images); excludes data preparation, the PN sweeps and "
+                      "tables (seconds), and process start-up",
+            "reference": project_table(reference["train_per_step"], reference["eval_per_epoch"], n_test),
+            "project": project_table(project["train_per_step"], project["eval_per_epoch"], n_test),
+        },
+    }
+    out = args.out or default_out(device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    log(summary(record))
+    log(f"record: {out}")
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -29,8 +29,8 @@ def _refuse(problems):
     raise ValueError(f"invalid configuration (keys and allowed values: workflow/schemas/config.schema.yaml):\n  - " + "\n  - ".join(problems))
 
 
-if _schema_problems():
-    _refuse(_schema_problems())
+if problems := _schema_problems():
+    _refuse(problems)
 validate(config, str(SCHEMA))  # fills the schema's defaults
 
 # Relative to the working directory, so that a moved or copied project keeps its recorded inputs.
@@ -41,7 +41,7 @@ TEMPLATES = Path(os.path.relpath(Path(workflow.basedir) / "templates"))
 # whatever else is installed.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_SRC.resolve()), os.environ.get("PYTHONPATH")]))
 
-sys.path.insert(0, str(PACKAGE_SRC))
+sys.path.insert(0, str(PACKAGE_SRC.resolve()))
 from bagmar.data import REAL_DATASETS, long_tailed_counts  # noqa: E402
 from bagmar.evaluate import tau_grid  # noqa: E402
 

@@ -20,27 +20,53 @@ EPS = 1e-3
 
 
 class GradientStatistics:
-    """SPEC §4's bookkeeping, float64, on the training device.
+    """SPEC §4's bookkeeping, float64, on the training device; one set per model.
 
     SPEC keeps three C x C matrices: F (F[:, y_i] += |g_i| every step, never reset), and
     P += F * I, N += F * (1 - I) after every step, with theta = P.sum(1) and phi = N.sum(0).
     Since P only ever receives F's diagonal and N its off-diagonal, theta and phi are
     accumulated directly: theta += diag(F) and phi += F.sum(0) - diag(F) — the same numbers
     (tests/test_loss.py checks them against the three-matrix version) without two matrices.
+
+    With ``members=K`` it holds K independent sets (a fused group of K models, see
+    model.FusedResNet32): F is (K, C, C), theta and phi (K, C), and ``update`` takes (K, B, C)
+    gradients with (K, B) labels — still one ``index_add_`` per step for all K.
     """
 
-    def __init__(self, num_classes: int, device: torch.device | str = "cpu"):
+    def __init__(self, num_classes: int, device: torch.device | str = "cpu", members: int | None = None):
         zeros = dict(dtype=torch.float64, device=device)
-        self.F = torch.zeros(num_classes, num_classes, **zeros)  # rows: classifier j, cols: sample class k
-        self.theta = torch.zeros(num_classes, **zeros)
-        self.phi = torch.zeros(num_classes, **zeros)
+        self.members = members
+        k = members or 1
+        # stored as F transposed, [model, sample class k, classifier j], so that one index_add_ over
+        # rows (model, class) adds every sample's gradient row
+        self._f_by_class = torch.zeros(k, num_classes, num_classes, **zeros)
+        self._theta = torch.zeros(k, num_classes, **zeros)
+        self._phi = torch.zeros(k, num_classes, **zeros)
+
+    def _view(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor if self.members else tensor[0]
+
+    @property
+    def F(self) -> torch.Tensor:  # noqa: N802 (SPEC's name); rows: classifier j, cols: sample class k
+        return self._view(self._f_by_class.transpose(-1, -2))
+
+    @property
+    def theta(self) -> torch.Tensor:
+        return self._view(self._theta)
+
+    @property
+    def phi(self) -> torch.Tensor:
+        return self._view(self._phi)
 
     def update(self, grad: torch.Tensor, labels: torch.Tensor) -> None:
-        """grad: |dL/dz'| of the batch-mean loss, (B, C); labels: (B,)."""
-        self.F.index_add_(1, labels, grad.t().to(torch.float64))
-        diagonal = self.F.diagonal()
-        self.theta += diagonal
-        self.phi += self.F.sum(0) - diagonal
+        """grad: |dL/dz'| of the batch-mean loss, (B, C) or (K, B, C); labels: (B,) or (K, B)."""
+        k, c = self._theta.shape
+        grad = grad.reshape(k, -1, c)
+        rows = labels.reshape(k, -1) + torch.arange(0, k * c, c, device=labels.device)[:, None]
+        self._f_by_class.view(k * c, c).index_add_(0, rows.reshape(-1), grad.reshape(-1, c).to(torch.float64))
+        diagonal = self._f_by_class.diagonal(dim1=-2, dim2=-1)
+        self._theta += diagonal
+        self._phi += self._f_by_class.sum(-1) - diagonal
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"F": self.F, "theta": self.theta, "phi": self.phi}
@@ -49,27 +75,45 @@ class GradientStatistics:
         for name, value in state.items():
             getattr(self, name).copy_(value)
 
+    def member(self, k: int) -> dict[str, torch.Tensor]:
+        """Model k's statistics, shaped as a single model's state_dict."""
+        return {name: value[k] if self.members else value for name, value in self.state_dict().items()}
+
 
 def adjusted_logits(
-    logits: torch.Tensor, labels: torch.Tensor, stats: GradientStatistics, lambda1: float, lambda2: float
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    stats: GradientStatistics,
+    lambda1: float | torch.Tensor,
+    lambda2: float | torch.Tensor,
 ) -> torch.Tensor:
-    """z' of SPEC §4, in float32 whatever the logits' dtype."""
-    class_margin = (lambda1 * torch.log(stats.theta + EPS)).to(torch.float32)
-    sample_margin = (lambda2 * torch.log(stats.phi[labels] + EPS)).to(torch.float32)
-    return logits.float() + class_margin - sample_margin[:, None]
+    """z' of SPEC §4, in float32 whatever the logits' dtype.
+
+    logits (B, C) with float lambdas, or (K, B, C) for a fused group with (K,) lambda tensors.
+    """
+    lambda1, lambda2 = (torch.as_tensor(v, dtype=torch.float64, device=logits.device) for v in (lambda1, lambda2))
+    class_margin = (lambda1[..., None] * torch.log(stats.theta + EPS)).to(torch.float32)
+    sample_margin = (lambda2[..., None] * torch.log(stats.phi.gather(-1, labels) + EPS)).to(torch.float32)
+    return logits.float() + class_margin.unsqueeze(-2) - sample_margin[..., None]
 
 
 def bagmar_loss(
-    logits: torch.Tensor, labels: torch.Tensor, stats: GradientStatistics, lambda1: float, lambda2: float
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    stats: GradientStatistics,
+    lambda1: float | torch.Tensor,
+    lambda2: float | torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch-mean cross-entropy on z', and |dL/dz'| for the statistics.
+    """Batch-mean cross-entropy on z' (one per model of a fused group), and |dL/dz'| for the statistics.
 
     The gradient of the mean cross-entropy w.r.t. z' is (softmax(z') - onehot(y)) / B, so it is
-    formed directly instead of through an autograd hook.
+    formed directly instead of through an autograd hook. Summing a fused group's losses gives each
+    model exactly its own gradients: the models share no parameters.
     """
     adjusted = adjusted_logits(logits, labels, stats, lambda1, lambda2)
-    loss = F.cross_entropy(adjusted, labels)
+    c, batch = adjusted.shape[-1], labels.shape[-1]
+    loss = F.cross_entropy(adjusted.reshape(-1, c), labels.reshape(-1), reduction="none").view(labels.shape).mean(-1)
     with torch.no_grad():
-        onehot = F.one_hot(labels, adjusted.shape[1]).to(adjusted.dtype)
-        grad = (adjusted.softmax(1) - onehot).abs_() / adjusted.shape[0]
+        onehot = F.one_hot(labels, c).to(adjusted.dtype)
+        grad = (adjusted.softmax(-1) - onehot).abs_() / batch
     return loss, grad

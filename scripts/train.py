@@ -1,21 +1,23 @@
-"""Snakemake job: train one ResNet-32 (one training config x imbalance factor x seed)."""
+"""Snakemake job: train one ResNet-32, or a fused group of them (config `fusion`), on one long-tailed split."""
 import numpy as np
 import torch
 
 from bagmar.data import ImageSet
 from bagmar.io import log_to
-from bagmar.train import Recipe, resolve_device, train
+from bagmar.train import Recipe, resolve_device, train_group
 
 with log_to(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
     images = ImageSet.load(snakemake.input.images)
     indices = np.load(snakemake.input.indices)
-    recipe = Recipe(**snakemake.params.recipe)
+    members = snakemake.params.members
+    recipes = [Recipe(**member["recipe"]) for member in members]
     device = resolve_device(snakemake.config.get("device", "auto"))
-    w = snakemake.wildcards
-    print(f"{recipe} on {device}, {len(indices)} training images")
-    result = train(images.train_images[indices], images.train_labels[indices], images.test_images,
-                   images.test_labels, images.num_classes, recipe, device=device,
-                   checkpoint_dir=snakemake.params.checkpoints, name=f"{w.training} IF {w.imbalance} seed {w.seed}")
-    result.save(model=snakemake.output.model, logits=snakemake.output.logits, test_labels=images.test_labels,
-                metrics=snakemake.output.metrics, statistics=snakemake.output.statistics)
+    for member, recipe in zip(members, recipes):
+        print(f"{member['name']}: {recipe}")
+    print(f"{len(members)} model(s) on {device}, {len(indices)} training images")
+    results = train_group(images.train_images[indices], images.train_labels[indices], images.test_images,
+                          images.test_labels, images.num_classes, recipes, device=device,
+                          checkpoint_dir=snakemake.params.checkpoints, names=[m["name"] for m in members])
+    for member, result in zip(members, results):
+        result.save(**member["outputs"], test_labels=images.test_labels)

@@ -180,3 +180,23 @@ def test_bfloat16_autocast_trains_close_to_float32(data):
     assert np.isfinite(bf16.test_logits).all()
     assert not np.array_equal(bf16.test_logits, fp32.test_logits)  # autocast really ran in bfloat16
     assert bf16.metrics[-1]["train_loss"] == pytest.approx(fp32.metrics[-1]["train_loss"], rel=0.05)
+
+
+def test_a_fused_group_resumes_bit_identical(data, tmp_path):
+    """Losing the newest checkpoint costs one epoch of the whole group, and the rerun ends the same."""
+    recipes = [recipe(epochs=3, **m) for m in MEMBERS]
+    lines = []
+
+    def run(log):
+        return train_group(data.train_images, data.train_labels, data.test_images, data.test_labels, NUM_CLASSES,
+                           recipes, progress=log.append, checkpoint_dir=tmp_path, names=["a", "b", "c"])
+
+    full = run([])
+    (tmp_path / "epoch0003.pt").unlink()
+    resumed = run(lines)
+    assert lines[0].startswith("resuming a, b, c after epoch 2")
+    for a, b in zip(full, resumed):
+        for name, value in a.model.state_dict().items():
+            assert torch.equal(value, b.model.state_dict()[name]), name
+        assert np.array_equal(a.test_logits, b.test_logits) and torch.equal(a.stats.phi, b.stats.phi)
+        assert [r["train_loss"] for r in a.metrics] == [r["train_loss"] for r in b.metrics]

@@ -33,7 +33,7 @@ SEEDS = {path.stem: yaml.safe_load(path.read_text()) for path in sorted(SEED_DIR
 
 # SPEC §3 (recipe), §5 (tau grid), §6 (the four variants).
 SPEC_RECIPE = {"epochs": 200, "batch_size": 64, "base_lr": 0.05, "peak_lr": 0.1, "warmup_epochs": 2, "momentum": 0.9,
-               "weight_decay": 5e-4, "width": 16, "padding": 4, "cutout_size": 16}
+               "weight_decay": 5e-4, "width": 16, "padding": 4, "cutout_size": 16, "precision": "float32"}
 SPEC_VARIANTS = {  # variant: (training, lambda1, lambda2, evaluation)
     "ce": ("ce", 0.0, 0.0, "plain"),
     "ce_pn": ("ce", 0.0, 0.0, "pn"),
@@ -146,8 +146,11 @@ def test_the_seed_command_plans_one_experiments_jobs(tmp_path):
     output = run.stdout + run.stderr
     assert run.returncode == 0, output
     n_seeds = len(PAPER["seeds"])
-    assert job_counts(output) == {"cifar100_dataset": 1, "split": 1, "train": n_seeds, "evaluate": n_seeds}
-    assert "wildcards: training=ce, imbalance=100, seed=0" in output
+    # the paper config fuses trainings and seeds: this experiment's seeds train in one GPU job
+    assert PAPER["fusion"] == "trainings_and_seeds"
+    assert job_counts(output) == {"cifar100_dataset": 1, "split": 1, "train_fused": 1, "evaluate": n_seeds}
+    assert "wildcards: imbalance=100" in output
+    assert "results/cifar100_lt/train/ce/imba100/seed2/model.pt" in output
     assert "results/cifar100_lt/eval/ce_pn/imba100/seed0/tau_sweep.csv" in output
 
 
@@ -156,7 +159,8 @@ DEMO = ["run_name", "seed_demo",
         "dataset", "{name: synthetic, synthetic: {num_classes: 10, train_per_class: 100, test_per_class: 10, "
                    "image_size: 16}}",
         "seeds", "[0]", "recipe.epochs", "2", "recipe.width", "2", "recipe.batch_size", "32", "recipe.padding", "2",
-        "recipe.cutout_size", "8", "threads.train", "1"]
+        "recipe.cutout_size", "8", "threads.train", "1",
+        "fusion", "none"]  # one job per training, so that the full workflow can reuse it (a fused group cannot)
 
 
 @pytest.fixture(scope="module")

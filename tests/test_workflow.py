@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import pytest
 import yaml
-from project import copy_project, edit_config, planned_jobs, snakemake
+from project import copy_project, edit_config, job_counts, planned_jobs, snakemake
 
 DEMO_BUDGET_S = 180  # issue 2: the demo DAG on 2 CPU cores in at most 3 minutes
 
@@ -29,12 +29,13 @@ def demo(tmp_path_factory):
 
 def test_paper_config_plans_the_paper_dag(tmp_path):
     workdir = copy_project(tmp_path)
-    seeds = len(yaml.safe_load((workdir / "config" / "config.yaml").read_text())["seeds"])
-    assert seeds == 3
+    config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    assert len(config["seeds"]) == 3 and config["fusion"] == "trainings_and_seeds"
     once = {"cifar100_dataset": 1, "split": 4, "aggregate": 1, "render": 1, "plots": 1, "all": 1}
-    assert planned_jobs(workdir) == {**once, "train": 12 * seeds, "evaluate": 16 * seeds}
-    # per seed: 3 trainings per imbalance factor (ce and ce_pn share one) and 4 evaluations
-    edit_config(workdir / "config" / "config.yaml", lambda c: c.update(seeds=[0]))
+    # one fused GPU job per imbalance factor: 3 trainings (ce and ce_pn share one) x 3 seeds
+    assert planned_jobs(workdir) == {**once, "train_fused": 4, "evaluate": 16 * 3}
+    # unfused, per seed: 3 trainings per imbalance factor and 4 evaluations
+    edit_config(workdir / "config" / "config.yaml", lambda c: c.update(seeds=[0], fusion="none"))
     assert planned_jobs(workdir, "--configfile", "config/config.yaml") == {**once, "train": 12, "evaluate": 16}
 
 
@@ -126,6 +127,9 @@ def test_a_plotting_change_reruns_only_the_plots(demo, tmp_path):
         (lambda c: c["dataset"].update(name="imagenet"), "dataset.name: 'imagenet' is not one of"),
         (lambda c: c["recipe"].update(batch_size=5000), "recipe.batch_size (5000) is larger than the smallest"),
         (lambda c: c["recipe"].update(warmup_epochs=50), "recipe.warmup_epochs (50) exceeds recipe.epochs"),
+        (lambda c: c.update(fusion="all"), "fusion: 'all' is not one of ['none', 'trainings', 'trainings_and_seeds']"),
+        (lambda c: (c.update(fusion="trainings"), c["trainings"]["ce"].update(epochs=3)),
+         "trainings.ce.epochs: fused trainings share every recipe setting but lambda1 and lambda2"),
     ],
 )
 def test_invalid_config_is_refused_before_any_job(tmp_path, edit, message):
@@ -135,3 +139,59 @@ def test_invalid_config_is_refused_before_any_job(tmp_path, edit, message):
     assert run.returncode != 0
     assert message in run.stdout + run.stderr
     assert not (workdir / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def fused_demo(tmp_path_factory):
+    """The demo with fusion: trainings (two IFs, two epochs, to keep it short), run once."""
+    workdir = copy_project(tmp_path_factory.mktemp("fused"))
+    edit_config(workdir / "config" / "demo.yaml", lambda c: (
+        c.update(fusion="trainings", imbalance_factors=[100, 10]), c["recipe"].update(epochs=2)))
+    assert planned_jobs(workdir, "--configfile", "config/demo.yaml")["train_fused"] == 2
+    run = snakemake(workdir, "--configfile", "config/demo.yaml")
+    assert run.returncode == 0, run.stdout + run.stderr
+    return workdir, 0.0
+
+
+def test_fused_jobs_write_every_models_own_files(fused_demo):
+    workdir = fused_demo[0]
+    results = workdir / "results" / "demo"
+    assert len(list((results / "train").glob("*/imba*/seed0/model.pt"))) == 6
+    assert sorted(p.name for p in (results / "logs" / "train").iterdir()) == ["fused_imba100_seed0.log",
+                                                                            "fused_imba10_seed0.log"]
+    log = (results / "logs" / "train" / "fused_imba100_seed0.log").read_text()
+    for training in ("ce", "BaGMar", "BaGMar_pn"):
+        assert f"{training} IF 100 seed 0 epoch 2/2" in log
+    # each model is saved in ResNet32's own layout
+    import torch
+    from bagmar.model import ResNet32
+    state = torch.load(results / "train" / "BaGMar" / "imba10" / "seed0" / "model.pt", weights_only=True)
+    ResNet32(20, 4).load_state_dict(state)
+    metrics = {t: pd.read_csv(results / "train" / t / "imba10" / "seed0" / "metrics.csv") for t in ("ce", "BaGMar")}
+    assert not metrics["ce"]["train_loss"].equals(metrics["BaGMar"]["train_loss"])
+
+
+def test_fused_a_variant_change_reruns_its_groups_never_the_splits(fused_demo, tmp_path):
+    def change(workdir):
+        edit_config(workdir / "config" / "demo.yaml", lambda c: c["trainings"]["BaGMar_pn"].update(lambda1=1.3))
+
+    # every group holds BaGMar_pn, so both reruns; the splits and the data set do not
+    assert rerun_plan(fused_demo, tmp_path, change) == {"train_fused": 2, "evaluate": 8, "aggregate": 1,
+                                                        "render": 1, "plots": 1, "all": 1}
+
+
+def test_fused_a_new_imbalance_factor_runs_only_its_split_and_group(fused_demo, tmp_path):
+    def change(workdir):
+        edit_config(workdir / "config" / "demo.yaml", lambda c: c.update(imbalance_factors=[100, 10, 50]))
+
+    assert rerun_plan(fused_demo, tmp_path, change) == {"split": 1, "train_fused": 1, "evaluate": 4, "aggregate": 1,
+                                                        "render": 1, "plots": 1, "all": 1}
+
+
+def test_fused_jobs_still_take_the_gpu_one_at_a_time(tmp_path):
+    workdir = copy_project(tmp_path)
+    edit_config(workdir / "config" / "config.yaml", lambda c: c.update(fusion="trainings_and_seeds"))
+    run = snakemake(workdir, "-n", "--configfile", "config/config.yaml", "--resources", "gpu=1", "--printshellcmds")
+    assert run.returncode == 0, run.stderr
+    assert job_counts(run.stdout + run.stderr)["train_fused"] == 4  # 9 models (3 trainings x 3 seeds) per IF
+    assert "gpu=1" in run.stdout + run.stderr

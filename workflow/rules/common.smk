@@ -68,7 +68,19 @@ def training_dir(training="{training}", imbalance="{imbalance}", seed="{seed}"):
     return result("train", training, f"imba{imbalance}", f"seed{seed}")
 
 
+FUSION = config["fusion"]
+TRAINING_FILES = {"model": "model.pt", "logits": "test_logits.npz", "metrics": "metrics.csv", "statistics": "statistics.npz"}
+
+
+def fused_group(imbalance="{imbalance}", seed="{seed}"):
+    """The name of the fused job that trains (training, imbalance, seed): one per IF, or per IF and seed."""
+    return f"imba{imbalance}" + ("" if FUSION == "trainings_and_seeds" else f"_seed{seed}")
+
+
 def train_log(training="{training}", imbalance="{imbalance}", seed="{seed}"):
+    """The log of the job that trains this model (a fused job logs all its models in one file)."""
+    if FUSION != "none":
+        return result("logs", "train", f"fused_{fused_group(imbalance, seed)}.log")
     return result("logs", "train", f"{training}_imba{imbalance}_seed{seed}.log")
 
 
@@ -86,6 +98,8 @@ def headline_links():
 
 def checkpoint_dir(wildcards):
     """Per-epoch checkpoints: not a declared output, so a failed or killed job keeps them."""
+    if FUSION != "none":
+        return result("checkpoints", "fused", fused_group(wildcards.imbalance, wildcards.get("seed")))
     return result("checkpoints", wildcards.training, f"imba{wildcards.imbalance}", f"seed{wildcards.seed}")
 
 
@@ -109,9 +123,30 @@ def package_code(module):
     return sorted(str(PACKAGE / f"{name}.py") for name in seen)
 
 
-def training_recipe(wildcards):
+def training_recipe(training, seed):
     """The shared recipe, this training's overrides (lambda1, lambda2, ...) and its seed."""
-    return {**config["recipe"], **config["trainings"][wildcards.training], "seed": int(wildcards.seed)}
+    return {**config["recipe"], **config["trainings"][training], "seed": int(seed)}
+
+
+def group_members(wildcards):
+    """What a training job trains: one model, or a fused group's models; each with its recipe and files.
+
+    A job param, so a change to any member's settings reruns the job (and no other).
+    """
+    if FUSION == "none":
+        pairs = [(wildcards.training, wildcards.seed)]
+    elif FUSION == "trainings":
+        pairs = [(training, wildcards.seed) for training in config["trainings"]]
+    else:
+        pairs = [(training, seed) for seed in SEEDS for training in config["trainings"]]
+    return [
+        {
+            "name": f"{training} IF {wildcards.imbalance} seed {seed}",
+            "recipe": training_recipe(training, seed),
+            "outputs": {k: f"{training_dir(training, wildcards.imbalance, seed)}/{name}" for k, name in TRAINING_FILES.items()},
+        }
+        for training, seed in pairs
+    ]
 
 
 def variant_taus(wildcards):
@@ -157,6 +192,13 @@ def _check_config():
         problems.append(
             f"recipe.warmup_epochs ({config['recipe']['warmup_epochs']}) exceeds recipe.epochs ({config['recipe']['epochs']})"
         )
+    if FUSION != "none":
+        for name, training in config["trainings"].items():
+            for key in training.keys() - {"lambda1", "lambda2"}:
+                problems.append(
+                    f"trainings.{name}.{key}: fused trainings share every recipe setting but lambda1 and lambda2 "
+                    f"(fusion: {FUSION}); set recipe.{key} for all, or fusion: none"
+                )
     if problems:
         _refuse(problems)
 

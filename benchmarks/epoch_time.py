@@ -59,7 +59,7 @@ from bagmar.data import long_tailed_indices, make_synthetic
 from bagmar.evaluate import pn_predictions
 from bagmar.model import ResNet32
 from bagmar import train as bagmar_train
-from bagmar.train import Recipe, predict_logits, resolve_device, train
+from bagmar.train import Recipe, predict_logits, resolve_device, train, train_group
 
 ROOT = Path(__file__).resolve().parent
 PAPER_STEPS_PER_EPOCH = {200: 148, 100: 169, 50: 197, 10: 305}  # CIFAR-100-LT at batch 64 (SPEC §1, §3)
@@ -248,6 +248,7 @@ def run_reference(data, size: Size, epochs: int, warmup_epochs: int, device: str
         "eval_per_epoch": eval_s,
         "epoch_total": train_s + eval_s,
         "final_test_acc": accuracy,
+        "final_test_logits": z.float().cpu().numpy(),  # for tests/test_parity.py; not written to the record
     }
 
 
@@ -332,6 +333,83 @@ def run_project(data, size: Size, epochs: int, warmup_epochs: int, device: str, 
     }
 
 
+# --------------------------------------------------------------------------- (c) fused groups
+
+
+FUSED_LAMBDAS = [(0.0, 0.0), (1.0, 1.0), (1.2, 0.9)]  # ce, BaGMar, BaGMar_pn (SPEC §6), then seeds
+
+
+def run_fused(data, size: Size, epochs: int, warmup_epochs: int, device: str, seed: int, members: int,
+              precision: str, log) -> dict:
+    """``bagmar.train.train_group`` with K models (the three trainings of an IF, then further seeds)."""
+    train_images, train_labels, test_images, test_labels = data
+    recipes = [
+        Recipe(epochs=warmup_epochs + epochs, batch_size=size.batch_size, width=size.width, padding=size.padding,
+               cutout_size=size.cutout_size, lambda1=FUSED_LAMBDAS[k % 3][0], lambda2=FUSED_LAMBDAS[k % 3][1],
+               seed=seed + k // 3, precision=precision)
+        for k in range(members)
+    ]
+    with timing_predict_logits(device) as in_trainer:
+        results = train_group(train_images, train_labels, test_images, test_labels, size.num_classes, recipes,
+                              device=device, names=[f"m{k}" for k in range(members)],
+                              progress=lambda line: log(f"  fused x{members} " + line.strip())
+                              if line.startswith("m0 epoch") else None)
+    epoch_seconds = [row["seconds"] for row in results[0].metrics]
+    total = statistics.median(epoch_seconds[warmup_epochs:])
+    eval_s = statistics.median(in_trainer[warmup_epochs:])
+    train_s = statistics.median([e - v for e, v in zip(epoch_seconds, in_trainer)][warmup_epochs:])
+    return {
+        "members": members,
+        "precision": precision,
+        "epoch_seconds": epoch_seconds,
+        "eval_seconds": in_trainer,
+        "epoch_total": total,
+        "eval_per_epoch": eval_s,
+        "train_per_epoch": train_s,
+        "per_model_epoch": total / members,
+        "final_test_acc": [{"plain": r.metrics[-1]["test_acc"], "pn": r.metrics[-1]["test_acc_pn"]} for r in results],
+    }
+
+
+def fused_table(train_per_step: float, eval_per_epoch: float, test_images: int, members: int) -> dict:
+    """The paper table run as fused jobs of ``members`` models each (3 trainings x seeds per IF)."""
+    eval_s = eval_per_epoch * PAPER_TEST_IMAGES / test_images
+    per_job = {str(f): PAPER_EPOCHS * (steps * train_per_step + eval_s) for f, steps in PAPER_STEPS_PER_EPOCH.items()}
+    jobs = {seeds: math.ceil(PAPER_TRAININGS_PER_IF * seeds / members) for seeds in (1, PAPER_SEEDS)}
+    return {"models_per_job": members, "per_job_seconds": per_job,
+            "one_seed_seconds": jobs[1] * sum(per_job.values()),
+            "three_seeds_seconds": jobs[PAPER_SEEDS] * sum(per_job.values())}
+
+
+def graph_check(data, size: Size, device: str, seed: int, log, epochs: int = 2) -> dict:
+    """A GPU's CUDA-graph step against the same step run eagerly: 3 fused models, same seeds, ``epochs`` epochs.
+
+    Rounding (and cuDNN's algorithm choice) differ between the two, and early training amplifies
+    it (tests/test_fused.py); a frozen learning rate, batch position or random stream would not
+    stay within a few per cent. Only meaningful on CUDA.
+    """
+    train_images, train_labels, test_images, test_labels = data
+    recipes = [Recipe(epochs=epochs, batch_size=size.batch_size, width=size.width, padding=size.padding,
+                      cutout_size=size.cutout_size, lambda1=l1, lambda2=l2, seed=seed) for l1, l2 in FUSED_LAMBDAS]
+    runs = {}
+    for graph in (True, False):
+        runs[graph] = train_group(train_images, train_labels, test_images, test_labels, size.num_classes, recipes,
+                                  device=device, progress=lambda line: None, cuda_graph=graph)
+    differences = []
+    for a, b in zip(runs[True], runs[False]):
+        sa, sb = a.model.state_dict(), b.model.state_dict()
+        names = [n for n in sa if sa[n].is_floating_point()]
+        num = sum((sa[n] - sb[n]).double().square().sum() for n in names).sqrt()
+        differences.append(float(num / sum(sb[n].double().square().sum() for n in names).sqrt()))
+    record = {"epochs": epochs, "relative_weight_difference": differences,
+              "test_acc": {"graph": [r.metrics[-1]["test_acc"] for r in runs[True]],
+                           "eager": [r.metrics[-1]["test_acc"] for r in runs[False]]},
+              "lr_per_epoch": [row["lr"] for row in runs[True][0].metrics]}
+    log(f"graph check: relative weight difference graph vs eager per model {[f'{d:.2e}' for d in differences]}, "
+        f"test accuracy graph {record['test_acc']['graph']} vs eager {record['test_acc']['eager']}")
+    return record
+
+
 # --------------------------------------------------------------------------- record
 
 
@@ -402,6 +480,13 @@ def summary(record: dict) -> str:
         f"{_clock(table['project']['three_seeds_seconds'])} for 3 seeds; reference-style "
         f"{_clock(table['reference']['one_seed_seconds'])} per seed, {_clock(table['reference']['three_seeds_seconds'])} for 3",
     ]
+    for f, t in zip(record.get("fused", []), table.get("fused", [])):
+        lines.append(
+            f"fused x{f['members']} ({f['precision']}): {f['epoch_total']:.2f} s per fused epoch (train "
+            f"{f['train_per_epoch']:.2f} s, eval {f['eval_per_epoch']:.2f} s) = {f['per_model_epoch']:.3f} s per model-epoch, "
+            f"{ref['epoch_total'] / f['per_model_epoch']:.2f}x the reference per model; paper table as jobs of "
+            f"{f['members']}: {_clock(t['one_seed_seconds'])} per seed, {_clock(t['three_seeds_seconds'])} for 3"
+        )
     return "\n".join(lines)
 
 
@@ -417,6 +502,12 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads for both loops (default: torch's current setting)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fused", type=int, nargs="*", default=[], metavar="K",
+                   help="also time fused groups of K models (train_group), e.g. --fused 3 9")
+    p.add_argument("--graph-check", action="store_true",
+                   help="on CUDA: also train 3 fused models with and without the CUDA graph and compare them")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                   help="precision of the fused runs (the reference and single project loop stay float32)")
     p.add_argument("--eval-batch-size", type=int, default=100, help="reference test loader batch (default 100)")
     for field in dataclasses.fields(Size):  # overrides of the chosen size, e.g. --num-classes 10
         p.add_argument("--" + field.name.replace("_", "-"), type=float if field.type == "float" else int)
@@ -446,14 +537,25 @@ def main(argv: list[str] | None = None, log=print) -> dict:
     log(f"reference-style loop ({args.num_workers} workers) on {device} ...")
     reference = run_reference(data, size, args.epochs, args.warmup_epochs, device, args.num_workers, args.seed,
                               args.eval_batch_size, log)
+    reference.pop("final_test_logits")
     log(f"project trainer on {device} ...")
     project = run_project(data, size, args.epochs, args.warmup_epochs, device, args.seed, log)
+    fused = []
+    for members in args.fused:
+        log(f"project trainer, {members} fused models ({args.precision}) on {device} ...")
+        fused.append(run_fused(data, size, args.epochs, args.warmup_epochs, device, args.seed, members,
+                               args.precision, log))
+    if args.graph_check:
+        if not device.startswith("cuda"):
+            raise SystemExit("--graph-check needs a GPU: CUDA graphs exist only there")
+        checked = graph_check(data, size, device, args.seed, log)
     load_end = loadavg()
 
     def per_step(result):
         return {**result, "train_per_step": result["train_per_epoch"] / steps}
 
     reference, project = per_step(reference), per_step(project)
+    fused = [per_step(f) for f in fused]
     n_test = len(images.test_labels)
     record = {
         "benchmark": "epoch_time",
@@ -475,6 +577,8 @@ def main(argv: list[str] | None = None, log=print) -> dict:
         },
         "reference": reference,
         "project": project,
+        "fused": fused,
+        "graph_check": checked if args.graph_check else None,
         "ratio": {  # reference / project: > 1 means the project's trainer is faster
             name: reference[key] / project[key] if project[key] > 0 else float("inf")
             for name, key in (("epoch_total", "epoch_total"), ("train", "train_per_epoch"), ("eval", "eval_per_epoch"))
@@ -487,6 +591,7 @@ def main(argv: list[str] | None = None, log=print) -> dict:
                       "tables (seconds), and process start-up",
             "reference": project_table(reference["train_per_step"], reference["eval_per_epoch"], n_test),
             "project": project_table(project["train_per_step"], project["eval_per_epoch"], n_test),
+            "fused": [fused_table(f["train_per_step"], f["eval_per_epoch"], n_test, f["members"]) for f in fused],
         },
     }
     out = args.out or default_out(device)

@@ -15,7 +15,7 @@ import pytest
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "epoch_time.py"
 TINY = ["--small", "--device", "cpu", "--num-classes", "10", "--train-per-class", "100", "--test-per-class", "10",
         "--image-size", "8", "--width", "2", "--batch-size", "32", "--epochs", "1", "--warmup-epochs", "0",
-        "--num-workers", "1"]
+        "--num-workers", "1", "--fused", "3"]
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,12 @@ def test_a_tiny_run_writes_a_complete_record(epoch_time, tmp_path):
         assert _positive(table["one_seed_seconds"])
         assert table["three_seeds_seconds"] == pytest.approx(3 * table["one_seed_seconds"])
     assert any("ratio reference/project" in line for line in lines)
+    (fused,) = record["fused"]
+    assert fused["members"] == 3 and len(fused["final_test_acc"]) == 3 and _positive(fused["per_model_epoch"])
+    (table,) = projection["fused"]
+    assert table["models_per_job"] == 3
+    assert table["three_seeds_seconds"] == pytest.approx(3 * table["one_seed_seconds"])
+    assert any("\nfused x3 (float32): " in line for line in lines)
 
 
 def test_the_default_size_is_the_paper_cut_at_if_100(epoch_time):

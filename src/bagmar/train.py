@@ -157,7 +157,8 @@ def train_step(model: nn.Module, optimizer: SGD, stats: GradientStatistics, imag
     graph. images (K, B, 3, H, W) for a FusedResNet32 of K models (K = 1 for a single training),
     lambdas (K,) tensors. Returns the detached per-model losses (K,) and logits (K, B, C).
     """
-    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+    # no autocast weight cache: a CUDA graph would replay casts of stale weights
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16", cache_enabled=False):
         logits = model(images)
     loss, grad = bagmar_loss(logits, labels, stats, lambda1, lambda2)
     optimizer.zero_grad()
@@ -356,6 +357,8 @@ def train_group(
         progress(f"resuming {', '.join(names)} after epoch {state['epoch']} from {checkpoint_dir}")
 
     use_graph = torch.device(device).type == "cuda" if cuda_graph is None else cuda_graph
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest (grouped) convolution once
     stepper = _Stepper(group, use_graph)
     report_every = max(1, steps // 10)
     trained_steps, training_started = 0, time.perf_counter()

@@ -122,6 +122,7 @@ def test_non_finite_loss_stops_with_epoch_step_and_name(monkeypatch, tmp_path):
 
 
 def test_killing_the_whole_workflow_and_rerunning_gives_the_same_table(tmp_path):
+    import base64
     import os
     import signal
     import time
@@ -147,9 +148,16 @@ def test_killing_the_whole_workflow_and_rerunning_gives_the_same_table(tmp_path)
     process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     results = workdir / "results" / "demo"
+    def recorded(path):
+        """Snakemake has recorded this output as complete: metadata written, no incomplete marker left."""
+        name = base64.urlsafe_b64encode(str(path.relative_to(workdir)).encode()).decode()
+        dot = workdir / ".snakemake"
+        return (dot / "metadata" / name).is_file() and not (dot / "incomplete" / name).exists()
+
     def settled_trainings():
-        """Trainings finished over a second ago: by then Snakemake has recorded them as complete."""
-        return [p for p in results.glob("train/*/*/*/statistics.npz") if p.stat().st_mtime < time.time() - 1.0]
+        """Trainings that Snakemake has recorded as complete (a fixed delay is not enough under load)."""
+        return [p for p in results.glob("train/*/*/*/statistics.npz")
+                if all(recorded(p.parent / f) for f in ("model.pt", "test_logits.npz", "metrics.csv", "statistics.npz"))]
 
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # kill once one training is done and another part-way (checkpointed)

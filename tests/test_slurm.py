@@ -1,0 +1,226 @@
+"""Issue 7: the workflow on a real SLURM cluster through snakemake-executor-plugin-slurm.
+
+A one-node cluster (munged, MariaDB, slurmdbd, slurmctld, slurmd; tests/slurm/) is started on
+localhost for this module and stopped after it, and nothing of it may be left running. The demo
+runs through profiles/slurm, every job via sbatch, and must give the local run's table; a training
+cancelled with scancel part-way is submitted again by Snakemake, resumes from its checkpoint and
+ends byte-identical to the uninterrupted training.
+
+Skipped only where SLURM is not installed and CI is not set; under CI a missing SLURM fails.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from project import copy_project, edit_config, job_counts
+from slurm.cluster import ACCOUNT, DEBIAN_PACKAGES, PARTITION, SlurmCluster, missing_binaries
+
+MISSING = missing_binaries()
+pytestmark = pytest.mark.skipif(
+    bool(MISSING) and not os.environ.get("CI"),
+    reason=f"SLURM is not installed (no {', '.join(MISSING)}); .ci/run installs it: "
+           f"apt-get install {DEBIAN_PACKAGES}",
+)
+
+DEMO = ["--configfile", "config/demo.yaml"]
+# Test-only: the first status check 1 s after a submission instead of the plugin's 40 s (the demo's
+# jobs take seconds, not hours), and no waiting for a network file system.
+FAST = ["--slurm-init-seconds-before-status-checks", "1", "--latency-wait", "5"]
+TABLES = ["results.csv", "summary.csv", "evaluations.csv", "paper_table.csv", "results.md"]
+TRAINING = "train/BaGMar_pn/imba10/seed0"  # the demo's longest training (most images)
+# The demo through SLURM keeps every rule, profile setting and training size, at 2 of its 4
+# imbalance factors: 20 jobs instead of 38, which keeps the default suite near 10 minutes.
+DEMO_IMBALANCE_FACTORS = [100, 10]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if MISSING:  # only under CI: a missing SLURM is a failure there, not a skip
+        pytest.fail(f"SLURM is not installed (no {', '.join(MISSING)}); apt-get install {DEBIAN_PACKAGES}")
+    cluster = SlurmCluster(cpus=len(os.sched_getaffinity(0)))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        leftovers = cluster.leftovers()
+        if not leftovers:
+            cluster.remove()
+        # criterion 3: nothing of the cluster (daemons, job steps, jobs) remains running
+        assert not leftovers, f"still running after the test cluster stopped: {leftovers} (see {cluster.root})"
+
+
+def slurm_project(directory: Path) -> Path:
+    """A copy of the project whose SLURM profile names the test cluster's partition and account.
+
+    They are set where the README tells users to set theirs: default-resources in profiles/slurm.
+    """
+    workdir = copy_project(directory)
+    path = workdir / "profiles" / "slurm" / "config.yaml"
+    profile = yaml.safe_load(path.read_text())
+    profile["default-resources"].update(slurm_partition=PARTITION, slurm_account=ACCOUNT)
+    path.write_text(yaml.safe_dump(profile, sort_keys=False))
+    return workdir
+
+
+def slurm_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/slurm", *FAST, *args]
+
+
+def run_uuid(output: str) -> str:
+    """The plugin submits every job of one Snakemake run under one job name, its run ID."""
+    found = re.findall(r"SLURM run ID: (\S+)", output)
+    assert len(found) == 1, output
+    return found[0]
+
+
+def rule_of(comment: str) -> str:
+    """The plugin's sbatch --comment is rule_<rule> or rule_<rule>_wildcards_<values>."""
+    return re.fullmatch(r"rule_(.+?)(?:_wildcards_.*)?", comment).group(1)
+
+
+@pytest.fixture(scope="module")
+def demo(cluster, tmp_path_factory):
+    """The demo through SLURM, and beside it (at the same time, to save wall time) the local demo."""
+    local = copy_project(tmp_path_factory.mktemp("local"))
+    workdir = slurm_project(tmp_path_factory.mktemp("slurm"))
+    for project in (local, workdir):  # the demo at two of its imbalance factors: every rule, half the jobs
+        edit_config(project / "config" / "demo.yaml", lambda c: c.update(imbalance_factors=DEMO_IMBALANCE_FACTORS))
+    local_log = local.parent / "snakemake.log"
+    with open(local_log, "w") as log:  # the README's demo command (tests/project.py's snakemake())
+        local_run = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", *DEMO], cwd=local,
+                                     stdout=log, stderr=subprocess.STDOUT)
+    try:
+        started = time.perf_counter()
+        run = subprocess.run(slurm_command(*DEMO), cwd=workdir, env=cluster.env, capture_output=True, text=True,
+                             timeout=900)
+        seconds = time.perf_counter() - started
+        local_run.wait(timeout=900)
+    finally:
+        if local_run.poll() is None:
+            local_run.kill()
+            local_run.wait()
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output + "\n" + cluster.logs()
+    assert local_run.returncode == 0, local_log.read_text()
+    print(f"demo DAG through SLURM: {seconds:.0f} s (the local demo running beside it)")
+    return workdir, output, local
+
+
+def planned_resources(workdir: Path, *args: str) -> dict[str, dict[str, str]]:
+    """Rule -> the resources of its jobs in a dry run (all jobs of a rule alike)."""
+    run = subprocess.run([sys.executable, "-m", "snakemake", "-n", *args], cwd=workdir, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    resources = {}
+    for rule, line in re.findall(r"\nrule (\w+):\n(?:    .*\n)*?    resources: (.*)", run.stdout):
+        resources.setdefault(rule, set()).add(line)
+    del resources["all"]  # the target: no action, never submitted
+    assert all(len(lines) == 1 for lines in resources.values()), resources
+    return {rule: dict(item.split("=", 1) for item in lines.pop().split(", ")) for rule, lines in resources.items()}
+
+
+def test_slurm_profile_keeps_the_default_profile_and_asks_one_gpu_per_training_job(tmp_path):
+    root = Path(__file__).parents[1]
+    default = yaml.safe_load((root / "profiles" / "default" / "config.yaml").read_text())
+    profile = yaml.safe_load((root / "profiles" / "slurm" / "config.yaml").read_text())
+    assert {key: profile.get(key) for key in default} == default  # --workflow-profile replaces profiles/default
+    assert profile["executor"] == "slurm" and profile["retries"] >= 1 and profile["jobs"] >= 1
+
+    workdir = copy_project(tmp_path)
+    paper = planned_resources(workdir, "--workflow-profile", "profiles/slurm")
+    # --profile profiles/slurm loads profiles/default after it, which changes nothing
+    assert planned_resources(workdir, "--profile", "profiles/slurm") == paper
+    demo = planned_resources(workdir, "--workflow-profile", "profiles/slurm", *DEMO)
+    for plan, training in ((paper, "train_fused"), (demo, "train")):  # fusion: trainings_and_seeds, none
+        assert set(plan) == {"cifar100_dataset" if plan is paper else "synthetic_dataset", "split", training,
+                             "evaluate", "aggregate", "render", "plots"}
+        for rule, resources in plan.items():
+            assert resources.get("gpu") == ("1" if rule == training else None), (rule, resources)
+            assert resources["mem_mb"].isdigit() and resources["runtime"].isdigit(), (rule, resources)
+
+
+def test_the_cluster_listens_on_localhost_only(cluster):
+    listening = cluster.listening_addresses()
+    assert listening["slurmctld"] and listening["slurmd"] and listening["slurmdbd"], listening
+    for daemon, addresses in listening.items():  # munged and MariaDB: Unix sockets only
+        assert all(a.startswith("127.") for a in addresses), (daemon, addresses)
+
+
+def test_demo_through_slurm_gives_the_local_table(cluster, demo):
+    workdir, output, local = demo
+    planned = job_counts(output)
+    planned.pop("all")  # the target rule has no action, so nothing is submitted for it
+    jobs = cluster.sacct("JobIDRaw", "State", "Comment", "Account", "Partition", "AllocTRES", name=run_uuid(output))
+    assert Counter(rule_of(job["Comment"]) for job in jobs) == planned  # one sbatch job per Snakemake job
+    assert {job["State"] for job in jobs} == {"COMPLETED"}
+    assert {(job["Account"], job["Partition"]) for job in jobs} == {(ACCOUNT, PARTITION)}
+    for job in jobs:  # one GPU per training, none elsewhere
+        assert ("gres/gpu=1" in job["AllocTRES"].split(",")) == (rule_of(job["Comment"]) == "train"), job
+    logs = list((workdir / "results" / "slurm_logs").rglob("*.log"))
+    assert sorted(p.stem for p in logs) == sorted(job["JobIDRaw"] for job in jobs)
+
+    results, reference = workdir / "results" / "demo", local / "results" / "demo"
+    for name in TABLES:
+        assert (results / "tables" / name).read_bytes() == (reference / "tables" / name).read_bytes(), name
+    models = sorted(p.relative_to(reference) for p in reference.glob("train/*/*/*/model.pt"))
+    assert len(models) == 3 * len(DEMO_IMBALANCE_FACTORS)
+    for model in models:
+        assert (results / model).read_bytes() == (reference / model).read_bytes(), model
+
+
+def test_a_training_cancelled_with_scancel_resumes_and_ends_as_if_uninterrupted(cluster, demo, tmp_path):
+    # The finished SLURM demo, copied with Snakemake's records; this training is run again from
+    # scratch (its checkpoints removed, --force), alone: one SLURM job, scancel-ed part-way.
+    workdir, _, local = demo
+    shutil.copytree(workdir, tmp_path / "project", symlinks=True)
+    workdir = tmp_path / "project"
+    results = workdir / "results" / "demo"
+    checkpoints = results / "checkpoints" / TRAINING.removeprefix("train/")
+    shutil.rmtree(checkpoints)
+    shutil.rmtree(workdir / "results" / "slurm_logs")
+    epochs = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())["recipe"]["epochs"]
+    target = f"results/demo/{TRAINING}/model.pt"
+    process = subprocess.Popen(slurm_command(target, "--force", *DEMO), cwd=workdir, env=cluster.env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(checkpoints.glob("epoch*.pt")):  # epoch 1 done (epoch0001.pt), the rest to come
+            assert process.poll() is None and time.monotonic() < deadline, "the training never checkpointed"
+            time.sleep(0.05)
+        (job,) = [line.split("|")[0] for line in cluster.run("squeue", "-h", "-o", "%i|%k").stdout.split()
+                  if line.split("|")[1].startswith("rule_train_")]
+        assert not (results / TRAINING / "model.pt").exists()  # removed by --force, not yet written again
+        cluster.run("scancel", job)
+        cancelled_after = max(int(p.stem.removeprefix("epoch")) for p in checkpoints.glob("epoch*.pt"))
+        output, _ = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, output + "\n" + cluster.logs()
+    assert job_counts(output) == {"train": 1}
+
+    trainings = cluster.sacct("JobIDRaw", "State", "Comment", name=run_uuid(output))
+    assert [rule_of(t["Comment"]) for t in trainings] == ["train", "train"]  # Snakemake submitted it again
+    assert trainings[0]["JobIDRaw"] == job and trainings[0]["State"].startswith("CANCELLED")
+    assert trainings[1]["State"] == "COMPLETED"
+    log = (results / "logs" / "train" / "BaGMar_pn_imba10_seed0.log").read_text()
+    resumed = re.findall(r"resuming BaGMar_pn IF 10 seed 0 after epoch (\d+)", log)
+    assert len(resumed) == 1 and cancelled_after <= int(resumed[0]) < epochs, (cancelled_after, log)
+    reference = local / "results" / "demo" / TRAINING  # the uninterrupted training of the local demo
+    for name in ("model.pt", "test_logits.npz", "statistics.npz"):
+        assert (results / TRAINING / name).read_bytes() == (reference / name).read_bytes(), name
+    def without_seconds(path):  # metrics.csv: every column byte for byte but the epochs' wall times
+        rows = [line.split(",") for line in path.read_text().splitlines()]
+        assert rows[0][-1] == "seconds", rows[0]
+        return [row[:-1] for row in rows]
+    assert without_seconds(results / TRAINING / "metrics.csv") == without_seconds(reference / "metrics.csv")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -271,12 +272,20 @@ class _Stepper:
             self.eager_steps += 1
         else:
             torch.cuda.synchronize()
-            self.graph = torch.cuda.CUDAGraph()
-            for generator in self.group.generators:
-                self.graph.register_generator_state(generator)
-            self.group.optimizer.zero_grad()
-            with torch.cuda.graph(self.graph):
+            graph = torch.cuda.CUDAGraph()
+            try:
+                for generator in self.group.generators:
+                    graph.register_generator_state(generator)
+                self.group.optimizer.zero_grad()
+                with torch.cuda.graph(graph):
+                    self.group.step()
+            except RuntimeError as error:  # capture runs no kernel: the state is untouched, go on eagerly
+                warnings.warn(f"CUDA graph capture failed ({error}); training on without it (slower, same results)")
+                torch.cuda.synchronize()
+                self.cuda_graph = False
                 self.group.step()
+                return
+            self.graph = graph
             self.graph.replay()  # capture records the step without running it
 
 

@@ -200,3 +200,41 @@ def test_a_fused_group_resumes_bit_identical(data, tmp_path):
             assert torch.equal(value, b.model.state_dict()[name]), name
         assert np.array_equal(a.test_logits, b.test_logits) and torch.equal(a.stats.phi, b.stats.phi)
         assert [r["train_loss"] for r in a.metrics] == [r["train_loss"] for r in b.metrics]
+
+
+def test_the_step_never_reads_a_device_value_on_the_host(data, monkeypatch):
+    """What a CUDA graph needs, checked on the CPU: under FakeTensorMode, tensors hold no values, so
+    any host read in the step (.item(), a boolean mask, a data-dependent shape) raises."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    import bagmar.train
+    from bagmar.train import _Group, to_device_images
+
+    group = _Group([recipe(**m) for m in MEMBERS], NUM_CLASSES, to_device_images(data.train_images, "cpu"),
+                   torch.as_tensor(data.train_labels, dtype=torch.int64), "cpu")
+    group.start_epoch(0.05)
+    group.step()  # the first step creates the momentum buffers, as the warm-up does before a capture
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        group.step()
+        group.step()
+
+    real = bagmar.train.bagmar_loss
+
+    def syncing(*args, **kwargs):  # the check itself: a step that reads its loss on the host is caught
+        loss, grad = real(*args, **kwargs)
+        float(loss.detach().sum())
+        return loss, grad
+
+    monkeypatch.setattr(bagmar.train, "bagmar_loss", syncing)
+    from torch._subclasses.fake_tensor import DataDependentOutputException
+
+    with pytest.raises(DataDependentOutputException), FakeTensorMode(allow_non_fake_inputs=True):
+        group.step()
+
+
+def test_cuda_graph_is_ignored_off_the_gpu(data):
+    r = recipe(**MEMBERS[1])
+    default = run_group(data, [r])[0]
+    asked = train_group(data.train_images, data.train_labels, data.test_images, data.test_labels, NUM_CLASSES, [r],
+                        progress=lambda line: None, cuda_graph=True)[0]
+    assert all(torch.equal(a, b) for a, b in zip(default.model.state_dict().values(), asked.model.state_dict().values()))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -272,20 +271,13 @@ class _Stepper:
             self.eager_steps += 1
         else:
             torch.cuda.synchronize()
-            graph = torch.cuda.CUDAGraph()
-            try:
-                for generator in self.group.generators:
-                    graph.register_generator_state(generator)
-                self.group.optimizer.zero_grad()
-                with torch.cuda.graph(graph):
-                    self.group.step()
-            except RuntimeError as error:  # capture runs no kernel: the state is untouched, go on eagerly
-                warnings.warn(f"CUDA graph capture failed ({error}); training on without it (slower, same results)")
-                torch.cuda.synchronize()
-                self.cuda_graph = False
+            # A capture that fails means the step synchronised with the host: a bug, raised as such.
+            self.graph = torch.cuda.CUDAGraph()
+            for generator in self.group.generators:
+                self.graph.register_generator_state(generator)
+            self.group.optimizer.zero_grad()
+            with torch.cuda.graph(self.graph):
                 self.group.step()
-                return
-            self.graph = graph
             self.graph.replay()  # capture records the step without running it
 
 
@@ -365,7 +357,7 @@ def train_group(
         first_epoch = state["epoch"] + 1
         progress(f"resuming {', '.join(names)} after epoch {state['epoch']} from {checkpoint_dir}")
 
-    use_graph = torch.device(device).type == "cuda" if cuda_graph is None else cuda_graph
+    use_graph = torch.device(device).type == "cuda" and cuda_graph is not False  # CUDA graphs exist only there
     if torch.device(device).type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest (grouped) convolution once
     stepper = _Stepper(group, use_graph)

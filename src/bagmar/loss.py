@@ -42,6 +42,7 @@ class GradientStatistics:
         self._f_by_class = torch.zeros(k, num_classes, num_classes, **zeros)
         self._theta = torch.zeros(k, num_classes, **zeros)
         self._phi = torch.zeros(k, num_classes, **zeros)
+        self._first_row = torch.arange(0, k * num_classes, num_classes, device=device)[:, None]  # of each model
 
     def _view(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor if self.members else tensor[0]
@@ -62,7 +63,7 @@ class GradientStatistics:
         """grad: |dL/dz'| of the batch-mean loss, (B, C) or (K, B, C); labels: (B,) or (K, B)."""
         k, c = self._theta.shape
         grad = grad.reshape(k, -1, c)
-        rows = labels.reshape(k, -1) + torch.arange(0, k * c, c, device=labels.device)[:, None]
+        rows = labels.reshape(k, -1) + self._first_row
         self._f_by_class.view(k * c, c).index_add_(0, rows.reshape(-1), grad.reshape(-1, c).to(torch.float64))
         diagonal = self._f_by_class.diagonal(dim1=-2, dim2=-1)
         self._theta += diagonal

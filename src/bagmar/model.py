@@ -8,13 +8,16 @@ from torch.nn import functional as F
 
 
 class _BasicBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int):
+    """A basic block, or ``members`` of them side by side (the channel axis holds one group per model)."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int, members: int = 1):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        # Option A: subsample by 2 and zero-pad the new channels; no parameters.
+        self.members = members
+        self.conv1 = nn.Conv2d(members * in_planes, members * planes, 3, stride, 1, bias=False, groups=members)
+        self.bn1 = nn.BatchNorm2d(members * planes)
+        self.conv2 = nn.Conv2d(members * planes, members * planes, 3, 1, 1, bias=False, groups=members)
+        self.bn2 = nn.BatchNorm2d(members * planes)
+        # Option A: subsample by 2 and zero-pad the new channels (within each model's group); no parameters.
         self.pad = planes - in_planes
         self.subsample = stride != 1
 
@@ -23,8 +26,22 @@ class _BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))
         shortcut = x[:, :, ::2, ::2] if self.subsample else x
         if self.pad:
-            shortcut = F.pad(shortcut, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+            b, _, h, w = shortcut.shape
+            grouped = shortcut.reshape(b, self.members, -1, h, w)
+            shortcut = F.pad(grouped, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2)).reshape(b, -1, h, w)
         return F.relu(out + shortcut)
+
+
+def _stages(width: int, members: int = 1) -> nn.Sequential:
+    """SPEC §2's 3 stages x 5 blocks of widths width x (1, 2, 4), stride 2 entering stages 2 and 3."""
+    stages, in_planes = [], width
+    for stage, planes in enumerate((width, 2 * width, 4 * width)):
+        blocks = []
+        for b in range(ResNet32.blocks_per_stage):
+            blocks.append(_BasicBlock(in_planes, planes, 2 if (stage > 0 and b == 0) else 1, members))
+            in_planes = planes
+        stages.append(nn.Sequential(*blocks))
+    return nn.Sequential(*stages)
 
 
 class ResNet32(nn.Module):
@@ -40,50 +57,18 @@ class ResNet32(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        stages, in_planes = [], width
-        for stage, planes in enumerate((width, 2 * width, 4 * width)):
-            blocks = []
-            for b in range(self.blocks_per_stage):
-                stride = 2 if (stage > 0 and b == 0) else 1
-                blocks.append(_BasicBlock(in_planes, planes, stride))
-                in_planes = planes
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
+        self.stages = _stages(width)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight)
-        self.feature_dim = in_planes
-        self.classifier = nn.Linear(in_planes, num_classes)
+        self.feature_dim = 4 * width
+        self.classifier = nn.Linear(self.feature_dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.stages(x)
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return self.classifier(x)
-
-
-class _FusedBlock(nn.Module):
-    """K copies of _BasicBlock side by side: the channel axis holds K groups of ``planes``."""
-
-    def __init__(self, members: int, in_planes: int, planes: int, stride: int):
-        super().__init__()
-        self.members = members
-        self.conv1 = nn.Conv2d(members * in_planes, members * planes, 3, stride, 1, bias=False, groups=members)
-        self.bn1 = nn.BatchNorm2d(members * planes)
-        self.conv2 = nn.Conv2d(members * planes, members * planes, 3, 1, 1, bias=False, groups=members)
-        self.bn2 = nn.BatchNorm2d(members * planes)
-        self.pad = planes - in_planes
-        self.subsample = stride != 1
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        shortcut = x[:, :, ::2, ::2] if self.subsample else x
-        if self.pad:  # option A within each model's group of channels
-            b, _, h, w = shortcut.shape
-            grouped = shortcut.reshape(b, self.members, -1, h, w)
-            shortcut = F.pad(grouped, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2)).reshape(b, -1, h, w)
-        return F.relu(out + shortcut)
 
 
 class _GroupedLinear(nn.Module):
@@ -116,16 +101,9 @@ class FusedResNet32(nn.Module):
         self.num_classes, self.width = num_classes, width
         self.conv1 = nn.Conv2d(3 * members, width * members, 3, 1, 1, bias=False, groups=members)
         self.bn1 = nn.BatchNorm2d(width * members)
-        stages, in_planes = [], width
-        for stage, planes in enumerate((width, 2 * width, 4 * width)):
-            blocks = []
-            for b in range(ResNet32.blocks_per_stage):
-                blocks.append(_FusedBlock(members, in_planes, planes, 2 if (stage > 0 and b == 0) else 1))
-                in_planes = planes
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
-        self.feature_dim = in_planes
-        self.classifier = _GroupedLinear(members, in_planes, num_classes)
+        self.stages = _stages(width, members)
+        self.feature_dim = 4 * width
+        self.classifier = _GroupedLinear(members, self.feature_dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (K, B, 3, H, W), model k's batch in x[k] -> logits (K, B, C)."""

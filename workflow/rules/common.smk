@@ -77,11 +77,16 @@ def fused_group(imbalance="{imbalance}", seed="{seed}"):
     return f"imba{imbalance}" + ("" if FUSION == "trainings_and_seeds" else f"_seed{seed}")
 
 
+def train_job(training="{training}", imbalance="{imbalance}", seed="{seed}"):
+    """The name of the job that trains this model: its log's and benchmark's file name."""
+    if FUSION != "none":
+        return f"fused_{fused_group(imbalance, seed)}"
+    return f"{training}_imba{imbalance}_seed{seed}"
+
+
 def train_log(training="{training}", imbalance="{imbalance}", seed="{seed}"):
     """The log of the job that trains this model (a fused job logs all its models in one file)."""
-    if FUSION != "none":
-        return result("logs", "train", f"fused_{fused_group(imbalance, seed)}.log")
-    return result("logs", "train", f"{training}_imba{imbalance}_seed{seed}.log")
+    return result("logs", "train", train_job(training, imbalance, seed) + ".log")
 
 
 def headline_links():
@@ -128,24 +133,32 @@ def training_recipe(training, seed):
     return {**config["recipe"], **config["trainings"][training], "seed": int(seed)}
 
 
+def trained_together(training="{training}", seed="{seed}"):
+    """(training, seed) of every model that the job training this one trains: itself, or its fused group."""
+    if FUSION == "none":
+        return [(training, seed)]
+    if FUSION == "trainings":
+        return [(t, seed) for t in config["trainings"]]
+    return [(t, s) for s in SEEDS for t in config["trainings"]]
+
+
+def training_outputs():
+    """A training job's outputs: each of its models' files, where a single training writes them."""
+    return [f"{training_dir(t, '{imbalance}', s)}/{name}" for t, s in trained_together() for name in TRAINING_FILES.values()]
+
+
 def group_members(wildcards):
-    """What a training job trains: one model, or a fused group's models; each with its recipe and files.
+    """What a training job trains, each model with its recipe and files.
 
     A job param, so a change to any member's settings reruns the job (and no other).
     """
-    if FUSION == "none":
-        pairs = [(wildcards.training, wildcards.seed)]
-    elif FUSION == "trainings":
-        pairs = [(training, wildcards.seed) for training in config["trainings"]]
-    else:
-        pairs = [(training, seed) for seed in SEEDS for training in config["trainings"]]
     return [
         {
             "name": f"{training} IF {wildcards.imbalance} seed {seed}",
             "recipe": training_recipe(training, seed),
             "outputs": {k: f"{training_dir(training, wildcards.imbalance, seed)}/{name}" for k, name in TRAINING_FILES.items()},
         }
-        for training, seed in pairs
+        for training, seed in trained_together(wildcards.get("training"), wildcards.get("seed"))
     ]
 
 

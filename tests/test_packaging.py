@@ -1,5 +1,6 @@
 """The install files agree: pyproject.toml (pip) and envs/bagmar.yaml (conda) pin the same ranges."""
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -20,5 +21,5 @@ def test_conda_env_lists_the_package_dependencies():
 def test_every_rule_declares_the_conda_env_a_log_and_a_benchmark():
     for rules in (ROOT / "workflow" / "rules").glob("*.smk"):
         text = rules.read_text()
-        n_rules = text.count("\nrule ") + text.count("\n    rule ")
+        n_rules = len(re.findall(r"^\s*rule(?:\s+\w+)?:", text, re.M))  # named, or `rule:` with a name: directive
         assert n_rules == text.count('conda:\n') == text.count("log:\n") == text.count("benchmark:\n"), rules.name

@@ -1,0 +1,23 @@
+"""The bit-level comparisons hold whichever CPU kernels torch dispatches to.
+
+torch picks its vectorised kernels by CPU (ATEN_CPU_CAPABILITY caps the choice), and a different kernel may
+round differently. The augmentation tests compare against torchvision bit for bit (geometric ops up to
+half-pixel ties), so they are run here once under each capability a machine of this kind can have.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+
+
+@pytest.mark.parametrize("capability", ["default", "avx2", "avx512"])
+def test_augmentation_matches_torchvision_under_each_cpu_capability(capability):
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(TESTS / "test_augment.py")],
+                         env={**os.environ, "ATEN_CPU_CAPABILITY": capability}, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]

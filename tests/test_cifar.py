@@ -13,6 +13,7 @@ import io
 import json
 import pickle
 import pickletools
+import re
 import shutil
 import struct
 import subprocess
@@ -454,3 +455,141 @@ def test_cifar10_is_a_config_value_with_its_own_acquisition_job(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     assert "cifar10_dataset" in run.stdout and "cifar100_dataset" not in run.stdout
     assert not results.exists()
+
+
+# --------------------------------------------------------------------------- copies written by Python 3 (issue 11)
+
+
+def py3_members(fmt, keys: type, protocol: int) -> tuple[dict[str, bytes], dict]:
+    """The test release re-written by Python 3's own pickle: str (or byte) keys, str class names and batch labels."""
+    members, truth = release_members(fmt)
+
+    def rewritten(value):
+        if isinstance(value, dict):
+            return {(key.decode() if keys is str else key): rewritten(item) for key, item in value.items()}
+        if isinstance(value, list) and value and isinstance(value[0], bytes) and value[0].startswith(b"class_"):
+            return [name.decode() for name in value]
+        return value.decode() if isinstance(value, bytes) and value.startswith((b"train", b"test")) else value
+
+    return {name: pickle.dumps(rewritten(pickle.loads(data, encoding="bytes")), protocol=protocol)
+            for name, data in members.items()}, truth
+
+
+def globals_referenced(data: bytes) -> set[str]:
+    ops, found = list(pickletools.genops(data)), set()
+    strings = []
+    for op, arg, _ in ops:
+        if op.name == "GLOBAL":
+            found.add(arg.replace(" ", "."))
+        elif op.name == "STACK_GLOBAL":
+            found.add(".".join(strings[-2:]))
+        if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+            strings.append(arg)
+    return found
+
+
+@pytest.mark.parametrize("keys", [str, bytes], ids=["str keys", "byte keys"])
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_a_copy_written_by_python3_loads_like_the_official_format(tmp_path, keys, protocol):
+    members, truth = py3_members(CIFAR10, keys, protocol)
+    batch = members["data_batch_1"]
+    assert ("_codecs.encode" in globals_referenced(batch)) == (protocol == 2)  # how Python 3 writes bytes in 2
+    assert isinstance(next(iter(pickle.loads(batch))), keys)
+    _, folder = write_release(tmp_path / "py3", CIFAR10, members)
+    images, record = load_cifar("cifar10", root=tmp_path / "data", unofficial_copy=folder)
+
+    official_form, _ = release_members(CIFAR10)
+    _, py2_folder = write_release(tmp_path / "py2", CIFAR10, official_form)
+    reference, _ = load_cifar("cifar10", root=tmp_path / "data", unofficial_copy=py2_folder)
+    for field in ("train_images", "train_labels", "test_images", "test_labels"):
+        assert np.array_equal(getattr(images, field), truth[field])
+        assert np.array_equal(getattr(images, field), getattr(reference, field))
+    assert images.num_classes == 10 and record["official_md5_verified"] is False
+
+
+def test_a_python3_cifar100_copy_in_an_archive_loads(tmp_path):
+    members, truth = py3_members(CIFAR100, str, 2)
+    archive, _ = write_release(tmp_path / "py3", CIFAR100, members)
+    images, _ = load_cifar("cifar100", root=tmp_path / "data", unofficial_copy=archive)
+    assert np.array_equal(images.train_images, truth["train_images"])
+    assert np.array_equal(images.test_labels, truth["test_labels"])
+
+
+class _Reduces:
+    """Pickles as ``function(*args)``."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+@pytest.mark.parametrize("payload, named", [
+    (_Reduces(eval, "1 + 1"), r"(builtins|__builtin__)\.eval"),
+    (_Reduces(__import__("os").system, "true"), r"(posix|os|nt)\.system"),
+    (_Reduces(__import__, "os"), r"(builtins|__builtin__)\.__import__"),
+    (_Reduces(np.frombuffer, b"\0" * 3072, np.uint8), r"numpy.*\.frombuffer"),
+], ids=["eval", "os.system", "__import__", "numpy.frombuffer"])
+def test_a_member_referencing_another_global_is_refused_naming_it(tmp_path, payload, named, protocol):
+    members, _ = py3_members(CIFAR10, str, protocol)
+    members["data_batch_2"] = pickle.dumps({"data": payload, "labels": [0]}, protocol=protocol)
+    _, folder = write_release(tmp_path, CIFAR10, members)
+    with pytest.raises(DataError, match=rf"data_batch_2: refusing to unpickle {named}: .*reference only") as error:
+        load_cifar("cifar10", root=tmp_path / "data", unofficial_copy=folder)
+    assert "_codecs.encode" in str(error.value)  # the message lists what is admitted
+
+
+@pytest.mark.parametrize("args, shown", [
+    ((b"abc", "latin1"), "b'abc', 'latin1'"),  # bytes, not str
+    (("abc", "rot13"), "'abc', 'rot13'"),  # another codec
+    (("x", "zlib"), "'x', 'zlib'"),  # a codec the registry would import a module for
+    (("abc", "latin-1"), "'abc', 'latin-1'"),  # Python writes 'latin1' only
+    ((["a"], "latin1"), "<list>, 'latin1'"),
+])
+def test_codecs_encode_is_admitted_only_as_python3_writes_bytes(args, shown):
+    import codecs
+
+    data = pickle.dumps({"data": _Reduces(codecs.encode, *args)}, protocol=2)
+    with pytest.raises(DataError, match=re.escape(f"somewhere/train: refusing to unpickle _codecs.encode({shown})")):
+        cifar.unpickle(data, "somewhere/train")
+    assert cifar.unpickle(pickle.dumps({"x": b"\x00\xff" * 3}, protocol=2), "ok") == {b"x": b"\x00\xff" * 3}
+
+
+def test_a_meta_file_without_the_class_names_lists_the_keys_found(tmp_path):
+    members, _ = py3_members(CIFAR10, str, 4)
+    members["batches.meta"] = pickle.dumps({"num_cases_per_batch": 10, "num_vis": 3072, "names": []}, protocol=4)
+    _, folder = write_release(tmp_path, CIFAR10, members)
+    with pytest.raises(DataError) as error:
+        load_cifar("cifar10", root=tmp_path / "data", unofficial_copy=folder)
+    message = str(error.value)
+    assert f"{folder / 'batches.meta'}: lacks the key label_names" in message
+    assert "list of 10 class names under label_names" in message
+    assert "keys found: names, num_cases_per_batch, num_vis" in message
+    assert "this is not" not in message  # the old, misleading wording
+
+
+@pytest.mark.parametrize("names, found", [([b"a"] * 9, "9 entries"), ("airplane", "a bytes"),
+                                          ([1] * 10, "entries that are not strings")])
+def test_a_wrong_class_name_list_says_what_it_holds(tmp_path, names, found):
+    members, _ = release_members(CIFAR10)
+    members["batches.meta"] = py2_pickle({b"label_names": names, b"num_vis": 3072})
+    _, folder = write_release(tmp_path, CIFAR10, members)
+    with pytest.raises(DataError, match=f"label_names holds {found}; the official CIFAR-10 meta file has a list of 10 "
+                                        r"class names under label_names \(keys found: label_names, num_vis\)"):
+        load_cifar("cifar10", root=tmp_path / "data", unofficial_copy=folder)
+
+
+def test_a_batch_with_wrong_keys_lists_the_keys_found(tmp_path):
+    members, _ = py3_members(CIFAR10, str, 2)
+    members["test_batch"] = pickle.dumps({"data": np.zeros((1, 3072), np.uint8), "fine_labels": [0], 7: 0}, protocol=2)
+    _, folder = write_release(tmp_path, CIFAR10, members)
+    with pytest.raises(DataError, match=r"test_batch: lacks the key\(s\) labels of the official CIFAR-10 files "
+                                        r"\(keys found: 7, data, fine_labels\)"):
+        load_cifar("cifar10", root=tmp_path / "data", unofficial_copy=folder)
+
+
+def test_a_key_given_both_as_str_and_as_bytes_is_refused():
+    with pytest.raises(DataError, match="has the key labels both as a byte string and as a str"):
+        cifar.unpickle(pickle.dumps({"labels": [0], b"labels": [1]}, protocol=4), "somewhere/test_batch")

@@ -13,7 +13,8 @@ Every official file is checked against its md5 before use. Nothing is deleted or
 (but for the ``.part`` file of an interrupted download): a bad file stays where it is and the
 error names it, with the expected and found digests and what to do. Archives are read in place
 (no extraction). The pickles are read with an unpickler that can build plain containers and numpy
-arrays only, so reading them runs no code.
+arrays only, so reading them runs no code. The official pickles are Python 2's (byte-string keys); a copy
+re-written by Python 3 (str or byte keys, pickle protocol 2 to 4) is read the same way.
 """
 
 from __future__ import annotations
@@ -329,26 +330,58 @@ def _download(fmt: CifarFormat, root: Path, allowed: bool, progress: Callable[[s
 # --------------------------------------------------------------------------- reading the pickles
 
 
+def _latin1_bytes(text, encoding):
+    """``_codecs.encode`` as Python 3's pickler uses it for ``bytes`` under protocols 0-2:
+    ``encode(str(b, 'latin1'), 'latin1')`` gives back ``b``. Any other use is refused: another codec name
+    could make the codec registry import a module, and no CIFAR file needs one."""
+    if type(text) is not str or type(encoding) is not str or encoding != "latin1":  # CPython writes 'latin1'
+        raise DataError(f"refusing to unpickle _codecs.encode({_described(text)}, {_described(encoding)}): "
+                        "only _codecs.encode(<str>, 'latin1'), as Python 3 writes bytes in pickle protocol 2, is "
+                        "allowed")
+    return text.encode("latin1")
+
+
+def _described(value) -> str:
+    return repr(value) if isinstance(value, (str, bytes)) and len(value) <= 20 else f"<{type(value).__name__}>"
+
+
 _reconstruct = np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's array rebuilder, whatever module it lives in
+# What the CIFAR pickles reference, and nothing more. Plain dicts, lists, strings and ints need no global; a
+# numpy array (pickle protocols 0-4, numpy 1 or 2) is _reconstruct(ndarray, ...) with a numpy.dtype.
+# Python 3 under protocols 0-2 also writes each bytes object as _codecs.encode(<str>, 'latin1') (checked in
+# _latin1_bytes); protocols 3 and 4 need no more. Not admitted: numpy._core.numeric._frombuffer (arrays in
+# protocol 5) and builtins.bytes (an empty bytes object in protocols 0-2).
 _SAFE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # the name in the official (Python 2) pickles
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # numpy 1 (as in the official Python 2 pickles)
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # numpy 2
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_bytes,  # Python 3, protocols 0-2: bytes objects
 }
+_ADMITTED = ", ".join(f"{module}.{name}" for module, name in _SAFE_GLOBALS)
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """The official files hold dicts, lists, byte strings, ints and numpy arrays: no other global loads."""
+    """CIFAR files hold dicts, lists, strings, ints and numpy arrays: no other global loads."""
 
     def find_class(self, module: str, name: str):
         if (module, name) in _SAFE_GLOBALS:
             return _SAFE_GLOBALS[module, name]
-        raise DataError(f"refusing to unpickle {module}.{name}: the official CIFAR files contain no such object")
+        raise DataError(f"refusing to unpickle {module}.{name}: CIFAR files (the official ones, or copies written "
+                        f"by Python 3 with pickle protocol 2 to 4) reference only {_ADMITTED}")
+
+
+def _key_text(key) -> str:
+    return key.decode(errors="replace") if isinstance(key, bytes) else key if isinstance(key, str) else repr(key)
+
+
+def _keys_found(entry: dict) -> str:
+    return f"keys found: {', '.join(sorted(map(_key_text, entry))) or 'none'}"
 
 
 def unpickle(data: bytes, where: str) -> dict:
-    """One official CIFAR pickle (Python 2 strings come back as bytes, as the CIFAR page advises)."""
+    """One CIFAR pickle, its keys as byte strings. The official files are Python 2's: their strings come back as
+    bytes (encoding='bytes', as the CIFAR page advises). A copy written by Python 3 has str keys: encoded here."""
     try:
         entry = _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except DataError as error:
@@ -357,7 +390,14 @@ def unpickle(data: bytes, where: str) -> dict:
         raise DataError(f"{where}: not a readable CIFAR pickle ({type(error).__name__}: {error})") from error
     if not isinstance(entry, dict):
         raise DataError(f"{where}: holds a {type(entry).__name__}, not the dict of the official CIFAR files")
-    return entry
+    keyed = {}
+    for key, value in entry.items():
+        byte_key = key.encode() if isinstance(key, str) else key
+        if byte_key in keyed:
+            raise DataError(f"{where}: has the key {_key_text(key)} both as a byte string and as a str "
+                            f"({_keys_found(entry)}); a CIFAR file has each key once")
+        keyed[byte_key] = value
+    return keyed
 
 
 def _images(fmt: CifarFormat, entry: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -365,17 +405,35 @@ def _images(fmt: CifarFormat, entry: dict, where: str) -> tuple[np.ndarray, np.n
     missing = [key.decode() for key in (b"data", fmt.labels_key) if key not in entry]
     if missing:
         raise DataError(f"{where}: lacks the key(s) {', '.join(missing)} of the official {fmt.title} files "
-                        f"(keys found: {', '.join(sorted(k.decode(errors='replace') for k in entry))})")
+                        f"({_keys_found(entry)})")
     data = np.asarray(entry[b"data"])
     labels = np.asarray(entry[fmt.labels_key], dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
         raise DataError(f"{where}: data is {data.dtype} {data.shape} with {len(labels)} labels; the official files "
-                        "hold N x 3072 uint8 rows and N labels")
+                        f"hold N x 3072 uint8 rows and N labels ({_keys_found(entry)})")
     if labels.size and (labels.min() < 0 or labels.max() >= fmt.num_classes):
         raise DataError(f"{where}: labels span {labels.min()}..{labels.max()}; {fmt.title} has classes "
                         f"0..{fmt.num_classes - 1}")
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(images), labels
+
+
+def _check_names(fmt: CifarFormat, meta: dict, where: str) -> None:
+    """The meta member holds the list of class names (str or bytes) under ``fmt.names_key``."""
+    expected = (f"the official {fmt.title} meta file has a list of {fmt.num_classes} class names under "
+                f"{fmt.names_key.decode()}")
+    if fmt.names_key not in meta:
+        raise DataError(f"{where}: lacks the key {fmt.names_key.decode()}; {expected} ({_keys_found(meta)})")
+    names = meta[fmt.names_key]
+    if not isinstance(names, list):
+        found = f"a {type(names).__name__}"
+    elif len(names) != fmt.num_classes:
+        found = f"{len(names)} entries"
+    elif not all(isinstance(name, (str, bytes)) for name in names):
+        found = "entries that are not strings"
+    else:
+        return
+    raise DataError(f"{where}: {fmt.names_key.decode()} holds {found}; {expected} ({_keys_found(meta)})")
 
 
 def read(source: Source) -> tuple[ImageSet, dict[str, str]]:
@@ -389,10 +447,7 @@ def read(source: Source) -> tuple[ImageSet, dict[str, str]]:
             _check_md5(copy.where(member), digests[member], fmt.member_md5[member],
                        _replace_hint(fmt, "folder" if source.origin == "folder" else "path"))
         parts[member] = unpickle(data, copy.where(member))
-    names = parts[fmt.meta].get(fmt.names_key)
-    if not isinstance(names, list) or len(names) != fmt.num_classes:
-        raise DataError(f"{copy.where(fmt.meta)}: expected {fmt.num_classes} class names under "
-                        f"{fmt.names_key.decode()}; this is not {fmt.title}'s meta file")
+    _check_names(fmt, parts[fmt.meta], copy.where(fmt.meta))
 
     def stacked(members: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         pieces = [_images(fmt, parts[m], copy.where(m)) for m in members]

@@ -2,13 +2,16 @@
 
 import json
 import re
+import runpy
 import struct
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from project import copy_project, edit_config, snakemake
+from test_plots import check_readable
 
 from bagmar import plots
 from bagmar.evaluate import evaluate_training, label_free_tau, tau_grid
@@ -86,6 +89,23 @@ def test_plots_are_written(two_seeds):
     for name in ("tau_sweep", "per_class", "training_curves", "theta"):
         width, height = png_size(results / "plots" / f"{name}.png")
         assert width > 300 and height > 200
+
+
+def test_the_demo_figures_are_readable(two_seeds, tmp_path):
+    """scripts/plots.py itself, on the 2-seed demo's files: no two series of a panel look alike, legends, ticks."""
+    workdir, results = two_seeds
+    inputs = {"evaluations": str(results / "tables" / "evaluations.csv"),
+              "per_class": sorted(map(str, results.glob("eval/*/imba*/seed*/per_class.csv"))),
+              "metrics": sorted(map(str, results.glob("train/*/imba*/seed*/metrics.csv"))),
+              "statistics": sorted(map(str, results.glob("train/*/imba*/seed*/statistics.npz")))}
+    names = ("tau_sweep", "per_class", "curves", "theta")
+    job = SimpleNamespace(input=SimpleNamespace(**inputs), params=SimpleNamespace(paper=None),
+                          output=SimpleNamespace(**{name: str(tmp_path / f"{name}.png") for name in names}),
+                          log=[str(tmp_path / "plots.log")])
+    figures = runpy.run_path(str(workdir / "scripts" / "plots.py"), init_globals={"snakemake": job})["figures"]
+    assert set(figures) == set(names)
+    for name, figure in figures.items():
+        assert check_readable(figure) == [], name
 
 
 def test_every_figure_has_a_title_and_axis_labels():

@@ -1,6 +1,18 @@
 """Figures for the report (matplotlib, PNG). Presentation code: reads result files, never trains.
 
-Each function returns its Figure, so tests can inspect titles and axis labels.
+Each function returns its Figure, so tests can inspect titles, axis labels, series and legends.
+
+Readability rules every figure keeps (tests/test_plots.py checks them):
+
+* one visual identity per training/variant name, the same in every figure (``_style``): a colour
+  and a marker, so no two series of one panel look alike, also in greyscale or to a colour-blind
+  reader; with more names than colours the line style and marker change too;
+* small multiples, one panel per imbalance factor, instead of crowding many factors into one
+  panel (12 lines in one panel cannot be told apart, whatever the palette);
+* a legend on every panel with more than one series;
+* log axes print plain numbers at 1-2-5 steps when they span few decades (``_readable_log_axis``),
+  because matplotlib's default labels a narrow log range with overlapping minor labels such as
+  "2×10² 3×10² 4×10²".
 """
 
 from __future__ import annotations
@@ -9,28 +21,90 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on a cluster node
 
+import math  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
+from matplotlib.axis import Axis  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+# The names of the paper's variants and trainings, in a fixed order, so that a name keeps its colour
+# in every figure (the BaGMar_pn training and the BaGMar_pn variant look the same). Names from other
+# configs follow, in sorted order. The order puts the panels' usual companions far apart in colour:
+# the trainings ce/BaGMar/BaGMar_pn are blue/orange/green, and ce_pn (beside BaGMar_pn in the tau
+# sweep) is purple rather than tab10's red next to green.
+KNOWN_NAMES = ("ce", "BaGMar", "BaGMar_pn", "ce_pn")
+_COLOURS = tuple(plt.get_cmap("tab10").colors[i] for i in (0, 1, 2, 4, 3, 5, 6, 7, 8, 9))
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+_LINESTYLES = ("-", "--", "-.", ":")
 
-def _grid(n: int, title: str) -> tuple[Figure, np.ndarray]:
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False, constrained_layout=True)
+
+def _style(name: str, names) -> dict:
+    """Colour, marker and line style of one training/variant name, among all names of the figure.
+
+    The index is the name's place in KNOWN_NAMES, else after them in sorted order; the colour cycles
+    through tab10, and every full cycle changes the line style, so the (colour, line style, marker)
+    triple is distinct for up to 40 names.
+    """
+    unknown = sorted(n for n in set(names) if n not in KNOWN_NAMES)
+    index = KNOWN_NAMES.index(name) if name in KNOWN_NAMES else len(KNOWN_NAMES) + unknown.index(name)
+    cycle = index // len(_COLOURS)
+    return {"color": _COLOURS[index % len(_COLOURS)], "marker": _MARKERS[(index + cycle) % len(_MARKERS)],
+            "linestyle": _LINESTYLES[cycle % len(_LINESTYLES)]}
+
+
+def _markevery(points: int) -> int:
+    """Every how many points a line gets a marker: every point up to 25 (the tau grid's 21 points
+    all show), else about 25 in all, so 200 epochs or 100 classes stay a line, not a row of beads."""
+    return max(1, math.ceil(points / 25))
+
+
+def _readable_log_axis(axis: Axis) -> None:
+    """Tick labels of a log axis that neither repeat nor overlap, for the axis's current limits.
+
+    Over three decades or fewer, the labels are plain numbers ("50 100 200 500") at 1-2-5 steps, with
+    1-2-3-5 steps when the range is under one decade so it still gets a few labels; over wider ranges,
+    matplotlib's decades (10^n). Minor ticks are never labelled. Call it after plotting, so that the
+    limits are the data's.
+    """
+    low, high = sorted(abs(v) for v in axis.get_view_interval())
+    decades = math.log10(high / low) if low > 0 else math.inf
+    if decades <= 3:
+        subs = (1.0, 2.0, 3.0, 5.0) if decades < 1 else (1.0, 2.0, 5.0)
+        axis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
+        axis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    else:
+        axis.set_major_locator(ticker.LogLocator(base=10))
+        axis.set_major_formatter(ticker.LogFormatterSciNotation(base=10))
+    axis.set_minor_locator(ticker.LogLocator(base=10, subs=np.arange(2, 10)))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _grid(rows: int, columns: int, title: str, height: float = 3.6) -> tuple[Figure, np.ndarray]:
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, height * rows), squeeze=False,
+                             constrained_layout=True)
     fig.suptitle(title)
-    return fig, axes[0]
+    return fig, axes
+
+
+def _factors(frame: pd.DataFrame) -> list[float]:
+    return sorted(frame["imbalance_factor"].unique(), reverse=True)
 
 
 def tau_sweep(evaluations: pd.DataFrame, paper: dict | None = None) -> Figure:
     """Top-1 vs tau of every PN variant's final model (mean over seeds), one panel per imbalance factor."""
     pn = evaluations[(evaluations["evaluation"] == "pn") & (evaluations["model"] == "final")]
-    factors = sorted(pn["imbalance_factor"].unique(), reverse=True)
+    factors = _factors(pn)
+    names = pn["variant"].unique()
     paper = {float(k): v for k, v in (paper or {}).items()}
-    fig, axes = _grid(len(factors), "PN: test top-1 vs τ (final-epoch model)")
-    for ax, factor in zip(axes, factors):
+    fig, axes = _grid(1, len(factors), "PN: test top-1 vs τ (final-epoch model)")
+    for ax, factor in zip(axes[0], factors):
         for variant, rows in pn[pn["imbalance_factor"] == factor].groupby("variant", sort=False):
             curve = rows.groupby("tau")["top1"].mean()
-            ax.plot(curve.index, curve.values, marker=".", label=variant)
+            ax.plot(curve.index, curve.values, markersize=3.5, markevery=_markevery(len(curve)), label=variant,
+                    **_style(variant, names))
         if factor in paper:
             ax.axvline(paper[factor]["tau"], color="grey", linestyle="--", label=f"paper τ = {paper[factor]['tau']:g}")
         ax.set(title=f"IF {factor:g}", xlabel="τ", ylabel="top-1 accuracy (%)")
@@ -39,42 +113,72 @@ def tau_sweep(evaluations: pd.DataFrame, paper: dict | None = None) -> Figure:
 
 
 def per_class_accuracy(per_class: pd.DataFrame) -> Figure:
-    """Per-class test accuracy against the class's training count, one panel per imbalance factor."""
-    factors = sorted(per_class["imbalance_factor"].unique(), reverse=True)
-    fig, axes = _grid(len(factors), "Per-class test accuracy vs training images (final model, headline τ)")
-    for ax, factor in zip(axes, factors):
+    """Per-class test accuracy against the class's training count, one panel per imbalance factor.
+
+    The count axis is logarithmic; at small imbalance factors it spans about one decade, hence
+    ``_readable_log_axis``.
+    """
+    factors = _factors(per_class)
+    names = per_class["variant"].unique()
+    fig, axes = _grid(1, len(factors), "Per-class test accuracy vs training images (final model, headline τ)")
+    for ax, factor in zip(axes[0], factors):
         rows = per_class[per_class["imbalance_factor"] == factor]
         for variant, v in rows.groupby("variant", sort=False):
             mean = v.groupby("train_count")["accuracy"].mean()
-            ax.scatter(mean.index, mean.values, s=10, alpha=0.7, label=variant)
+            style = _style(variant, names)
+            ax.scatter(mean.index, mean.values, s=16, alpha=0.75, label=variant, color=style["color"],
+                       marker=style["marker"])
         ax.set(title=f"IF {factor:g}", xlabel="training images of the class", ylabel="test accuracy (%)", xscale="log")
+        _readable_log_axis(ax.xaxis)
         ax.legend(fontsize="small")
     return fig
 
 
 def training_curves(metrics: pd.DataFrame) -> Figure:
-    """Training loss and test accuracy per epoch, one line per training and imbalance factor (seed mean)."""
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
-    fig.suptitle("Training curves (mean over seeds)")
-    for (training, factor), rows in metrics.groupby(["training", "imbalance_factor"], sort=False):
-        curve = rows.groupby("epoch")[["train_loss", "test_acc"]].mean()
-        label = f"{training}, IF {factor:g}"
-        loss_ax.plot(curve.index, curve["train_loss"], label=label)
-        acc_ax.plot(curve.index, curve["test_acc"], label=label)
-    loss_ax.set(title="training loss (on adjusted logits)", xlabel="epoch", ylabel="loss")
-    acc_ax.set(title="test top-1 (plain argmax)", xlabel="epoch", ylabel="accuracy (%)")
-    acc_ax.legend(fontsize="x-small", ncol=2)
+    """Training loss (top row) and test accuracy (bottom row) per epoch, seed mean, one column per
+    imbalance factor and one line per training.
+
+    Small multiples: one panel with a line per training and imbalance factor held 12 near-identical
+    lines that no palette could tell apart. Rows share their y axis so the factors compare at a glance.
+    """
+    factors = _factors(metrics)
+    names = metrics["training"].unique()
+    fig, axes = _grid(2, len(factors), "Training curves (mean over seeds)", height=3.2)
+    for row in axes:  # one y scale per row; Axes.sharey keeps every panel's tick labels, unlike subplots(sharey=)
+        for ax in row[1:]:
+            ax.sharey(row[0])
+    for column, factor in enumerate(factors):
+        loss_ax, acc_ax = axes[0, column], axes[1, column]
+        for training, rows in metrics[metrics["imbalance_factor"] == factor].groupby("training", sort=False):
+            curve = rows.groupby("epoch")[["train_loss", "test_acc"]].mean()
+            style = _style(training, names)
+            marks = {"markersize": 3.5, "markevery": _markevery(len(curve))}
+            loss_ax.plot(curve.index, curve["train_loss"], label=training, **marks, **style)
+            acc_ax.plot(curve.index, curve["test_acc"], label=training, **marks, **style)
+        loss_ax.set(title=f"IF {factor:g}: training loss", xlabel="epoch", ylabel="loss (on adjusted logits)")
+        acc_ax.set(title=f"IF {factor:g}: test top-1", xlabel="epoch", ylabel="accuracy (%, plain argmax)")
+        for ax in (loss_ax, acc_ax):
+            ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # epochs are whole numbers
+            ax.legend(fontsize="small")
     return fig
 
 
 def theta_per_class(theta: pd.DataFrame) -> Figure:
-    """BaGMar's accumulated positive gradient theta per class at the end of training, CE vs BaGMar."""
-    factors = sorted(theta["imbalance_factor"].unique(), reverse=True)
-    fig, axes = _grid(len(factors), "θ (accumulated positive gradient) per class at the end of training")
-    for ax, factor in zip(axes, factors):
+    """BaGMar's accumulated positive gradient theta per class at the end of training, CE vs BaGMar.
+
+    theta is shown on a log axis; at small imbalance factors it spans about one decade, hence
+    ``_readable_log_axis``.
+    """
+    factors = _factors(theta)
+    names = theta["training"].unique()
+    fig, axes = _grid(1, len(factors), "θ (accumulated positive gradient) per class at the end of training")
+    for ax, factor in zip(axes[0], factors):
         for training, rows in theta[theta["imbalance_factor"] == factor].groupby("training", sort=False):
             mean = rows.groupby("class")["theta"].mean()
-            ax.plot(mean.index, mean.values, label=training)
+            ax.plot(mean.index, mean.values, markersize=3.5, markevery=_markevery(len(mean)), label=training,
+                    **_style(training, names))
         ax.set(title=f"IF {factor:g}", xlabel="class (head → tail)", ylabel="θ", yscale="log")
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # class indices are whole numbers
+        _readable_log_axis(ax.yaxis)
         ax.legend(fontsize="small")
     return fig

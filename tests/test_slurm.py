@@ -99,10 +99,8 @@ def demo(cluster, tmp_path_factory):
         local_run = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", *DEMO], cwd=local,
                                      stdout=log, stderr=subprocess.STDOUT)
     try:
-        started = time.perf_counter()
         run = subprocess.run(slurm_command(*DEMO), cwd=workdir, env=cluster.env, capture_output=True, text=True,
                              timeout=900)
-        seconds = time.perf_counter() - started
         local_run.wait(timeout=900)
     finally:
         if local_run.poll() is None:
@@ -111,7 +109,6 @@ def demo(cluster, tmp_path_factory):
     output = run.stdout + run.stderr
     assert run.returncode == 0, output + "\n" + cluster.logs()
     assert local_run.returncode == 0, local_log.read_text()
-    print(f"demo DAG through SLURM: {seconds:.0f} s (the local demo running beside it)")
     return workdir, output, local
 
 
@@ -142,7 +139,7 @@ def test_slurm_profile_keeps_the_default_profile_and_asks_one_gpu_per_training_j
     demo = planned_resources(workdir, "--workflow-profile", "profiles/slurm", *DEMO)
     for plan, training in ((paper, "train_fused"), (demo, "train")):  # fusion: trainings_and_seeds, none
         assert set(plan) == {"cifar100_dataset" if plan is paper else "synthetic_dataset", "split", training,
-                             "evaluate", "aggregate", "render", "plots"}
+                             "evaluate", "aggregate", "render", "readme", "plots"}
         for rule, resources in plan.items():
             assert resources.get("gpu") == ("1" if rule == training else None), (rule, resources)
             assert resources["mem_mb"].isdigit() and resources["runtime"].isdigit(), (rule, resources)

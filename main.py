@@ -189,7 +189,7 @@ def print_summary(seed: dict, targets: list[str]) -> None:
 
     sweeps = pd.concat([pd.read_csv(ROOT / t) for t in targets if t.endswith("tau_sweep.csv")], ignore_index=True)
     for _, row in summarize(sweeps).iterrows():
-        print("\n" + row.to_string(), flush=True)
+        print("\n" + row.to_string(na_rep="n/a"), flush=True)  # a shot group with no classes, as in the tables
     print(f"\nresults: {', '.join(sorted({str(Path(t).parent) for t in targets}))}", flush=True)
 
 
@@ -214,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cfg is None:
         parser.error("--cfg is required (or --write-seed-configs)")
+    if not args.cfg.is_file():
+        parser.error(f"--cfg {args.cfg}: no such file (the seed's experiments are config/CIFAR100_LT/*.yaml)")
     seed = override(yaml.safe_load(args.cfg.read_text()), args.opts)
     return run(seed, args.cfg.stem, args.cores, args.dry_run)
 

@@ -401,7 +401,7 @@ def test_spec_totals_are_checked_at_run_time(dataset, imbalance_factor, total):
     assert sum(counts) == total == SPEC_TOTALS[dataset][imbalance_factor]
     check_spec_counts(dataset, float(imbalance_factor), counts)  # passes
     short = [counts[0] - 1, *counts[1:]]
-    with pytest.raises(ValueError, match=f"{total - 1} images.*SPEC §1 requires {total}"):
+    with pytest.raises(DataError, match=f"{total - 1} images.*SPEC §1 requires {total}"):
         check_spec_counts(dataset, float(imbalance_factor), short)
 
 

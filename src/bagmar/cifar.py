@@ -31,10 +31,7 @@ from typing import Callable
 import numpy as np
 
 from .data import ImageSet
-
-
-class DataError(RuntimeError):
-    """The data on disk cannot be used; the message says which file and what to do."""
+from .io import DataError
 
 
 @dataclasses.dataclass(frozen=True)

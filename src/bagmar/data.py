@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_write
+from .io import DataError, atomic_write
 
 SHOT_GROUPS = ("many", "medium", "few")
 MANY_SHOT_ABOVE = 100  # many-shot: more than 100 training images
@@ -102,7 +102,7 @@ def check_spec_counts(dataset: str, imbalance_factor: float, counts) -> None:
     expected = long_tailed_counts(num_classes, per_class, imbalance_factor)
     total = SPEC_TOTALS[dataset].get(imbalance_factor, sum(expected))
     if counts != expected or sum(counts) != total:
-        raise ValueError(
+        raise DataError(
             f"{dataset} at imbalance factor {imbalance_factor:g}: the long-tailed cut has {sum(counts)} images over "
             f"{len(counts)} classes (head {counts[0] if counts else '-'}, tail {counts[-1] if counts else '-'}); "
             f"SPEC §1 requires {total} over {num_classes} ({expected[0]} ... {expected[-1]}), from {per_class} "

@@ -1,13 +1,26 @@
-"""Writing results so that a crash never leaves a complete-looking file, and job logs."""
+"""Writing results so that a crash never leaves a complete-looking file; job logs; errors meant for the user."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 import traceback
 from pathlib import Path
 from typing import IO, Iterator
+
+
+class UserError(Exception):
+    """Input the user can fix (data, configuration, a diverging setting): the message names the problem and the fix.
+
+    A job that raises one ends with that message alone on the terminal, once, and exit status 1; its traceback
+    goes to the job's log for whoever needs it. Anything else is a bug and keeps its traceback everywhere.
+    """
+
+
+class DataError(UserError, RuntimeError):
+    """The data on disk cannot be used; the message says which file and what to do."""
 
 
 _UMASK = os.umask(0o022)
@@ -38,11 +51,19 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
 
 @contextlib.contextmanager
 def log_to(path: str | Path) -> Iterator[None]:
-    """Send a job's stdout and stderr (warnings and tracebacks too) to its log file, line-buffered."""
-    with open(path, "w", buffering=1) as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    """Send a job's stdout and stderr (warnings and tracebacks too) to its log file, line-buffered.
+
+    A UserError ends the job here: its message to the terminal (the job's real stderr) and exit status 1.
+    """
+    with open(path, "w", buffering=1) as log:
         try:
-            yield
-        except BaseException:
-            traceback.print_exc(file=log)
-            raise
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                try:
+                    yield
+                except BaseException:
+                    traceback.print_exc(file=log)
+                    raise
+        except UserError as error:
+            print(f"Error: {error}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
 

@@ -15,9 +15,17 @@ from torch import nn
 
 from . import checkpoint
 from .augment import test_transform, train_augment
-from .io import atomic_write
+from .io import UserError, atomic_write
 from .loss import GradientStatistics, bagmar_loss
 from .model import FusedResNet32, ResNet32
+
+
+class RecipeError(UserError, ValueError):
+    """Recipe settings that cannot train: the message says which and what to change."""
+
+
+class NonFiniteError(UserError, FloatingPointError):
+    """A loss or logit became NaN or infinite; nothing of that training is written as if complete."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +91,7 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but no GPU is visible; set device: auto or cpu in the config")
+        raise UserError("device 'cuda' was requested but no GPU is visible; set device: auto or cpu in the config")
     return name
 
 
@@ -341,7 +349,7 @@ def train_group(
     y_test = torch.as_tensor(test_labels, dtype=torch.int64, device=device)
     steps = len(y_train) // recipe.batch_size  # the last incomplete batch is dropped
     if steps == 0:
-        raise ValueError(f"batch_size {recipe.batch_size} is larger than the training split ({len(y_train)} images)")
+        raise RecipeError(f"batch_size {recipe.batch_size} is larger than the training split ({len(y_train)} images)")
     group = _Group(recipes, num_classes, x_train, y_train, device)
     k = len(recipes)
 
@@ -363,7 +371,6 @@ def train_group(
     stepper = _Stepper(group, use_graph)
     report_every = max(1, steps // 10)
     trained_steps, training_started = 0, time.perf_counter()
-    label = names[0] if k == 1 else f"{k} fused models ({', '.join(names)})"
     for epoch in range(first_epoch, recipe.epochs + 1):
         started = time.perf_counter()
         lr = learning_rate(epoch, recipe)
@@ -380,7 +387,7 @@ def train_group(
         for member, bad in enumerate(bad_steps):
             if bad >= 0:
                 r = recipes[member]
-                raise FloatingPointError(
+                raise NonFiniteError(
                     f"{names[member]}: non-finite loss or logits in epoch {epoch}, step {bad} of {steps} "
                     f"(lambda1={r.lambda1}, lambda2={r.lambda2}, lr={lr:.4g}); nothing was saved for this "
                     "training. Lower the learning rate or check the input data."
@@ -431,7 +438,7 @@ def _check_fusable(recipes: list[Recipe]) -> None:
     for r, settings in zip(recipes[1:], shared[1:]):
         if settings != shared[0]:
             differ = sorted(key for key in settings if settings[key] != shared[0][key])
-            raise ValueError(
+            raise RecipeError(
                 f"trainings fused into one group must share every setting but {', '.join(FUSABLE)}; "
                 f"these differ: {', '.join(differ)}. Turn fusion off or give them the same values."
             )

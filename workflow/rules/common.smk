@@ -26,7 +26,13 @@ def _schema_problems():
 
 
 def _refuse(problems):
-    raise ValueError(f"invalid configuration (keys and allowed values: workflow/schemas/config.schema.yaml):\n  - " + "\n  - ".join(problems))
+    """Stop before any job: one line per problem and no traceback, since the fix is in the config, not the code."""
+    print(
+        "Error: invalid configuration (keys and allowed values: workflow/schemas/config.schema.yaml):\n  - "
+        + "\n  - ".join(problems),
+        file=sys.stderr,
+    )
+    raise SystemExit(1)
 
 
 if problems := _schema_problems():

@@ -28,3 +28,4 @@ rule all:
     input:
         rules.render.output,
         rules.plots.output,
+        rules.readme.output if config["report"]["readme"] else [],

@@ -1,11 +1,16 @@
-"""Snakemake job: the markdown results section, also spliced into the README between its markers."""
+"""Snakemake job: the markdown results section, with its links relative to where it lands.
+
+Writes results/<run>/tables/results.md and, when report.readme names a README, the same section with links
+relative to that README (readme_section.md, not written when report.readme is null), which the readme job
+splices into it.
+"""
 import json
 from pathlib import Path
 
 import pandas as pd
 
 from bagmar.io import atomic_write, log_to
-from bagmar.render import render_results, splice_readme
+from bagmar.render import render_results
 
 with log_to(snakemake.log[0]):
     p = snakemake.params
@@ -14,15 +19,13 @@ with log_to(snakemake.log[0]):
         with open(snakemake.input.provenance) as f:
             provenance = json.load(f)
         data_note = f"{provenance['title']} from {provenance['location']}: {provenance['note']}."
-
-    def section(link_base):
-        return render_results(pd.read_csv(snakemake.input.table), pd.read_csv(snakemake.input.comparison),
-                              snakemake.input.template, run_name=p.run_name, dataset=p.dataset,
-                              headline_variant=p.headline_variant, variants=p.variants, links=p.links,
-                              link_base=link_base, data_note=data_note)
-
-    with atomic_write(snakemake.output.markdown) as f:
-        f.write(section(Path(snakemake.output.markdown).parent))
-    if p.readme:
-        splice_readme(p.readme, p.run_name, section(Path(p.readme).parent))
-    print(section("."))
+    table, comparison = pd.read_csv(snakemake.input.table), pd.read_csv(snakemake.input.comparison)
+    destinations = [(snakemake.output.markdown, Path(snakemake.output.markdown).parent)]
+    destinations += [(path, Path(p.readme).parent) for path in snakemake.output.readme_section]  # none without
+    for path, link_base in destinations:
+        section = render_results(table, comparison, snakemake.input.template, run_name=p.run_name,
+                                 dataset=p.dataset, headline_variant=p.headline_variant, variants=p.variants,
+                                 links=p.links, link_base=link_base, data_note=data_note)
+        with atomic_write(path) as f:
+            f.write(section)
+    print(section)

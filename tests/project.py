@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).parents[1]
-PROJECT_FILES = ["main.py", "Snakefile", "workflow", "scripts", "src", "templates", "config", "profiles", "envs", "README.md"]
+PROJECT_FILES = [".gitignore", "main.py", "Snakefile", "workflow", "scripts", "src", "templates", "config", "profiles", "envs", "README.md"]
 
 
 def copy_project(dest: Path) -> Path:

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bagmar.io import UserError
 from bagmar.render import cell, render_results, splice_readme
 from bagmar.tables import over_seeds, paper_comparison, summarize
 
@@ -97,8 +98,11 @@ def test_rendered_section_has_the_paper_format_and_every_variant():
 def test_readme_changes_only_between_its_markers(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- BEGIN results: a -->\nold\n<!-- END results: a -->\noutro\n")
-    splice_readme(readme, "a", "new table\n")
-    assert readme.read_text() == "intro\n<!-- BEGIN results: a -->\nnew table\n<!-- END results: a -->\noutro\n"
-    with pytest.raises(ValueError, match="BEGIN results: b"):
-        splice_readme(readme, "b", "x")
-    assert "new table" in readme.read_text()
+    assert splice_readme(readme, "a", "new table\n")
+    spliced = "intro\n<!-- BEGIN results: a -->\nnew table\n<!-- END results: a -->\noutro\n"
+    assert readme.read_text() == spliced
+    assert not splice_readme(readme, "b", "x")  # no markers for run b: the README is left alone
+    assert readme.read_text() == spliced
+    readme.write_text(spliced + "<!-- BEGIN results: a -->\n<!-- END results: a -->\n")
+    with pytest.raises(UserError, match="2 pairs of the markers <!-- BEGIN results: a -->"):
+        splice_readme(readme, "a", "x")

@@ -13,7 +13,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from .io import atomic_write
+from .io import UserError, atomic_write
 
 
 def cell(mean: float, std: float = float("nan"), n: int = 1, digits: int = 1) -> str:
@@ -72,17 +72,27 @@ def render_results(table: pd.DataFrame, comparison: pd.DataFrame, template: str 
     )
 
 
-def splice_readme(readme: str | Path, run_name: str, section: str) -> None:
-    """Replace the README text between this run's markers, atomically; nothing else is touched."""
+def markers(run_name: str) -> tuple[str, str]:
+    """The two README lines between which a run's results section is spliced."""
+    return f"<!-- BEGIN results: {run_name} -->", f"<!-- END results: {run_name} -->"
+
+
+def splice_readme(readme: str | Path, run_name: str, section: str) -> bool:
+    """Replace the README text between this run's markers, atomically; nothing else is touched.
+
+    Returns False, leaving the README as it is, when it has no markers for this run (a run of one's own
+    need not appear in the project's README); two pairs of them are an error, since either could be meant.
+    """
     readme = Path(readme)
-    begin, end = f"<!-- BEGIN results: {run_name} -->", f"<!-- END results: {run_name} -->"
+    begin, end = markers(run_name)
     text = readme.read_text()
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    if len(pattern.findall(text)) != 1:
-        raise ValueError(
-            f"{readme} must contain exactly one pair of markers\n  {begin}\n  {end}\n"
-            f"to receive the results of run '{run_name}'; add them where the table should go, "
-            "or set report.readme to null in the config to skip updating the README"
-        )
+    found = len(pattern.findall(text))
+    if found == 0:
+        return False
+    if found > 1:
+        raise UserError(f"{readme} holds {found} pairs of the markers {begin} ... {end}; keep one, where run "
+                        f"'{run_name}'s results should go")
     with atomic_write(readme) as f:
         f.write(pattern.sub(lambda _: f"{begin}\n{section.strip()}\n{end}", text))
+    return True

@@ -48,6 +48,7 @@ rule render:
         code=package_code("render"),
     output:
         markdown=result("tables/results.md"),
+        readme_section=[result("tables/readme_section.md")] if config["report"]["readme"] else [],
     params:
         run_name=config["run_name"],
         dataset=config["dataset"]["name"],
@@ -63,6 +64,27 @@ rule render:
         result("benchmarks/render.tsv")
     script:
         "../../scripts/render.py"
+
+
+# Its own job, so that a README without this run's markers never costs the rendered tables: it says so and
+# how to add them. The README is not a declared output (Snakemake deletes a failed job's outputs).
+rule readme:
+    input:
+        section=result("tables/readme_section.md"),
+        code=package_code("render"),
+    output:
+        status=result("tables/readme_status.txt"),
+    params:
+        readme=config["report"]["readme"],
+        run_name=config["run_name"],
+    conda:
+        "../../envs/bagmar.yaml"
+    log:
+        result("logs/readme.log"),
+    benchmark:
+        result("benchmarks/readme.tsv")
+    script:
+        "../../scripts/readme.py"
 
 
 rule plots:

@@ -331,6 +331,7 @@ def train_group(
     checkpoint_dir: str | Path | None = None,
     names: list[str] | None = None,
     cuda_graph: bool | None = None,
+    stop_after_epoch: int | None = None,
 ) -> list[TrainResult]:
     """Train K models on one training set as one fused network; each ends as if trained alone.
 
@@ -338,7 +339,8 @@ def train_group(
     imbalance factor). With ``checkpoint_dir``, the full state is saved after every epoch and a
     rerun resumes from the newest intact checkpoint of the same recipes and data; on the CPU the
     resumed run ends bit-identical to an uninterrupted one. ``cuda_graph`` (default: on a GPU)
-    replays the step as a CUDA graph.
+    replays the step as a CUDA graph. ``stop_after_epoch`` trains only the first epochs of the recipe's
+    schedule (the learning rate stays that of ``recipe.epochs``), for runs that cannot afford all of it.
     """
     names = names or [f"training {k}" for k in range(len(recipes))]
     _check_fusable(recipes)
@@ -371,7 +373,8 @@ def train_group(
     stepper = _Stepper(group, use_graph)
     report_every = max(1, steps // 10)
     trained_steps, training_started = 0, time.perf_counter()
-    for epoch in range(first_epoch, recipe.epochs + 1):
+    last_epoch = recipe.epochs if stop_after_epoch is None else min(stop_after_epoch, recipe.epochs)
+    for epoch in range(first_epoch, last_epoch + 1):
         started = time.perf_counter()
         lr = learning_rate(epoch, recipe)
         group.start_epoch(lr)
@@ -422,7 +425,7 @@ def train_group(
                 f"({seconds:.1f} s{' for all ' + str(k) if k > 1 else ''}, "
                 f"ETA {_clock(seconds * (recipe.epochs - epoch))})"
             )
-    if first_epoch > recipe.epochs:  # every epoch was in the checkpoint: only the test logits are missing
+    if first_epoch > last_epoch:  # every epoch was in the checkpoint: only the test logits are missing
         test_logits = predict_logits(group.model, x_test)
     logits = test_logits.cpu().numpy()
     results = []

@@ -13,4 +13,4 @@ with log_to(snakemake.log[0]):
                         (table, snakemake.output.table), (comparison, snakemake.output.comparison)]:
         with atomic_write(path) as f:
             frame.to_csv(f, index=False)
-    print(table.to_string(index=False))
+    print(table.to_string(index=False, na_rep="n/a"))

@@ -20,4 +20,4 @@ with log_to(snakemake.log[0]):
         sweep.to_csv(f, index=False)
     with atomic_write(snakemake.output.per_class) as f:
         per_class_table(logits["logits"], logits["labels"], counts, headline_tau(evaluation)).to_csv(f, index=False)
-    print(sweep.to_string(index=False))
+    print(sweep.to_string(index=False, na_rep="n/a"))  # a shot group with no classes, as in the tables

@@ -17,7 +17,9 @@ TESTS = Path(__file__).parent
 
 @pytest.mark.parametrize("capability", ["default", "avx2", "avx512"])
 def test_augmentation_matches_torchvision_under_each_cpu_capability(capability):
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(TESTS / "test_augment.py")],
+    comparisons = "matches or mixed or uniform"  # the bit-level ones; draws and frequencies do not round
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", comparisons,
+                          str(TESTS / "test_augment.py")],
                          env={**os.environ, "ATEN_CPU_CAPABILITY": capability}, capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]

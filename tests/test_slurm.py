@@ -189,9 +189,8 @@ def test_a_training_cancelled_with_scancel_resumes_and_ends_as_if_uninterrupted(
     process = subprocess.Popen(slurm_command(target, "--force", *DEMO), cwd=workdir, env=cluster.env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 300
         while not list(checkpoints.glob("epoch*.pt")):  # epoch 1 done (epoch0001.pt), the rest to come
-            assert process.poll() is None and time.monotonic() < deadline, "the training never checkpointed"
+            assert process.poll() is None, "the training never checkpointed"  # no clock: load only slows it
             time.sleep(0.05)
         (job,) = [line.split("|")[0] for line in cluster.run("squeue", "-h", "-o", "%i|%k").stdout.split()
                   if line.split("|")[1].startswith("rule_train_")]

@@ -354,11 +354,6 @@ def parse_args(argv):
     return args
 
 
-def _clock(seconds: float) -> str:
-    seconds = round(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -378,7 +373,7 @@ def summary(record: dict) -> str:
         ref_s = statistics.fmean(r["reference"]["seconds_per_epoch"] for r in runs)
         fast_s = statistics.fmean(r["fast"]["seconds_per_epoch"] for r in runs)
         lines.append(f"seconds per epoch (wall, incl. the per-epoch test pass): reference {ref_s:.1f}, fast "
-                     f"{fast_s:.1f}; {_clock(record['wall_seconds'])} in all")
+                     f"{fast_s:.1f}; {epoch_time._clock(record['wall_seconds'])} in all")
     lines.append(f"{'metric':13}{'reference':>11}{'fast':>9}{'diff':>9}{'95% CI':>20}{'sd diff':>9}{'n':>4}"
                  f"{'seeds@SE' + format(record['target_se'], 'g'):>13}")
     for metric, st in record["statistics"].items():

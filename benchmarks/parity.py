@@ -29,6 +29,8 @@ was measured 10-15x slower than with one (benchmarks/RESULTS.md).
 
 The record (``benchmarks/results/<stamp>-parity-<device>.json`` unless ``--out``) is rewritten after every seed;
 ``--resume RECORD`` continues it, skipping the seeds it already holds (the setup must be the same).
+Seeds can run in parallel (two processes of one thread each on a 2-core machine, or several machines of one
+kind) with ``--out`` per process and then ``--merge A.json B.json --out AB.json``, which trains nothing.
 """
 
 from __future__ import annotations
@@ -342,6 +344,8 @@ def parse_args(argv):
                    help="standard error (points) for the 'seeds needed' projection (default 1.5)")
     p.add_argument("--out", type=Path, help="JSON record (default benchmarks/results/<stamp>-parity-<device>.json)")
     p.add_argument("--resume", type=Path, metavar="RECORD", help="continue this record, skipping its seeds")
+    p.add_argument("--merge", type=Path, nargs="+", metavar="RECORD",
+                   help="write one record (--out) from records of the same setup with different seeds; trains nothing")
     synthetic = p.add_argument_group("--data synthetic (make_synthetic, split seed 0)")
     synthetic.add_argument("--num-classes", type=int, default=10)
     synthetic.add_argument("--train-per-class", type=int, default=300)
@@ -392,8 +396,68 @@ def _write(record: dict, out: Path) -> None:
         f.write(json.dumps(record, indent=2, allow_nan=False) + "\n")
 
 
+def setup_differences(a: dict, b: dict) -> list[str]:
+    """Keys in which two records' setups differ, ignoring what changes timing only (threads) or where the
+    data copy lies (its location); the data's member md5s still have to agree."""
+    def comparable(description):
+        return {**description, "threads": None,
+                "source": {k: v for k, v in description.get("source", {}).items() if k != "location"}}
+
+    a, b = comparable(a), comparable(b)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def merge(paths: list[Path], target_se: float) -> dict:
+    """One record from several of the same setup that ran different seeds (e.g. in parallel processes or on
+    several machines). Each part's command, machine, load and wall time is kept under ``parts``; the top-level
+    ``wall_seconds`` is their sum (device time, not elapsed time when the parts overlapped)."""
+    records = [json.loads(Path(path).read_text()) for path in paths]
+    first = records[0]
+    runs, seen = [], {}
+    for path, record in zip(paths, records):
+        differ = setup_differences(first["setup"], record["setup"])
+        if differ:
+            raise SystemExit(f"--merge: {path} has a different setup than {paths[0]} in {', '.join(differ)}")
+        if record["torch_version"] != first["torch_version"] or record["device"] != first["device"]:
+            raise SystemExit(f"--merge: {path} ran on {record['device']['name']} with torch "
+                             f"{record['torch_version']}, {paths[0]} on {first['device']['name']} with torch "
+                             f"{first['torch_version']}; merge only records of one machine kind and torch")
+        for run in record["runs"]:
+            if run["seed"] in seen:
+                raise SystemExit(f"--merge: seed {run['seed']} is in both {seen[run['seed']]} and {path}")
+            seen[run["seed"]] = path
+            runs.append(run)
+    runs.sort(key=lambda r: r["seed"])
+    parts = [{key: record[key] for key in ("command", "timestamp", "machine", "loadavg", "wall_seconds", "complete")}
+             | {"file": Path(path).name, "seeds": [r["seed"] for r in record["runs"]]}
+             for path, record in zip(paths, records)]
+    return {
+        **{key: first[key] for key in ("benchmark", "machine", "device", "torch_version", "torchvision_version")},
+        "timestamp": max(record["timestamp"] for record in records),
+        "command": shlex.join(["python", "benchmarks/parity.py", "--merge", *map(str, paths)]),
+        "loadavg": {"start": first["loadavg"]["start"], "end": records[-1]["loadavg"]["end"]},
+        "seeds": [r["seed"] for r in runs],
+        "setup": first["setup"],
+        "comparison": first["comparison"],
+        "target_se": target_se,
+        "runs": runs,
+        "statistics": all_statistics(runs, target_se),
+        "wall_seconds": sum(record["wall_seconds"] for record in records),
+        "complete": all(record["complete"] for record in records),
+        "parts": parts,
+    }
+
+
 def main(argv: list[str] | None = None, log=print) -> dict:
     args = parse_args(argv)
+    if args.merge:
+        if args.out is None:
+            raise SystemExit("--merge needs --out, the merged record's path")
+        record = merge(args.merge, args.target_se)
+        _write(record, args.out)
+        log(summary(record))
+        log(f"record: {args.out}")
+        return record
     args.device_resolved = resolve_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -403,15 +467,10 @@ def main(argv: list[str] | None = None, log=print) -> dict:
     out = args.out or args.resume or ROOT / "results" / f"{stamp}-parity-{args.device_resolved}.json"
     if args.resume is not None:
         old = json.loads(args.resume.read_text())
-        def comparable(description):  # threads change timing only; the copy may have moved
-            return {**description, "threads": None,
-                    "source": {k: v for k, v in description.get("source", {}).items() if k != "location"}}
-
-        before, now = comparable(old["setup"]), comparable(setup.description)
-        differ = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        differ = setup_differences(old["setup"], setup.description)
         if differ:
             raise SystemExit(f"--resume {args.resume}: its setup differs in {', '.join(differ)} "
-                             f"({ {k: before.get(k) for k in differ} }); give the same options")
+                             f"({ {k: old['setup'].get(k) for k in differ} }); give the same options")
         runs, previous_wall = old["runs"], old["wall_seconds"]
         seeds = sorted(set(old["seeds"]) | set(seeds))
         log(f"resuming {args.resume}: seeds {[r['seed'] for r in runs]} done")

@@ -132,3 +132,44 @@ def test_resume_refuses_a_different_setup(parity, tmp_path):
     parity.main([*TINY, "--epochs", "1", "--seeds", "0", "--out", str(out)], log=lambda line: None)
     with pytest.raises(SystemExit, match="epochs"):
         parity.main([*TINY, "--seeds", "0-1", "--resume", str(out)], log=lambda line: None)
+
+
+def _fake_record(parity, seeds, **setup_changes):
+    def run(seed):
+        metrics = {loop: {m: 50.0 + seed + (0.5 if loop == "fast" else 0.0) for m in parity.METRICS}
+                   for loop in parity.LOOPS}
+        return {"seed": seed, **{loop: {"metrics": metrics[loop], "seconds_per_epoch": 1.0} for loop in parity.LOOPS}}
+
+    runs = [run(seed) for seed in seeds]
+    return {"benchmark": "parity", "timestamp": f"2026-01-0{seeds[0] + 1}T00:00:00+00:00",
+            "command": f"python benchmarks/parity.py --seeds {seeds[0]}-{seeds[-1]}", "machine": {"host": "vm"},
+            "device": {"type": "cpu", "name": "cpu"}, "torch_version": "2.x", "torchvision_version": "0.x",
+            "loadavg": {"start": [1.0], "end": [2.0]}, "seeds": seeds,
+            "setup": {"data": "cifar10", "epochs": 10, "warmup_epochs": 2, "threads": 1, "num_workers": 2,
+                      "device": "cpu", "imbalance_factor": 100, "train_images": 1000, "test_images": 100,
+                      "steps_per_epoch": 16, "batch_size": 64, "width": 8, "lambda1": 1.2, "lambda2": 0.9,
+                      "source": {"location": f"/tmp/{seeds[0]}", "member_md5": {"a": "1"}}} | setup_changes,
+            "comparison": "fast - reference", "target_se": 1.5, "runs": runs,
+            "statistics": parity.all_statistics(runs), "wall_seconds": 100.0 * len(seeds), "complete": True}
+
+
+def test_merge_combines_parallel_parts_and_refuses_what_does_not_pair(parity, tmp_path):
+    a, b, out = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "ab.json"
+    a.write_text(json.dumps(_fake_record(parity, [0, 1, 2])))
+    b.write_text(json.dumps(_fake_record(parity, [3, 4], threads=2)))  # threads and location change timing only
+    record = parity.main(["--merge", str(b), str(a), "--out", str(out)], log=lambda line: None)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(record))
+    assert record["seeds"] == [0, 1, 2, 3, 4] and record["complete"]
+    assert record["wall_seconds"] == pytest.approx(500.0)
+    assert [part["seeds"] for part in record["parts"]] == [[3, 4], [0, 1, 2]]
+    stats = record["statistics"]["plain/top1"]
+    assert stats["n"] == 5 and stats["mean_diff"] == pytest.approx(0.5) and stats["reference_mean"] == 52.0
+
+    a.write_text(json.dumps(_fake_record(parity, [0, 1, 2], epochs=20)))
+    with pytest.raises(SystemExit, match="different setup.*epochs"):
+        parity.main(["--merge", str(a), str(b), "--out", str(out)], log=lambda line: None)
+    a.write_text(json.dumps(_fake_record(parity, [0, 1, 3])))
+    with pytest.raises(SystemExit, match="seed 3 is in both"):
+        parity.main(["--merge", str(a), str(b), "--out", str(out)], log=lambda line: None)
+    with pytest.raises(SystemExit, match="needs --out"):
+        parity.main(["--merge", str(a)], log=lambda line: None)

@@ -72,9 +72,8 @@ if str(BENCHMARKS) not in sys.path:
 
 import epoch_time  # noqa: E402  (benchmarks/epoch_time.py)
 from bagmar.cifar import load_cifar  # noqa: E402
-from bagmar.data import (class_counts, check_spec_counts, long_tailed_indices, make_synthetic,  # noqa: E402
-                         shot_groups)
-from bagmar.evaluate import group_accuracies, per_class_accuracy, pn_predictions  # noqa: E402
+from bagmar.data import class_counts, check_spec_counts, long_tailed_indices, make_synthetic  # noqa: E402
+from bagmar.evaluate import group_accuracies, per_class_accuracy, pn_predictions, shot_groups  # noqa: E402
 from bagmar.train import Recipe, learning_rate, resolve_device, train_group  # noqa: E402
 
 STAGES = ("card", "epoch_time", "graph_check", "data", "real_run")

@@ -57,9 +57,8 @@ from bagmar.data import (
     class_counts,
     long_tailed_indices,
     make_synthetic,
-    shot_groups,
 )
-from bagmar.evaluate import group_accuracies, pn_predictions
+from bagmar.evaluate import group_accuracies, pn_predictions, shot_groups
 from bagmar.io import atomic_write
 from bagmar.train import Recipe, resolve_device, train
 

@@ -67,13 +67,54 @@ def rerun_plan(demo, tmp_path, change) -> dict[str, int]:
     return planned_jobs(workdir, "--configfile", "config/demo.yaml")
 
 
-def test_changing_the_loss_code_reruns_trainings_not_splits(demo, tmp_path):
+def replace_in(path, old, new):
+    text = path.read_text()
+    assert text.count(old) == 1, (path, old)
+    path.write_text(text.replace(old, new))
+
+
+def test_comments_docstrings_and_formatting_plan_nothing(demo, tmp_path):
+    """Every file a job runs or that defines the workflow, edited without changing its meaning."""
     def change(workdir):
-        with open(workdir / "src" / "bagmar" / "loss.py", "a") as f:
-            f.write("\n# an edit\n")
+        code = [*(workdir / "src" / "bagmar").glob("*.py"), *(workdir / "scripts").glob("*.py"),
+                *(workdir / "workflow" / "rules").glob("*.smk"), workdir / "Snakefile"]
+        for path in code:
+            with open(path, "a") as f:
+                f.write("\n# an edit\n")
+        replace_in(workdir / "src" / "bagmar" / "loss.py", '"""z\' of SPEC §4', '"""The adjusted logits z\' of SPEC §4')
+        replace_in(workdir / "src" / "bagmar" / "data.py", "def class_counts(labels: np.ndarray, num_classes: int)",
+                   "def class_counts(labels: np.ndarray,\n                 num_classes: int)")  # formatting
+        replace_in(workdir / "scripts" / "train.py", "import numpy as np\n", "import numpy as np  # arrays\n")
+
+    assert rerun_plan(demo, tmp_path, change) == {}
+
+
+def test_changing_the_loss_arithmetic_reruns_trainings_not_data_or_splits(demo, tmp_path):
+    def change(workdir):
+        replace_in(workdir / "src" / "bagmar" / "loss.py", "torch.log(stats.theta + EPS)", "torch.log(stats.theta + 2 * EPS)")
 
     assert rerun_plan(demo, tmp_path, change) == {"train": 12, "evaluate": 16, "aggregate": 1, "render": 1, "readme": 1,
                                                   "plots": 1, "all": 1}
+
+
+def test_changing_the_shot_group_thresholds_reruns_evaluations_and_what_follows(demo, tmp_path):
+    def change(workdir):
+        replace_in(workdir / "src" / "bagmar" / "evaluate.py", "FEW_SHOT_BELOW = 20", "FEW_SHOT_BELOW = 25")
+
+    assert rerun_plan(demo, tmp_path, change) == {"evaluate": 16, "aggregate": 1, "render": 1, "readme": 1, "plots": 1,
+                                                  "all": 1}
+
+
+def test_the_dry_run_says_which_module_changed(demo, tmp_path):
+    workdir = tmp_path / "copy"
+    shutil.copytree(demo, workdir)
+    replace_in(workdir / "src" / "bagmar" / "evaluate.py", "FEW_SHOT_BELOW = 20", "FEW_SHOT_BELOW = 25")
+    run = snakemake(workdir, "-n", "--configfile", "config/demo.yaml")
+    out = run.stdout + run.stderr
+    assert run.returncode == 0 and "Params have changed since last execution" in out
+    before, now = re.search(r"before: (.*?) now: (.*?)\s*$", out, re.M).groups()
+    changed = {k for k, v in eval(now).items() if eval(before).get(k) != v}  # the params' repr, as Snakemake shows it
+    assert changed == {"bagmar.evaluate"}
 
 
 def test_changing_the_tau_grid_reruns_pn_evaluations_only(demo, tmp_path):
@@ -101,8 +142,10 @@ def test_a_cosmetic_template_change_reruns_only_the_rendering(demo, tmp_path):
 
 def test_a_plotting_change_reruns_only_the_plots(demo, tmp_path):
     def change(workdir):
-        with open(workdir / "src" / "bagmar" / "plots.py", "a") as f:
-            f.write("\n# another colour\n")
+        path = workdir / "src" / "bagmar" / "plots.py"
+        text = path.read_text()
+        assert text.count("alpha=0.75") == 1
+        path.write_text(text.replace("alpha=0.75", "alpha=0.7"))
 
     assert rerun_plan(demo, tmp_path, change) == {"plots": 1, "all": 1}
 

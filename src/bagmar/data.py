@@ -13,9 +13,6 @@ import numpy as np
 
 from .io import DataError, atomic_write
 
-SHOT_GROUPS = ("many", "medium", "few")
-MANY_SHOT_ABOVE = 100  # many-shot: more than 100 training images
-FEW_SHOT_BELOW = 20  # few-shot: fewer than 20 training images
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,12 +110,6 @@ def check_spec_counts(dataset: str, imbalance_factor: float, counts) -> None:
 
 def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return np.bincount(np.asarray(labels), minlength=num_classes).astype(np.int64)
-
-
-def shot_groups(train_counts: np.ndarray) -> np.ndarray:
-    """Per-class group name by training count (SPEC §1): many > 100, few < 20, medium otherwise."""
-    counts = np.asarray(train_counts)
-    return np.where(counts > MANY_SHOT_ABOVE, "many", np.where(counts < FEW_SHOT_BELOW, "few", "medium"))
 
 
 # --------------------------------------------------------------------------- synthetic data

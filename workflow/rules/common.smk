@@ -1,5 +1,4 @@
-# Config validation, path helpers and code dependencies shared by all stages.
-import ast
+# Config validation, path helpers and code fingerprints shared by all stages.
 import math
 import os
 import sys
@@ -43,6 +42,7 @@ validate(config, str(SCHEMA))  # fills the schema's defaults
 PACKAGE_SRC = Path(os.path.relpath(Path(workflow.basedir) / "src"))
 PACKAGE = PACKAGE_SRC / "bagmar"
 TEMPLATES = Path(os.path.relpath(Path(workflow.basedir) / "templates"))
+SCRIPTS = Path(workflow.basedir) / "scripts"
 # Jobs import the package from this checkout, the same files the rules list as inputs below,
 # whatever else is installed.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_SRC.resolve()), os.environ.get("PYTHONPATH")]))
@@ -50,6 +50,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_SRC.resolve
 sys.path.insert(0, str(PACKAGE_SRC.resolve()))
 from bagmar.data import REAL_DATASETS, long_tailed_counts  # noqa: E402
 from bagmar.evaluate import tau_grid  # noqa: E402
+from bagmar.fingerprint import code_fingerprint  # noqa: E402
 
 
 RESULTS = f"results/{config['run_name']}"
@@ -114,24 +115,14 @@ def checkpoint_dir(wildcards):
     return result("checkpoints", wildcards.training, f"imba{wildcards.imbalance}", f"seed{wildcards.seed}")
 
 
-def package_code(module):
-    """Source files of a bagmar module and of every bagmar module it imports, transitively.
+def code(script):
+    """Rerun trigger: the fingerprint of what a job runs (bagmar.fingerprint), one short hash per module.
 
-    Snakemake tracks a script's own time stamp but not what it imports; listing these files as
-    inputs makes a change to the method's code rerun exactly the jobs that execute it.
+    Handed to Snakemake as a param, so that only a change in the code a job can reach replans it, and
+    `snakemake -n` names the module that changed; comments, docstrings and formatting change nothing.
+    The profiles leave Snakemake's own `code` trigger off: it compares a script's text, comments included.
     """
-    seen, todo = {"__init__"}, [module]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        for node in ast.walk(ast.parse((PACKAGE / f"{name}.py").read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                todo += [node.module] if node.module else [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bagmar."):
-                todo.append(node.module.split(".")[1])
-    return sorted(str(PACKAGE / f"{name}.py") for name in seen)
+    return code_fingerprint(SCRIPTS / script, PACKAGE)
 
 
 def training_recipe(training, seed):

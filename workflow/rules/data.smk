@@ -5,12 +5,11 @@ DATASET = config["dataset"]
 if DATASET["name"] == "synthetic":
 
     rule synthetic_dataset:
-        input:
-            code=package_code("data"),
         output:
             images=result("data/images.npz"),
         params:
             synthetic=DATASET["synthetic"],
+            code=code("make_synthetic.py"),
         conda:
             "../../envs/bagmar.yaml"
         log:
@@ -29,14 +28,13 @@ else:
     rule cifar_dataset:
         name:
             f"{DATASET['name']}_dataset"
-        input:
-            code=package_code("cifar"),
         output:
             images=result("data/images.npz"),
             provenance=result("data/provenance.json"),
         params:
             name=DATASET["name"],
             unofficial_copy=DATASET.get("unofficial_copy"),
+            code=code("prepare_cifar.py"),
         conda:
             "../../envs/bagmar.yaml"
         log:
@@ -50,7 +48,6 @@ else:
 rule split:
     input:
         images=result("data/images.npz"),
-        code=package_code("data"),
     output:
         indices=result("splits/imba{imbalance}/indices.npy"),
         counts=result("splits/imba{imbalance}/class_counts.json"),  # the seed's cls_freq: a JSON list of counts
@@ -58,6 +55,7 @@ rule split:
         imbalance_factor=lambda w: float(w.imbalance),
         seed=config["split_seed"],
         dataset=DATASET["name"],  # real data sets are checked against the SPEC totals at run time
+        code=code("split.py"),
     conda:
         "../../envs/bagmar.yaml"
     log:

@@ -5,13 +5,13 @@ rule evaluate:
     input:
         logits=lambda w: training_dir(config["variants"][w.variant]["training"]) + "/test_logits.npz",
         counts=result("splits/imba{imbalance}/class_counts.json"),
-        code=package_code("evaluate"),
     output:
         sweep=result("eval/{variant}/imba{imbalance}/seed{seed}/tau_sweep.csv"),
         per_class=result("eval/{variant}/imba{imbalance}/seed{seed}/per_class.csv"),
     params:
         taus=variant_taus,
         evaluation=lambda w: config["variants"][w.variant]["evaluation"],
+        code=code("evaluate.py"),
     conda:
         "../../envs/bagmar.yaml"
     log:

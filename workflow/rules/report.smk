@@ -9,7 +9,6 @@ rule aggregate:
             imbalance=IMBALANCE_FACTORS,
             seed=SEEDS,
         ),
-        code=package_code("tables"),
     output:
         evaluations=result("tables/evaluations.csv"),
         summary=result("tables/summary.csv"),
@@ -28,6 +27,7 @@ rule aggregate:
     params:
         headline_variant=config["report"]["headline_variant"],
         paper=config["report"].get("paper"),
+        code=code("aggregate.py"),
     conda:
         "../../envs/bagmar.yaml"
     log:
@@ -45,7 +45,6 @@ rule render:
         # where real data came from: the tables say so when its official md5 check was skipped
         provenance=[] if config["dataset"]["name"] == "synthetic" else result("data/provenance.json"),
         template=str(TEMPLATES / "results.md.j2"),
-        code=package_code("render"),
     output:
         markdown=result("tables/results.md"),
         readme_section=[result("tables/readme_section.md")] if config["report"]["readme"] else [],
@@ -56,6 +55,7 @@ rule render:
         variants=list(config["variants"]),
         links=headline_links(),
         readme=config["report"]["readme"],
+        code=code("render.py"),
     conda:
         "../../envs/bagmar.yaml"
     log:
@@ -71,12 +71,12 @@ rule render:
 rule readme:
     input:
         section=result("tables/readme_section.md"),
-        code=package_code("render"),
     output:
         status=result("tables/readme_status.txt"),
     params:
         readme=config["report"]["readme"],
         run_name=config["run_name"],
+        code=code("readme.py"),
     conda:
         "../../envs/bagmar.yaml"
     log:
@@ -108,7 +108,6 @@ rule plots:
             imbalance=IMBALANCE_FACTORS,
             seed=SEEDS,
         ),
-        code=package_code("plots"),
     output:
         tau_sweep=report(result("plots/tau_sweep.png"), caption="../report/tau_sweep.rst", category="Figures"),
         per_class=report(result("plots/per_class.png"), caption="../report/per_class.rst", category="Figures"),
@@ -116,6 +115,7 @@ rule plots:
         theta=report(result("plots/theta.png"), caption="../report/theta.rst", category="Figures"),
     params:
         paper=config["report"].get("paper"),
+        code=code("plots.py"),
     conda:
         "../../envs/bagmar.yaml"
     log:

@@ -9,12 +9,12 @@ rule:
     input:
         images=result("data/images.npz"),
         indices=result("splits/imba{imbalance}/indices.npy"),
-        code=package_code("train"),
     output:
         training_outputs(),
     params:
         members=group_members,
         checkpoints=checkpoint_dir,
+        code=code("train.py"),
     threads: config["threads"]["train"]
     resources:
         gpu=1,

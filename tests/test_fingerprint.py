@@ -1,0 +1,101 @@
+"""bagmar.fingerprint: what a workflow job's rerun trigger sees of its code (README "Configuration and reruns")."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bagmar.fingerprint import code_fingerprint
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture
+def project(tmp_path):
+    shutil.copytree(ROOT / "src" / "bagmar", tmp_path / "bagmar")
+    shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
+    return tmp_path
+
+
+def fingerprints(project):
+    return {s.name: code_fingerprint(s, project / "bagmar") for s in sorted((project / "scripts").glob("*.py"))}
+
+
+def edit(path, old, new):
+    text = path.read_text()
+    assert text.count(old) == 1, old
+    path.write_text(text.replace(old, new))
+
+
+def changed(before, after):
+    return {script: sorted(k for k in after[script] if before[script].get(k) != after[script][k])
+            for script in before if before[script] != after[script]}
+
+
+def test_each_script_reaches_the_modules_it_runs(project):
+    fp = fingerprints(project)
+    assert set(fp["train.py"]) == {"train.py", "bagmar.augment", "bagmar.checkpoint", "bagmar.data", "bagmar.io",
+                                   "bagmar.loss", "bagmar.model", "bagmar.train"}
+    assert set(fp["split.py"]) == {"split.py", "bagmar.data", "bagmar.io"}
+    assert "bagmar.loss" not in fp["evaluate.py"] and "bagmar.train" not in fp["plots.py"]
+
+
+def test_comments_docstrings_and_layout_change_nothing(project):
+    before = fingerprints(project)
+    for path in [*(project / "bagmar").glob("*.py"), *(project / "scripts").glob("*.py")]:
+        path.write_text("# a comment\n" + path.read_text().replace("\n\n\n", "\n\n\n\n") + "\n# another\n")
+    edit(project / "bagmar" / "loss.py", "SPEC §4's bookkeeping", "SPEC §4's bookkeeping (edited)")
+    edit(project / "bagmar" / "loss.py", '"""z\' of SPEC §4', '"""The adjusted logits z\' of SPEC §4')
+    assert fingerprints(project) == before
+
+
+def test_a_change_reaches_exactly_the_scripts_that_can_run_it(project):
+    before = fingerprints(project)
+    edit(project / "bagmar" / "loss.py", "torch.log(stats.theta + EPS)", "torch.log(stats.theta + 2 * EPS)")
+    assert changed(before, fingerprints(project)) == {"train.py": ["bagmar.loss"]}
+
+    before = fingerprints(project)
+    edit(project / "bagmar" / "evaluate.py", "FEW_SHOT_BELOW = 20", "FEW_SHOT_BELOW = 25")
+    # the scripts that evaluate, and aggregate (whose tables module imports evaluate): not train, not split
+    assert changed(before, fingerprints(project)) == {"evaluate.py": ["bagmar.evaluate"]}
+
+    before = fingerprints(project)
+    edit(project / "bagmar" / "data.py", "rng = np.random.default_rng(seed)\n    grid = 4",
+         "rng = np.random.default_rng(seed)\n    grid = 5")  # make_synthetic: only the synthetic data job runs it
+    assert changed(before, fingerprints(project)) == {"make_synthetic.py": ["bagmar.data"]}
+
+    before = fingerprints(project)
+    edit(project / "bagmar" / "io.py", "@contextlib.contextmanager\ndef atomic_write(",
+         "def _unused():\n    return 1\n\n\n@contextlib.contextmanager\ndef atomic_write(")
+    assert changed(before, fingerprints(project)) == {}  # a new function no job calls
+
+    before = fingerprints(project)
+    edit(project / "scripts" / "plots.py", "dpi=110", "dpi=120")
+    assert changed(before, fingerprints(project)) == {"plots.py": ["plots.py"]}
+
+
+def test_code_reached_through_a_module_attribute_is_followed(tmp_path):
+    package = tmp_path / "bagmar"
+    package.mkdir()
+    (package / "__init__.py").write_text('"""doc"""\n')
+    (package / "a.py").write_text("from . import b\n\ndef f():\n    return b.g()\n")
+    (package / "b.py").write_text("K = 2\n\ndef g():\n    return K\n\ndef h():\n    return 0\n")
+    script = tmp_path / "s.py"
+    script.write_text("from bagmar.a import f\nprint(f())\n")
+    before = code_fingerprint(script, package)
+    assert set(before) == {"s.py", "bagmar.a", "bagmar.b"}
+    (package / "b.py").write_text("K = 2\n\ndef g():\n    return K\n\ndef h():\n    return 1\n")
+    assert code_fingerprint(script, package) == before  # h is not reachable
+    (package / "b.py").write_text("K = 3\n\ndef g():\n    return K\n\ndef h():\n    return 1\n")
+    after = code_fingerprint(script, package)
+    assert {k for k in after if after[k] != before[k]} == {"bagmar.b"}
+
+
+def test_every_scripted_rule_fingerprints_its_own_script():
+    import re
+
+    for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
+        for block in re.split(r"\n\s*rule\b", smk.read_text())[1:]:
+            script = re.search(r"script:\s*\"([^\"]+)\"", block)
+            if script:
+                assert re.findall(r"code=code\(\"([^\"]+)\"\)", block) == [Path(script.group(1)).name], (smk, block[:80])

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import subprocess
 import sys
 import threading
@@ -173,7 +174,9 @@ def run(seed: dict, name: str, cores: str, dry_run: bool) -> int:
     echo = LogEcho(results / "logs", since=time.time() - 1)
     echo.start()
     try:
-        code = subprocess.call(command, cwd=ROOT)
+        # the workflow runs only with this checkout's package (workflow/rules/common.smk), as this process imports it
+        package = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
+        code = subprocess.call(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": package})
     finally:
         echo.stop()
     if code == 0 and not dry_run:

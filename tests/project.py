@@ -1,5 +1,6 @@
 """Helpers for tests that run the workflow in a throw-away copy of the project."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -24,9 +25,20 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
+def package_path(workdir: Path) -> dict[str, str]:
+    """PYTHONPATH for running the workflow in a copy: its jobs import the copy's package (the workflow refuses
+    to run with any other), as `pip install -e .` in that copy would make them."""
+    return {"PYTHONPATH": str(Path(workdir).resolve() / "src")}
+
+
+def env(workdir: Path, **extra: str) -> dict[str, str]:
+    """This process's environment, with the copy's package path and `extra` variables."""
+    return {**os.environ, **package_path(workdir), **extra}
+
+
 def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=workdir,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env(workdir))
 
 
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:

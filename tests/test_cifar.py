@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 import bagmar.cifar as cifar
-from project import copy_project
+from project import copy_project, env
 from bagmar.cifar import CIFAR10, CIFAR100, DataError, load_cifar
 from bagmar.data import REAL_DATASETS, SPEC_TOTALS, check_spec_counts, long_tailed_counts
 
@@ -425,7 +425,7 @@ def workflow_on(tmp_path: Path, dataset: dict, *args: str) -> tuple[Path, subpro
     config["report"]["readme"] = None
     (workdir / "config" / "test.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/test.yaml", *args],
-                         cwd=workdir, capture_output=True, text=True, timeout=300)
+                         cwd=workdir, capture_output=True, text=True, timeout=300, env=env(workdir))
     return workdir / "results" / "cifar_test", run
 
 

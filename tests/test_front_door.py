@@ -1,12 +1,11 @@
 """What a newcomer meets first: errors that say what to do (without tracebacks), a run of one's own that keeps
 its tables whatever the README holds, and a checkout that the documented commands leave clean."""
 
-import os
 import subprocess
 import sys
 
 import pytest
-from project import copy_project, edit_config, snakemake
+from project import copy_project, edit_config, env, snakemake
 
 NO_NETWORK = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "",
               "NO_PROXY": ""}  # a closed local port: a download fails at once, network or not
@@ -19,7 +18,7 @@ def terminal(run: subprocess.CompletedProcess) -> str:
 def test_the_paper_run_without_data_says_what_to_do_once_and_no_traceback(tmp_path):
     workdir = copy_project(tmp_path)
     run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2"], cwd=workdir, capture_output=True,
-                         text=True, timeout=300, env={**os.environ, **NO_NETWORK})
+                         text=True, timeout=300, env=env(workdir, **NO_NETWORK))
     output = terminal(run)
     assert run.returncode != 0
     message = "Error: could not download CIFAR-100 from https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"

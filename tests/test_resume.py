@@ -129,7 +129,7 @@ def test_killing_the_whole_workflow_and_rerunning_gives_the_same_table(tmp_path)
 
     import yaml
 
-    from project import copy_project, snakemake
+    from project import copy_project, env, snakemake
 
     def tiny_project(name):
         workdir = copy_project(tmp_path / name)
@@ -146,7 +146,7 @@ def test_killing_the_whole_workflow_and_rerunning_gives_the_same_table(tmp_path)
     workdir = tiny_project("killed")
     command = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/demo.yaml"]
     process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+                               start_new_session=True, env=env(workdir))
     results = workdir / "results" / "demo"
     def recorded(path):
         """Snakemake has recorded this output as complete: metadata written, no incomplete marker left."""

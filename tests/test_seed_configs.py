@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from project import copy_project, job_counts
+from project import copy_project, env, job_counts
 from snakemake.utils import validate
 
 ROOT = Path(__file__).parents[1]
@@ -195,7 +195,8 @@ def test_the_workflow_reuses_what_a_seed_command_made(seed_run):
     config = main.override(PAPER, [*DEMO, "report.readme", "null"])
     (workdir / "config" / "seed_demo.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     run = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "2", "--configfile",
-                          "config/seed_demo.yaml"], cwd=workdir, capture_output=True, text=True, timeout=120)
+                          "config/seed_demo.yaml"], cwd=workdir, capture_output=True, text=True, timeout=120,
+                         env=env(workdir))
     jobs = job_counts(run.stdout + run.stderr)
     assert "synthetic_dataset" not in jobs
     assert (jobs["split"], jobs["train"], jobs["evaluate"]) == (3, 11, 15)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from project import copy_project, edit_config, job_counts
+from project import copy_project, edit_config, env, job_counts, package_path
 from slurm.cluster import ACCOUNT, DEBIAN_PACKAGES, PARTITION, SlurmCluster, missing_binaries
 
 MISSING = missing_binaries()
@@ -97,9 +97,9 @@ def demo(cluster, tmp_path_factory):
     local_log = local.parent / "snakemake.log"
     with open(local_log, "w") as log:  # the README's demo command (tests/project.py's snakemake())
         local_run = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", *DEMO], cwd=local,
-                                     stdout=log, stderr=subprocess.STDOUT)
+                                     stdout=log, stderr=subprocess.STDOUT, env=env(local))
     try:
-        run = subprocess.run(slurm_command(*DEMO), cwd=workdir, env=cluster.env, capture_output=True, text=True,
+        run = subprocess.run(slurm_command(*DEMO), cwd=workdir, env=cluster.env | package_path(workdir), capture_output=True, text=True,
                              timeout=900)
         local_run.wait(timeout=900)
     finally:
@@ -115,7 +115,7 @@ def demo(cluster, tmp_path_factory):
 def planned_resources(workdir: Path, *args: str) -> dict[str, dict[str, str]]:
     """Rule -> the resources of its jobs in a dry run (all jobs of a rule alike)."""
     run = subprocess.run([sys.executable, "-m", "snakemake", "-n", *args], cwd=workdir, capture_output=True,
-                         text=True, timeout=300)
+                         text=True, timeout=300, env=env(workdir))
     assert run.returncode == 0, run.stdout + run.stderr
     resources = {}
     for rule, line in re.findall(r"\nrule (\w+):\n(?:    .*\n)*?    resources: (.*)", run.stdout):
@@ -186,7 +186,7 @@ def test_a_training_cancelled_with_scancel_resumes_and_ends_as_if_uninterrupted(
     shutil.rmtree(workdir / "results" / "slurm_logs")
     epochs = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())["recipe"]["epochs"]
     target = f"results/demo/{TRAINING}/model.pt"
-    process = subprocess.Popen(slurm_command(target, "--force", *DEMO), cwd=workdir, env=cluster.env, text=True,
+    process = subprocess.Popen(slurm_command(target, "--force", *DEMO), cwd=workdir, env=cluster.env | package_path(workdir), text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         while not list(checkpoints.glob("epoch*.pt")):  # epoch 1 done (epoch0001.pt), the rest to come

@@ -1,4 +1,5 @@
 # Config validation, path helpers and code fingerprints shared by all stages.
+import importlib.util
 import math
 import os
 import sys
@@ -43,15 +44,26 @@ PACKAGE_SRC = Path(os.path.relpath(Path(workflow.basedir) / "src"))
 PACKAGE = PACKAGE_SRC / "bagmar"
 TEMPLATES = Path(os.path.relpath(Path(workflow.basedir) / "templates"))
 SCRIPTS = Path(workflow.basedir) / "scripts"
-# Jobs import the package from this checkout, the same files the rules list as inputs below,
-# whatever else is installed.
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_SRC.resolve()), os.environ.get("PYTHONPATH")]))
 
-sys.path.insert(0, str(PACKAGE_SRC.resolve()))
+
+def _check_package():
+    """The workflow and its jobs (same Python, same environment) must import bagmar from this checkout's src/."""
+    found = importlib.util.find_spec("bagmar")
+    where = Path(found.origin).resolve().parent if found and found.origin else None
+    if where != PACKAGE.resolve():
+        print(
+            f"Error: the bagmar package that Python finds is {where or 'none'}, not this checkout's "
+            f"{PACKAGE.resolve()}; install this checkout (pip install -e .) or run with "
+            f"PYTHONPATH={PACKAGE_SRC.resolve()}",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+
+
+_check_package()
 from bagmar.data import REAL_DATASETS, long_tailed_counts  # noqa: E402
 from bagmar.evaluate import tau_grid  # noqa: E402
 from bagmar.fingerprint import code_fingerprint  # noqa: E402
-
 
 RESULTS = f"results/{config['run_name']}"
 IMBALANCE_FACTORS = [f"{float(x):g}" for x in config["imbalance_factors"]]
@@ -71,17 +83,27 @@ def result(*parts):
     return "/".join([RESULTS, *parts])
 
 
-def training_dir(training="{training}", imbalance="{imbalance}", seed="{seed}"):
-    return result("train", training, f"imba{imbalance}", f"seed{seed}")
+def training_file(kind, training="{training}", imbalance="{imbalance}", seed="{seed}"):
+    """One of a training's files (TRAINING_FILES: model, logits, metrics, statistics), wherever it was trained."""
+    return result(
+        "train", training, f"imba{imbalance}", f"seed{seed}", TRAINING_FILES[kind]
+    )
 
 
 FUSION = config["fusion"]
-TRAINING_FILES = {"model": "model.pt", "logits": "test_logits.npz", "metrics": "metrics.csv", "statistics": "statistics.npz"}
+TRAINING_FILES = {
+    "model": "model.pt",
+    "logits": "test_logits.npz",
+    "metrics": "metrics.csv",
+    "statistics": "statistics.npz",
+}
 
 
 def fused_group(imbalance="{imbalance}", seed="{seed}"):
     """The name of the fused job that trains (training, imbalance, seed): one per IF, or per IF and seed."""
-    return f"imba{imbalance}" + ("" if FUSION == "trainings_and_seeds" else f"_seed{seed}")
+    return f"imba{imbalance}" + (
+        "" if FUSION == "trainings_and_seeds" else f"_seed{seed}"
+    )
 
 
 def train_job(training="{training}", imbalance="{imbalance}", seed="{seed}"):
@@ -101,7 +123,11 @@ def headline_links():
     training = config["variants"][config["report"]["headline_variant"]]["training"]
     return {
         float(f): [
-            {"seed": s, "log": train_log(training, f, s), "model": training_dir(training, f, s) + "/model.pt"}
+            {
+                "seed": s,
+                "log": train_log(training, f, s),
+                "model": training_file("model", training, f, s),
+            }
             for s in SEEDS
         ]
         for f in IMBALANCE_FACTORS
@@ -111,8 +137,17 @@ def headline_links():
 def checkpoint_dir(wildcards):
     """Per-epoch checkpoints: not a declared output, so a failed or killed job keeps them."""
     if FUSION != "none":
-        return result("checkpoints", "fused", fused_group(wildcards.imbalance, wildcards.get("seed")))
-    return result("checkpoints", wildcards.training, f"imba{wildcards.imbalance}", f"seed{wildcards.seed}")
+        return result(
+            "checkpoints",
+            "fused",
+            fused_group(wildcards.imbalance, wildcards.get("seed")),
+        )
+    return result(
+        "checkpoints",
+        wildcards.training,
+        f"imba{wildcards.imbalance}",
+        f"seed{wildcards.seed}",
+    )
 
 
 def code(script):
@@ -141,7 +176,11 @@ def trained_together(training="{training}", seed="{seed}"):
 
 def training_outputs():
     """A training job's outputs: each of its models' files, where a single training writes them."""
-    return [f"{training_dir(t, '{imbalance}', s)}/{name}" for t, s in trained_together() for name in TRAINING_FILES.values()]
+    return [
+        training_file(kind, t, "{imbalance}", s)
+        for t, s in trained_together()
+        for kind in TRAINING_FILES
+    ]
 
 
 def group_members(wildcards):
@@ -153,15 +192,22 @@ def group_members(wildcards):
         {
             "name": f"{training} IF {wildcards.imbalance} seed {seed}",
             "recipe": training_recipe(training, seed),
-            "outputs": {k: f"{training_dir(training, wildcards.imbalance, seed)}/{name}" for k, name in TRAINING_FILES.items()},
+            "outputs": {
+                kind: training_file(kind, training, wildcards.imbalance, seed)
+                for kind in TRAINING_FILES
+            },
         }
-        for training, seed in trained_together(wildcards.get("training"), wildcards.get("seed"))
+        for training, seed in trained_together(
+            wildcards.get("training"), wildcards.get("seed")
+        )
     ]
 
 
 def variant_taus(wildcards):
     """PN variants sweep the tau grid; plain evaluation is tau = 0 alone."""
-    return TAUS if config["variants"][wildcards.variant]["evaluation"] == "pn" else [0.0]
+    return (
+        TAUS if config["variants"][wildcards.variant]["evaluation"] == "pn" else [0.0]
+    )
 
 
 def _check_config():
@@ -180,19 +226,34 @@ def _check_config():
         )
     grid = config["tau_grid"]
     if grid["stop"] < grid["start"]:
-        problems.append(f"tau_grid.stop ({grid['stop']}) is below tau_grid.start ({grid['start']})")
-    elif any(v["evaluation"] == "pn" for v in config["variants"].values()) and 1.0 not in TAUS:
-        problems.append(f"tau_grid {grid} must contain tau = 1.0, PN's headline column; it gives {TAUS}")
+        problems.append(
+            f"tau_grid.stop ({grid['stop']}) is below tau_grid.start ({grid['start']})"
+        )
+    elif (
+        any(v["evaluation"] == "pn" for v in config["variants"].values())
+        and 1.0 not in TAUS
+    ):
+        problems.append(
+            f"tau_grid {grid} must contain tau = 1.0, PN's headline column; it gives {TAUS}"
+        )
     for name, training in config["trainings"].items():
         for key, value in training.items():
             if not math.isfinite(value):
-                problems.append(f"trainings.{name}.{key} = {value} is not a finite number")
+                problems.append(
+                    f"trainings.{name}.{key} = {value} is not a finite number"
+                )
     dataset = config["dataset"]
     if dataset["name"] == "synthetic":
-        classes, per_class = dataset["synthetic"]["num_classes"], dataset["synthetic"]["train_per_class"]
+        classes, per_class = (
+            dataset["synthetic"]["num_classes"],
+            dataset["synthetic"]["train_per_class"],
+        )
     else:
         classes, per_class = REAL_DATASETS[dataset["name"]]
-    smallest = min(sum(long_tailed_counts(classes, per_class, f)) for f in config["imbalance_factors"])
+    smallest = min(
+        sum(long_tailed_counts(classes, per_class, f))
+        for f in config["imbalance_factors"]
+    )
     if config["recipe"]["batch_size"] > smallest:
         problems.append(
             f"recipe.batch_size ({config['recipe']['batch_size']}) is larger than the smallest long-tailed split "

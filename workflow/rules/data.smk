@@ -7,15 +7,15 @@ if DATASET["name"] == "synthetic":
     rule synthetic_dataset:
         output:
             images=result("data/images.npz"),
-        params:
-            synthetic=DATASET["synthetic"],
-            code=code("make_synthetic.py"),
-        conda:
-            "../../envs/bagmar.yaml"
         log:
             result("logs/synthetic_dataset.log"),
         benchmark:
             result("benchmarks/synthetic_dataset.tsv")
+        conda:
+            "../../envs/bagmar.yaml"
+        params:
+            synthetic=DATASET["synthetic"],
+            code=code("make_synthetic.py"),
         script:
             "../../scripts/make_synthetic.py"
 
@@ -31,16 +31,16 @@ else:
         output:
             images=result("data/images.npz"),
             provenance=result("data/provenance.json"),
-        params:
-            name=DATASET["name"],
-            unofficial_copy=DATASET.get("unofficial_copy"),
-            code=code("prepare_cifar.py"),
-        conda:
-            "../../envs/bagmar.yaml"
         log:
             result(f"logs/{DATASET['name']}_dataset.log"),
         benchmark:
             result(f"benchmarks/{DATASET['name']}_dataset.tsv")
+        conda:
+            "../../envs/bagmar.yaml"
+        params:
+            name=DATASET["name"],
+            unofficial_copy=DATASET.get("unofficial_copy"),
+            code=code("prepare_cifar.py"),
         script:
             "../../scripts/prepare_cifar.py"
 
@@ -51,16 +51,16 @@ rule split:
     output:
         indices=result("splits/imba{imbalance}/indices.npy"),
         counts=result("splits/imba{imbalance}/class_counts.json"),  # the seed's cls_freq: a JSON list of counts
+    log:
+        result("logs/split/imba{imbalance}.log"),
+    benchmark:
+        result("benchmarks/split/imba{imbalance}.tsv")
+    conda:
+        "../../envs/bagmar.yaml"
     params:
         imbalance_factor=lambda w: float(w.imbalance),
         seed=config["split_seed"],
         dataset=DATASET["name"],  # real data sets are checked against the SPEC totals at run time
         code=code("split.py"),
-    conda:
-        "../../envs/bagmar.yaml"
-    log:
-        result("logs/split/imba{imbalance}.log"),
-    benchmark:
-        result("benchmarks/split/imba{imbalance}.tsv")
     script:
         "../../scripts/split.py"

@@ -24,16 +24,16 @@ rule aggregate:
             category="Tables",
             labels={"table": "paper format"},
         ),
-    params:
-        headline_variant=config["report"]["headline_variant"],
-        paper=config["report"].get("paper"),
-        code=code("aggregate.py"),
-    conda:
-        "../../envs/bagmar.yaml"
     log:
         result("logs/aggregate.log"),
     benchmark:
         result("benchmarks/aggregate.tsv")
+    conda:
+        "../../envs/bagmar.yaml"
+    params:
+        headline_variant=config["report"]["headline_variant"],
+        paper=config["report"].get("paper"),
+        code=code("aggregate.py"),
     script:
         "../../scripts/aggregate.py"
 
@@ -43,11 +43,23 @@ rule render:
         table=result("tables/results.csv"),
         comparison=result("tables/paper_table.csv"),
         # where real data came from: the tables say so when its official md5 check was skipped
-        provenance=[] if config["dataset"]["name"] == "synthetic" else result("data/provenance.json"),
+        provenance=(
+            []
+            if config["dataset"]["name"] == "synthetic"
+            else result("data/provenance.json")
+        ),
         template=str(TEMPLATES / "results.md.j2"),
     output:
         markdown=result("tables/results.md"),
-        readme_section=[result("tables/readme_section.md")] if config["report"]["readme"] else [],
+        readme_section=(
+            [result("tables/readme_section.md")] if config["report"]["readme"] else []
+        ),
+    log:
+        result("logs/render.log"),
+    benchmark:
+        result("benchmarks/render.tsv")
+    conda:
+        "../../envs/bagmar.yaml"
     params:
         run_name=config["run_name"],
         dataset=config["dataset"]["name"],
@@ -56,12 +68,6 @@ rule render:
         links=headline_links(),
         readme=config["report"]["readme"],
         code=code("render.py"),
-    conda:
-        "../../envs/bagmar.yaml"
-    log:
-        result("logs/render.log"),
-    benchmark:
-        result("benchmarks/render.tsv")
     script:
         "../../scripts/render.py"
 
@@ -73,16 +79,16 @@ rule readme:
         section=result("tables/readme_section.md"),
     output:
         status=result("tables/readme_status.txt"),
-    params:
-        readme=config["report"]["readme"],
-        run_name=config["run_name"],
-        code=code("readme.py"),
-    conda:
-        "../../envs/bagmar.yaml"
     log:
         result("logs/readme.log"),
     benchmark:
         result("benchmarks/readme.tsv")
+    conda:
+        "../../envs/bagmar.yaml"
+    params:
+        readme=config["report"]["readme"],
+        run_name=config["run_name"],
+        code=code("readme.py"),
     script:
         "../../scripts/readme.py"
 
@@ -97,30 +103,46 @@ rule plots:
             seed=SEEDS,
         ),
         metrics=expand(
-            training_dir("{training}", "{imbalance}", "{seed}") + "/metrics.csv",
+            training_file("metrics"),
             training=config["trainings"],
             imbalance=IMBALANCE_FACTORS,
             seed=SEEDS,
         ),
         statistics=expand(
-            training_dir("{training}", "{imbalance}", "{seed}") + "/statistics.npz",
+            training_file("statistics"),
             training=config["trainings"],
             imbalance=IMBALANCE_FACTORS,
             seed=SEEDS,
         ),
     output:
-        tau_sweep=report(result("plots/tau_sweep.png"), caption="../report/tau_sweep.rst", category="Figures"),
-        per_class=report(result("plots/per_class.png"), caption="../report/per_class.rst", category="Figures"),
-        curves=report(result("plots/training_curves.png"), caption="../report/training_curves.rst", category="Figures"),
-        theta=report(result("plots/theta.png"), caption="../report/theta.rst", category="Figures"),
-    params:
-        paper=config["report"].get("paper"),
-        code=code("plots.py"),
-    conda:
-        "../../envs/bagmar.yaml"
+        tau_sweep=report(
+            result("plots/tau_sweep.png"),
+            caption="../report/tau_sweep.rst",
+            category="Figures",
+        ),
+        per_class=report(
+            result("plots/per_class.png"),
+            caption="../report/per_class.rst",
+            category="Figures",
+        ),
+        curves=report(
+            result("plots/training_curves.png"),
+            caption="../report/training_curves.rst",
+            category="Figures",
+        ),
+        theta=report(
+            result("plots/theta.png"),
+            caption="../report/theta.rst",
+            category="Figures",
+        ),
     log:
         result("logs/plots.log"),
     benchmark:
         result("benchmarks/plots.tsv")
+    conda:
+        "../../envs/bagmar.yaml"
+    params:
+        paper=config["report"].get("paper"),
+        code=code("plots.py"),
     script:
         "../../scripts/plots.py"

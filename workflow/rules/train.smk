@@ -11,18 +11,18 @@ rule:
         indices=result("splits/imba{imbalance}/indices.npy"),
     output:
         training_outputs(),
-    params:
-        members=group_members,
-        checkpoints=checkpoint_dir,
-        code=code("train.py"),
-    threads: config["threads"]["train"]
-    resources:
-        gpu=1,
-    conda:
-        "../../envs/bagmar.yaml"
     log:
         train_log(),
     benchmark:
         result(f"benchmarks/train/{train_job()}.tsv")
+    conda:
+        "../../envs/bagmar.yaml"
+    threads: config["threads"]["train"]
+    resources:
+        gpu=1,
+    params:
+        members=group_members,
+        checkpoints=checkpoint_dir,
+        code=code("train.py"),
     script:
         "../../scripts/train.py"

@@ -1,7 +1,14 @@
-"""The method works end to end on the synthetic long-tailed set (CPU, ~20 s).
+"""The method works end to end on the synthetic long-tailed set (CPU, about a minute).
 
-A broken loss, statistics update, PN or augmentation would not meet these margins: with the
-class imbalance of IF 50, plain cross-entropy all but never predicts the few-shot classes.
+The setup (10 classes of 8x8 images, 500 to 10 training images per class at IF 50, ResNet-32 of width 8,
+30 epochs, seed 0) and the margins come from measured spreads, not from one machine's trajectory: over
+seeds 0-5 under ATEN_CPU_CAPABILITY=default, avx512 (this machine kind's native) and avx2 (10 runs so far;
+the measurement command and table are in benchmarks/RESULTS.md, "Learning tests"), the smallest effects
+seen were: BaGMar over CE +6.3 top-1 and +43 few-shot; PN over plain argmax of the CE model +7.7 top-1 and
++44.5 few-shot; CE's many-shot minus few-shot gap 55.5; CE top-1 at least 72. Each margin below is about
+half of that smallest effect, so it holds for any seed seen there and still fails for a broken method:
+without BaGMar's lambda1 term the BaGMar training is the CE training (lambda2 cancels in the softmax,
+tests/test_loss.py), and both BaGMar margins fail (tried once: see the closing note of issue 12).
 """
 
 import numpy as np
@@ -12,43 +19,49 @@ from bagmar.data import class_counts, long_tailed_indices, make_synthetic
 from bagmar.evaluate import tau_sweep
 from bagmar.train import Recipe, train
 
-NUM_CLASSES, IMAGE_SIZE, IMBALANCE = 10, 16, 50
+NUM_CLASSES, IMAGE_SIZE, IMBALANCE, SEED = 10, 8, 50, 0
+RECIPE = dict(epochs=30, width=8, padding=1, cutout_size=4, seed=SEED)
+
+
+def learning_run(lambda1: float, lambda2: float, seed: int = SEED):
+    """One training of the learning tests' setup; its plain (tau 0) and PN (tau 1) evaluation."""
+    images = make_synthetic(NUM_CLASSES, 500, 100, IMAGE_SIZE, seed=0, noise=0.4)
+    subset = long_tailed_indices(images.train_labels, NUM_CLASSES, IMBALANCE, seed=0)
+    counts = class_counts(images.train_labels[subset], NUM_CLASSES)
+    recipe = Recipe(**{**RECIPE, "seed": seed}, lambda1=lambda1, lambda2=lambda2)
+    result = train(images.train_images[subset], images.train_labels[subset], images.test_images,
+                   images.test_labels, NUM_CLASSES, recipe, progress=lambda line: None)
+    assert np.isfinite(result.test_logits).all()
+    return tau_sweep(result.test_logits, images.test_labels, counts, [0.0, 1.0]).set_index("tau")
 
 
 @pytest.fixture(scope="module")
 def sweeps():
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    images = make_synthetic(NUM_CLASSES, 500, 100, IMAGE_SIZE, seed=0, noise=0.4)
-    subset = long_tailed_indices(images.train_labels, NUM_CLASSES, IMBALANCE, seed=0)
-    counts = class_counts(images.train_labels[subset], NUM_CLASSES)
-    out = {}
-    for name, lambda1, lambda2 in [("ce", 0.0, 0.0), ("bagmar", 1.0, 1.0)]:
-        recipe = Recipe(epochs=15, width=4, padding=2, cutout_size=8, lambda1=lambda1, lambda2=lambda2, seed=0)
-        result = train(images.train_images[subset], images.train_labels[subset], images.test_images,
-                       images.test_labels, NUM_CLASSES, recipe, progress=lambda line: None)
-        assert np.isfinite(result.test_logits).all()
-        out[name] = tau_sweep(result.test_logits, images.test_labels, counts, [0.0, 1.0]).set_index("tau")
-    return out
+    try:
+        return {"ce": learning_run(0.0, 0.0), "bagmar": learning_run(1.0, 1.0)}
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_a_small_network_learns_the_synthetic_set(sweeps):
-    assert sweeps["ce"].loc[0.0, "top1"] > 40.0  # chance is 10 %
+    assert sweeps["ce"].loc[0.0, "top1"] > 50.0  # chance is 10 %
     assert sweeps["ce"].loc[0.0, "many"] > 90.0
 
 
 def test_imbalance_hurts_the_tail_under_cross_entropy(sweeps):
-    assert sweeps["ce"].loc[0.0, "few"] < 15.0
-    assert sweeps["ce"].loc[0.0, "many"] - sweeps["ce"].loc[0.0, "few"] > 70.0
+    assert sweeps["ce"].loc[0.0, "many"] - sweeps["ce"].loc[0.0, "few"] > 30.0
 
 
 def test_bagmar_beats_cross_entropy_on_few_shot_classes(sweeps):
-    assert sweeps["bagmar"].loc[0.0, "few"] > sweeps["ce"].loc[0.0, "few"] + 20.0
-    assert sweeps["bagmar"].loc[0.0, "top1"] > sweeps["ce"].loc[0.0, "top1"] + 5.0
+    assert sweeps["bagmar"].loc[0.0, "few"] > sweeps["ce"].loc[0.0, "few"] + 25.0
+    assert sweeps["bagmar"].loc[0.0, "top1"] > sweeps["ce"].loc[0.0, "top1"] + 3.0
 
 
 def test_pn_beats_plain_argmax_on_few_shot_classes_of_the_ce_model(sweeps):
-    assert sweeps["ce"].loc[1.0, "few"] > sweeps["ce"].loc[0.0, "few"] + 20.0
-    assert sweeps["ce"].loc[1.0, "top1"] > sweeps["ce"].loc[0.0, "top1"]
+    assert sweeps["ce"].loc[1.0, "few"] > sweeps["ce"].loc[0.0, "few"] + 25.0
+    assert sweeps["ce"].loc[1.0, "top1"] > sweeps["ce"].loc[0.0, "top1"] + 3.0
 
 
 def tiny_training(seed):

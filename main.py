@@ -34,6 +34,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's package, as the workflow's jobs import it
+from bagmar.layout import EVALUATION_FILES, Layout, imbalance_key  # noqa: E402
 HEADER = """\
 # {title}, imbalance factor {imbalance:g}: the seed's {path} ({variant}).
 #   python main.py --cfg {path}
@@ -84,9 +85,10 @@ def workflow_config(seed: dict) -> dict:
 
 
 def evaluation_files(seed: dict) -> list[str]:
-    """The outputs of this experiment's evaluation per seed, as workflow/rules/common.smk's result() names them."""
-    base = f"results/{seed['run_name']}/eval/{seed['variant']}/imba{float(seed['imbalance_factor']):g}"
-    return [f"{base}/seed{s}/{name}" for s in seed["seeds"] for name in ("tau_sweep.csv", "per_class.csv")]
+    """The outputs of this experiment's evaluation per seed, where the workflow writes them (bagmar.layout)."""
+    layout = Layout(workflow_config(seed))
+    return [layout.evaluation_file(kind, seed["variant"], imbalance_key(seed["imbalance_factor"]), s)
+            for s in seed["seeds"] for kind in EVALUATION_FILES]
 
 
 def override(config: dict, pairs: list[str]) -> dict:
@@ -161,8 +163,8 @@ class LogEcho(threading.Thread):
 
 def run(seed: dict, name: str, cores: str, dry_run: bool) -> int:
     config = workflow_config(seed)
-    results = ROOT / "results" / seed["run_name"]
-    configfile = results / "seed_configs" / f"{name}.yaml"  # the exact workflow configuration of this run
+    layout = Layout(config)
+    configfile = ROOT / layout.path("seed_configs", f"{name}.yaml")  # the exact workflow configuration of this run
     configfile.parent.mkdir(parents=True, exist_ok=True)
     configfile.write_text(yaml.safe_dump(config, sort_keys=False))
     targets = evaluation_files(seed)
@@ -171,7 +173,7 @@ def run(seed: dict, name: str, cores: str, dry_run: bool) -> int:
     print(f"{name}: {seed['variant']} ({seed['evaluation']} evaluation, training {seed['training']['name']}) on "
           f"{seed['dataset']['name']} at imbalance factor {seed['imbalance_factor']:g}", flush=True)
     print("$ python " + " ".join(command[1:]), flush=True)
-    echo = LogEcho(results / "logs", since=time.time() - 1)
+    echo = LogEcho(ROOT / layout.path("logs"), since=time.time() - 1)
     echo.start()
     try:
         # the workflow runs only with this checkout's package (workflow/rules/common.smk), as this process imports it

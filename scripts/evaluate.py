@@ -11,11 +11,10 @@ with log_to(snakemake.log[0]):
         logits = dict(f)
     with open(snakemake.input.counts) as f:
         counts = np.asarray(json.load(f))
-    w, evaluation = snakemake.wildcards, snakemake.params.evaluation
+    evaluation = snakemake.params.evaluation
     sweep = evaluate_training(logits, logits["labels"], counts, snakemake.params.taus, evaluation)
-    for column, value in [("evaluation", evaluation), ("seed", int(w.seed)),
-                          ("imbalance_factor", float(w.imbalance)), ("variant", w.variant)]:
-        sweep.insert(0, column, value)
+    for column, value in [("evaluation", evaluation), *reversed(snakemake.params.keys.items())]:
+        sweep.insert(0, column, value)  # columns: variant, imbalance_factor, seed, evaluation, ...
     with atomic_write(snakemake.output.sweep) as f:
         sweep.to_csv(f, index=False)
     with atomic_write(snakemake.output.per_class) as f:

@@ -19,5 +19,6 @@ with log_to(snakemake.log[0]):
     results = train_group(images.train_images[indices], images.train_labels[indices], images.test_images,
                           images.test_labels, images.num_classes, recipes, device=device,
                           checkpoint_dir=snakemake.params.checkpoints, names=[m["name"] for m in members])
-    for member, result in zip(members, results):
-        result.save(**member["outputs"], test_labels=images.test_labels)
+    for member, result in zip(members, results):  # each member's files: the outputs Snakemake names for it
+        files = {kind: getattr(snakemake.output, name) for kind, name in member["outputs"].items()}
+        result.save(**files, test_labels=images.test_labels)

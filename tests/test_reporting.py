@@ -4,6 +4,7 @@ import json
 import re
 import runpy
 import struct
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -99,7 +100,14 @@ def test_the_demo_figures_are_readable(two_seeds, tmp_path):
               "metrics": sorted(map(str, results.glob("train/*/imba*/seed*/metrics.csv"))),
               "statistics": sorted(map(str, results.glob("train/*/imba*/seed*/statistics.npz")))}
     names = ("tau_sweep", "per_class", "curves", "theta")
-    job = SimpleNamespace(input=SimpleNamespace(**inputs), params=SimpleNamespace(paper=None),
+    def keys(paths, name):  # the keys the workflow hands the script beside each file
+        return [{name: Path(p).parts[-4], "imbalance_factor": float(Path(p).parts[-3].removeprefix("imba")),
+                 "seed": int(Path(p).parts[-2].removeprefix("seed"))} for p in paths]
+
+    params = SimpleNamespace(paper=None, per_class_keys=keys(inputs["per_class"], "variant"),
+                             metrics_keys=keys(inputs["metrics"], "training"),
+                             statistics_keys=keys(inputs["statistics"], "training"))
+    job = SimpleNamespace(input=SimpleNamespace(**inputs), params=params,
                           output=SimpleNamespace(**{name: str(tmp_path / f"{name}.png") for name in names}),
                           log=[str(tmp_path / "plots.log")])
     figures = runpy.run_path(str(workdir / "scripts" / "plots.py"), init_globals={"snakemake": job})["figures"]

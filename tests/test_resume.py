@@ -160,8 +160,8 @@ def test_killing_the_whole_workflow_and_rerunning_gives_the_same_table(tmp_path)
                 if all(recorded(p.parent / f) for f in ("model.pt", "test_logits.npz", "metrics.csv", "statistics.npz"))]
 
     while process.poll() is None:  # kill once one training is done and another part-way (checkpointed)
-        partial = [d for d in results.glob("checkpoints/*/*/*") if list(d.glob("epoch*.pt"))
-                   and not (results / "train" / d.relative_to(results / "checkpoints") / "model.pt").exists()]
+        partial = [d for d in results.glob("checkpoints/train/*/*/*") if list(d.glob("epoch*.pt"))
+                   and not (results / "train" / d.relative_to(results / "checkpoints" / "train") / "model.pt").exists()]
         if partial and settled_trainings():
             break
         time.sleep(0.05)

@@ -146,7 +146,7 @@ def test_the_seed_command_plans_one_experiments_jobs(tmp_path):
     n_seeds = len(PAPER["seeds"])
     # the paper config fuses trainings and seeds: this experiment's seeds train in one GPU job
     assert PAPER["fusion"] == "trainings_and_seeds"
-    assert job_counts(output) == {"cifar100_dataset": 1, "split": 1, "train_fused": 1, "evaluate": n_seeds}
+    assert job_counts(output) == {"cifar100_dataset": 1, "split": 1, "train": 1, "evaluate": n_seeds}
     assert "wildcards: imbalance=100" in output
     assert "results/cifar100_lt/train/ce/imba100/seed2/model.pt" in output
     assert "results/cifar100_lt/eval/ce_pn/imba100/seed0/tau_sweep.csv" in output

@@ -137,7 +137,7 @@ def test_slurm_profile_keeps_the_default_profile_and_asks_one_gpu_per_training_j
     # --profile profiles/slurm loads profiles/default after it, which changes nothing
     assert planned_resources(workdir, "--profile", "profiles/slurm") == paper
     demo = planned_resources(workdir, "--workflow-profile", "profiles/slurm", *DEMO)
-    for plan, training in ((paper, "train_fused"), (demo, "train")):  # fusion: trainings_and_seeds, none
+    for plan, training in ((paper, "train"), (demo, "train")):  # fusion: trainings_and_seeds, none
         assert set(plan) == {"cifar100_dataset" if plan is paper else "synthetic_dataset", "split", training,
                              "evaluate", "aggregate", "render", "readme", "plots"}
         for rule, resources in plan.items():
@@ -181,7 +181,7 @@ def test_a_training_cancelled_with_scancel_resumes_and_ends_as_if_uninterrupted(
     shutil.copytree(workdir, tmp_path / "project", symlinks=True)
     workdir = tmp_path / "project"
     results = workdir / "results" / "demo"
-    checkpoints = results / "checkpoints" / TRAINING.removeprefix("train/")
+    checkpoints = results / "checkpoints" / TRAINING  # fusion: none, so the group is the training's directory
     shutil.rmtree(checkpoints)
     shutil.rmtree(workdir / "results" / "slurm_logs")
     epochs = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())["recipe"]["epochs"]

@@ -28,10 +28,39 @@ def test_paper_config_plans_the_paper_dag(tmp_path):
     assert len(config["seeds"]) == 3 and config["fusion"] == "trainings_and_seeds"
     once = {"cifar100_dataset": 1, "split": 4, "aggregate": 1, "render": 1, "readme": 1, "plots": 1, "all": 1}
     # one fused GPU job per imbalance factor: 3 trainings (ce and ce_pn share one) x 3 seeds
-    assert planned_jobs(workdir) == {**once, "train_fused": 4, "evaluate": 16 * 3}
+    assert planned_jobs(workdir) == {**once, "train": 4, "evaluate": 16 * 3}
     # unfused, per seed: 3 trainings per imbalance factor and 4 evaluations
     edit_config(workdir / "config" / "config.yaml", lambda c: c.update(seeds=[0], fusion="none"))
     assert planned_jobs(workdir, "--configfile", "config/config.yaml") == {**once, "train": 12, "evaluate": 16}
+
+
+def planned_trainings(workdir, *args) -> dict[str, list[str]]:
+    """Each planned training job's {group} and its output files, from the dry run's rule blocks."""
+    run = snakemake(workdir, "-n", *args)
+    assert run.returncode == 0, run.stdout + run.stderr
+    jobs = re.findall(r"^rule (\S+):\n((?:[ \t]+\S.*\n)+)", run.stdout + run.stderr, re.M)
+    plan = {}
+    for rule, body in jobs:
+        fields = dict(re.findall(r"^\s+(\w+): (.*)$", body, re.M))
+        if "output" in fields and "/train/" in fields["output"]:
+            assert rule == "train", rule
+            plan[fields["wildcards"]] = fields["output"].split(", ")
+    return plan
+
+
+def test_one_training_rule_whatever_the_fusion_and_the_same_files(tmp_path):
+    """The paper plan: one rule `train` over {group}; 36, 12 or 4 jobs; every member's files at one path."""
+    workdir = copy_project(tmp_path)
+    plans = {fusion: planned_trainings(workdir, "--config", f"fusion={fusion}")
+             for fusion in ("none", "trainings", "trainings_and_seeds")}
+    assert {fusion: len(plan) for fusion, plan in plans.items()} == {"none": 36, "trainings": 12,
+                                                                      "trainings_and_seeds": 4}
+    assert "group=BaGMar_pn/imba100/seed2" in plans["none"] and "group=imba100/seed2" in plans["trainings"]
+    assert "group=imba100" in plans["trainings_and_seeds"]
+    files = {fusion: sorted(f for outputs in plan.values() for f in outputs) for fusion, plan in plans.items()}
+    assert len(files["none"]) == 36 * 4 == len(set(files["none"]))
+    assert files["none"] == files["trainings"] == files["trainings_and_seeds"]
+    assert "results/cifar100_lt/train/ce/imba200/seed1/test_logits.npz" in files["none"]
 
 
 def test_demo_runs_the_whole_dag_and_fills_the_readme(demo):
@@ -184,7 +213,7 @@ def fused_demo(tmp_path_factory):
     workdir = copy_project(tmp_path_factory.mktemp("fused"))
     edit_config(workdir / "config" / "demo.yaml", lambda c: (
         c.update(fusion="trainings", imbalance_factors=[100, 10]), c["recipe"].update(epochs=2)))
-    assert planned_jobs(workdir, "--configfile", "config/demo.yaml")["train_fused"] == 2
+    assert planned_jobs(workdir, "--configfile", "config/demo.yaml")["train"] == 2
     run = snakemake(workdir, "--configfile", "config/demo.yaml")
     assert run.returncode == 0, run.stdout + run.stderr
     return workdir
@@ -194,9 +223,9 @@ def test_fused_jobs_write_every_models_own_files(fused_demo):
     workdir = fused_demo
     results = workdir / "results" / "demo"
     assert len(list((results / "train").glob("*/imba*/seed0/model.pt"))) == 6
-    assert sorted(p.name for p in (results / "logs" / "train").iterdir()) == ["fused_imba100_seed0.log",
-                                                                            "fused_imba10_seed0.log"]
-    log = (results / "logs" / "train" / "fused_imba100_seed0.log").read_text()
+    logs = sorted(str(p.relative_to(results / "logs" / "train")) for p in (results / "logs" / "train").rglob("*.log"))
+    assert logs == ["imba100/seed0.log", "imba10/seed0.log"]  # one per group, named after it
+    log = (results / "logs" / "train" / "imba100" / "seed0.log").read_text()
     for training in ("ce", "BaGMar", "BaGMar_pn"):
         assert f"{training} IF 100 seed 0 epoch 2/2" in log
     # each model is saved in ResNet32's own layout
@@ -213,7 +242,7 @@ def test_fused_a_variant_change_reruns_its_groups_never_the_splits(fused_demo, t
         edit_config(workdir / "config" / "demo.yaml", lambda c: c["trainings"]["BaGMar_pn"].update(lambda1=1.3))
 
     # every group holds BaGMar_pn, so both reruns; the splits and the data set do not
-    assert rerun_plan(fused_demo, tmp_path, change) == {"train_fused": 2, "evaluate": 8, "aggregate": 1,
+    assert rerun_plan(fused_demo, tmp_path, change) == {"train": 2, "evaluate": 8, "aggregate": 1,
                                                         "render": 1, "readme": 1, "plots": 1, "all": 1}
 
 
@@ -221,7 +250,7 @@ def test_fused_a_new_imbalance_factor_runs_only_its_split_and_group(fused_demo, 
     def change(workdir):
         edit_config(workdir / "config" / "demo.yaml", lambda c: c.update(imbalance_factors=[100, 10, 50]))
 
-    assert rerun_plan(fused_demo, tmp_path, change) == {"split": 1, "train_fused": 1, "evaluate": 4, "aggregate": 1,
+    assert rerun_plan(fused_demo, tmp_path, change) == {"split": 1, "train": 1, "evaluate": 4, "aggregate": 1,
                                                         "render": 1, "readme": 1, "plots": 1, "all": 1}
 
 
@@ -230,5 +259,5 @@ def test_fused_jobs_still_take_the_gpu_one_at_a_time(tmp_path):
     edit_config(workdir / "config" / "config.yaml", lambda c: c.update(fusion="trainings_and_seeds"))
     run = snakemake(workdir, "-n", "--configfile", "config/config.yaml", "--resources", "gpu=1", "--printshellcmds")
     assert run.returncode == 0, run.stderr
-    assert job_counts(run.stdout + run.stderr)["train_fused"] == 4  # 9 models (3 trainings x 3 seeds) per IF
+    assert job_counts(run.stdout + run.stderr)["train"] == 4  # 9 models (3 trainings x 3 seeds) per IF
     assert "gpu=1" in run.stdout + run.stderr

@@ -2,7 +2,9 @@
 import importlib.util
 import math
 import os
+import re
 import sys
+from dataclasses import astuple
 from pathlib import Path
 
 import jsonschema
@@ -65,10 +67,15 @@ from bagmar.data import REAL_DATASETS, long_tailed_counts  # noqa: E402
 from bagmar.evaluate import tau_grid  # noqa: E402
 from bagmar.fingerprint import code_fingerprint  # noqa: E402
 
-RESULTS = f"results/{config['run_name']}"
-IMBALANCE_FACTORS = [f"{float(x):g}" for x in config["imbalance_factors"]]
-SEEDS = [str(s) for s in config["seeds"]]
+from bagmar.layout import Layout, Member  # noqa: E402
+
+LAYOUT = Layout(config)  # every path and the group table (src/bagmar/layout.py)
+IMBALANCE_FACTORS = LAYOUT.imbalances
+SEEDS = LAYOUT.seeds
 TAUS = tau_grid(**config["tau_grid"])
+FUSION = config["fusion"]
+result = LAYOUT.path
+training_file = LAYOUT.training_file
 
 
 wildcard_constraints:
@@ -76,46 +83,7 @@ wildcard_constraints:
     seed=r"\d+",
     training=r"[A-Za-z0-9_]+",
     variant=r"[A-Za-z0-9_]+",
-
-
-def result(*parts):
-    """Every output path is built here: results/<run_name>/<parts...>."""
-    return "/".join([RESULTS, *parts])
-
-
-def training_file(kind, training="{training}", imbalance="{imbalance}", seed="{seed}"):
-    """One of a training's files (TRAINING_FILES: model, logits, metrics, statistics), wherever it was trained."""
-    return result(
-        "train", training, f"imba{imbalance}", f"seed{seed}", TRAINING_FILES[kind]
-    )
-
-
-FUSION = config["fusion"]
-TRAINING_FILES = {
-    "model": "model.pt",
-    "logits": "test_logits.npz",
-    "metrics": "metrics.csv",
-    "statistics": "statistics.npz",
-}
-
-
-def fused_group(imbalance="{imbalance}", seed="{seed}"):
-    """The name of the fused job that trains (training, imbalance, seed): one per IF, or per IF and seed."""
-    return f"imba{imbalance}" + (
-        "" if FUSION == "trainings_and_seeds" else f"_seed{seed}"
-    )
-
-
-def train_job(training="{training}", imbalance="{imbalance}", seed="{seed}"):
-    """The name of the job that trains this model: its log's and benchmark's file name."""
-    if FUSION != "none":
-        return f"fused_{fused_group(imbalance, seed)}"
-    return f"{training}_imba{imbalance}_seed{seed}"
-
-
-def train_log(training="{training}", imbalance="{imbalance}", seed="{seed}"):
-    """The log of the job that trains this model (a fused job logs all its models in one file)."""
-    return result("logs", "train", train_job(training, imbalance, seed) + ".log")
+    group="|".join(re.escape(name) for name in LAYOUT.groups),
 
 
 def headline_links():
@@ -125,29 +93,13 @@ def headline_links():
         float(f): [
             {
                 "seed": s,
-                "log": train_log(training, f, s),
+                "log": LAYOUT.group_log(LAYOUT.group_of(Member(training, f, s))),
                 "model": training_file("model", training, f, s),
             }
             for s in SEEDS
         ]
         for f in IMBALANCE_FACTORS
     }
-
-
-def checkpoint_dir(wildcards):
-    """Per-epoch checkpoints: not a declared output, so a failed or killed job keeps them."""
-    if FUSION != "none":
-        return result(
-            "checkpoints",
-            "fused",
-            fused_group(wildcards.imbalance, wildcards.get("seed")),
-        )
-    return result(
-        "checkpoints",
-        wildcards.training,
-        f"imba{wildcards.imbalance}",
-        f"seed{wildcards.seed}",
-    )
 
 
 def code(script):
@@ -165,42 +117,41 @@ def training_recipe(training, seed):
     return {**config["recipe"], **config["trainings"][training], "seed": int(seed)}
 
 
-def trained_together(training="{training}", seed="{seed}"):
-    """(training, seed) of every model that the job training this one trains: itself, or its fused group."""
-    if FUSION == "none":
-        return [(training, seed)]
-    if FUSION == "trainings":
-        return [(t, seed) for t in config["trainings"]]
-    return [(t, s) for s in SEEDS for t in config["trainings"]]
-
-
-def training_outputs():
-    """A training job's outputs: each of its models' files, where a single training writes them."""
+def each_training(kind):
+    """(keys, path) of one kind of training file, for every training of the run."""
     return [
-        training_file(kind, t, "{imbalance}", s)
-        for t, s in trained_together()
-        for kind in TRAINING_FILES
+        (member.keys(), training_file(kind, *astuple(member)))
+        for member in LAYOUT.members()
+    ]
+
+
+def each_evaluation(kind):
+    """(keys, path) of one kind of evaluation file, for every variant, imbalance factor and seed."""
+    return [
+        (
+            {"variant": variant, "imbalance_factor": float(f), "seed": int(s)},
+            LAYOUT.evaluation_file(kind, variant, f, s),
+        )
+        for variant in config["variants"]
+        for f in IMBALANCE_FACTORS
+        for s in SEEDS
     ]
 
 
 def group_members(wildcards):
-    """What a training job trains, each model with its recipe and files.
+    """What a training job trains: each member's keys, name, recipe and output names (bagmar.layout).
 
     A job param, so a change to any member's settings reruns the job (and no other).
     """
     return [
-        {
-            "name": f"{training} IF {wildcards.imbalance} seed {seed}",
-            "recipe": training_recipe(training, seed),
-            "outputs": {
-                kind: training_file(kind, training, wildcards.imbalance, seed)
-                for kind in TRAINING_FILES
-            },
-        }
-        for training, seed in trained_together(
-            wildcards.get("training"), wildcards.get("seed")
-        )
+        {**member, "recipe": training_recipe(member["training"], member["seed"])}
+        for member in LAYOUT.group_members(wildcards.group)
     ]
+
+
+def group_split(wildcards):
+    """The long-tailed split that a group's members train on (they share its imbalance factor)."""
+    return LAYOUT.split_file("indices.npy", LAYOUT.groups[wildcards.group][0].imbalance)
 
 
 def variant_taus(wildcards):

@@ -49,8 +49,8 @@ rule split:
     input:
         images=result("data/images.npz"),
     output:
-        indices=result("splits/imba{imbalance}/indices.npy"),
-        counts=result("splits/imba{imbalance}/class_counts.json"),  # the seed's cls_freq: a JSON list of counts
+        indices=LAYOUT.split_file("indices.npy"),
+        counts=LAYOUT.split_file("class_counts.json"),  # the seed's cls_freq: a JSON list of counts
     log:
         result("logs/split/imba{imbalance}.log"),
     benchmark:

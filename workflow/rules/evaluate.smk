@@ -6,10 +6,10 @@ rule evaluate:
         logits=lambda w: training_file(
             "logits", config["variants"][w.variant]["training"]
         ),
-        counts=result("splits/imba{imbalance}/class_counts.json"),
+        counts=LAYOUT.split_file("class_counts.json"),
     output:
-        sweep=result("eval/{variant}/imba{imbalance}/seed{seed}/tau_sweep.csv"),
-        per_class=result("eval/{variant}/imba{imbalance}/seed{seed}/per_class.csv"),
+        sweep=LAYOUT.evaluation_file("sweep"),
+        per_class=LAYOUT.evaluation_file("per_class"),
     log:
         result("logs/evaluate/{variant}_imba{imbalance}_seed{seed}.log"),
     benchmark:
@@ -19,6 +19,11 @@ rule evaluate:
     params:
         taus=variant_taus,
         evaluation=lambda w: config["variants"][w.variant]["evaluation"],
+        keys=lambda w: {
+            "variant": w.variant,
+            "imbalance_factor": float(w.imbalance),
+            "seed": int(w.seed),
+        },
         code=code("evaluate.py"),
     script:
         "../../scripts/evaluate.py"

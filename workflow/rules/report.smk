@@ -4,7 +4,7 @@
 rule aggregate:
     input:
         sweeps=expand(
-            result("eval/{variant}/imba{imbalance}/seed{seed}/tau_sweep.csv"),
+            LAYOUT.evaluation_file("sweep"),
             variant=config["variants"],
             imbalance=IMBALANCE_FACTORS,
             seed=SEEDS,
@@ -96,24 +96,9 @@ rule readme:
 rule plots:
     input:
         evaluations=result("tables/evaluations.csv"),
-        per_class=expand(
-            result("eval/{variant}/imba{imbalance}/seed{seed}/per_class.csv"),
-            variant=config["variants"],
-            imbalance=IMBALANCE_FACTORS,
-            seed=SEEDS,
-        ),
-        metrics=expand(
-            training_file("metrics"),
-            training=config["trainings"],
-            imbalance=IMBALANCE_FACTORS,
-            seed=SEEDS,
-        ),
-        statistics=expand(
-            training_file("statistics"),
-            training=config["trainings"],
-            imbalance=IMBALANCE_FACTORS,
-            seed=SEEDS,
-        ),
+        per_class=[path for _, path in each_evaluation("per_class")],
+        metrics=[path for _, path in each_training("metrics")],
+        statistics=[path for _, path in each_training("statistics")],
     output:
         tau_sweep=report(
             result("plots/tau_sweep.png"),
@@ -143,6 +128,10 @@ rule plots:
         "../../envs/bagmar.yaml"
     params:
         paper=config["report"].get("paper"),
+        # each input file's keys, in the inputs' order: the script never parses a path
+        per_class_keys=[keys for keys, _ in each_evaluation("per_class")],
+        metrics_keys=[keys for keys, _ in each_training("metrics")],
+        statistics_keys=[keys for keys, _ in each_training("statistics")],
         code=code("plots.py"),
     script:
         "../../scripts/plots.py"

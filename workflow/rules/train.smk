@@ -1,20 +1,18 @@
-# Training: one job per (training config x imbalance factor x seed), ce and ce_pn sharing one (rule
-# train); or, with fusion on, one job per fused group (rule train_fused, bagmar.train.train_group).
-# Both write each model's files at the same paths.
+# Training: one job per training group (bagmar.layout: a single training with fusion: none, else all
+# trainings of one imbalance factor and seed, or of one imbalance factor, fused into one network by
+# bagmar.train.train_group). Each member's files are the same paths whatever the fusion.
 
 
-rule:
-    name:
-        "train" if FUSION == "none" else "train_fused"
+rule train:
     input:
         images=result("data/images.npz"),
-        indices=result("splits/imba{imbalance}/indices.npy"),
+        indices=group_split,
     output:
-        training_outputs(),
+        **LAYOUT.group_outputs(),
     log:
-        train_log(),
+        LAYOUT.group_log(),
     benchmark:
-        result(f"benchmarks/train/{train_job()}.tsv")
+        LAYOUT.group_benchmark()
     conda:
         "../../envs/bagmar.yaml"
     threads: config["threads"]["train"]
@@ -22,7 +20,7 @@ rule:
         gpu=1,
     params:
         members=group_members,
-        checkpoints=checkpoint_dir,
+        checkpoints=lambda w: LAYOUT.group_checkpoints(w.group),
         code=code("train.py"),
     script:
         "../../scripts/train.py"

@@ -1,0 +1,133 @@
+"""Where a run's files live and which trainings run together: the one place both are decided.
+
+The workflow (``workflow/rules/common.smk``), ``main.py`` and the tests read this module; scripts never
+build or parse a path (they write what Snakemake hands them and get their keys as params).
+
+Every training is one (training config, imbalance factor, seed): a *member*. Members are trained in
+*groups*, one Snakemake job each, chosen by the config's ``fusion``:
+
+- ``none``: a group of one per member;
+- ``trainings``: all trainings of one imbalance factor and seed (one fused network on the GPU);
+- ``trainings_and_seeds``: all trainings and seeds of one imbalance factor (the paper run).
+
+A member's files are the same paths whatever the grouping: ``train/<training>/imba<IF>/seed<seed>/``.
+A group's name is the part of that directory which its members share (``ce/imba100/seed0``,
+``imba100/seed0`` or ``imba100``), so one training rule over a ``{group}`` wildcard lists every member's
+files as outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+TRAINING_FILES = {"model": "model.pt", "logits": "test_logits.npz", "metrics": "metrics.csv",
+                  "statistics": "statistics.npz"}
+EVALUATION_FILES = {"sweep": "tau_sweep.csv", "per_class": "per_class.csv"}
+FUSIONS = {  # fusion -> the member keys that a group shares (a leading slice of the member directory)
+    "none": ("training", "imbalance", "seed"),
+    "trainings": ("imbalance", "seed"),
+    "trainings_and_seeds": ("imbalance",),
+}
+_MEMBER_DIR = {"training": "{training}", "imbalance": "imba{imbalance}", "seed": "seed{seed}"}
+
+
+def imbalance_key(imbalance_factor: float | str) -> str:
+    """An imbalance factor as it appears in paths and wildcards: 100, 10, 2.5."""
+    return f"{float(imbalance_factor):g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One training: a training config of the run at one imbalance factor and seed (strings, as in paths)."""
+
+    training: str
+    imbalance: str
+    seed: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.training} IF {self.imbalance} seed {self.seed}"
+
+    def keys(self) -> dict:
+        """The member's keys as a script receives them."""
+        return {"training": self.training, "imbalance_factor": float(self.imbalance), "seed": int(self.seed)}
+
+
+class Layout:
+    """A run's paths (all under ``results/<run_name>/``) and its group table, from the validated config."""
+
+    def __init__(self, config: dict):
+        self.results = f"results/{config['run_name']}"
+        self.fusion = config.get("fusion", "none")  # the schema's default, for a config not yet validated
+        self.trainings = list(config["trainings"])
+        self.imbalances = [imbalance_key(f) for f in config["imbalance_factors"]]
+        self.seeds = [str(s) for s in config["seeds"]]
+        self.groups: dict[str, list[Member]] = {}
+        for training, imbalance, seed in itertools.product(self.trainings, self.imbalances, self.seeds):
+            member = Member(training, imbalance, seed)
+            self.groups.setdefault(self.group_of(member), []).append(member)
+        for members in self.groups.values():
+            members.sort(key=self._order)
+
+    # ---------------------------------------------------------------- paths
+
+    def path(self, *parts: str) -> str:
+        """results/<run_name>/<parts...>: every output path is built through here."""
+        return "/".join([self.results, *parts])
+
+    def training_file(self, kind: str, training="{training}", imbalance="{imbalance}", seed="{seed}") -> str:
+        """One of a training's files (TRAINING_FILES), the same path whatever the fusion."""
+        return self.path("train", training, f"imba{imbalance}", f"seed{seed}", TRAINING_FILES[kind])
+
+    def evaluation_file(self, kind: str, variant="{variant}", imbalance="{imbalance}", seed="{seed}") -> str:
+        return self.path("eval", variant, f"imba{imbalance}", f"seed{seed}", EVALUATION_FILES[kind])
+
+    def split_file(self, name: str, imbalance="{imbalance}") -> str:
+        return self.path("splits", f"imba{imbalance}", name)
+
+    # ---------------------------------------------------------------- groups
+
+    def group_of(self, member: Member) -> str:
+        """The name of the group that trains this member: the shared part of its members' directories."""
+        return "/".join(_MEMBER_DIR[key].format(**vars(member)) for key in FUSIONS[self.fusion])
+
+    def _order(self, member: Member) -> tuple:
+        return (self.trainings.index(member.training), self.seeds.index(member.seed))
+
+    def group_outputs(self) -> dict[str, str]:
+        """The training rule's outputs in ``{group}``: ``<kind>_<i>`` is member i's file of that kind.
+
+        Every group of a run has the same shape (its members differ only in the keys it does not share),
+        so member i of any group is the i-th of the keys the group does not fix, in config order.
+        """
+        shared = FUSIONS[self.fusion]
+        free = [key for key in ("training", "seed") if key not in shared]
+        values = {"training": self.trainings, "seed": self.seeds}
+        outputs = {}
+        for i, combination in enumerate(itertools.product(*(values[key] for key in free))):
+            member_dir = [_MEMBER_DIR[key].format(**dict(zip(free, combination))) for key in free]
+            for kind, name in TRAINING_FILES.items():
+                # the group's part comes first in the directory, except that a training precedes imba<IF>
+                parts = ["{group}", *member_dir] if "training" in shared else [member_dir[0], "{group}",
+                                                                                *member_dir[1:]]
+                outputs[f"{kind}_{i}"] = self.path("train", *parts, name)
+        return outputs
+
+    def group_members(self, group: str) -> list[dict]:
+        """What a training job trains: each member's keys, name and the names of its outputs."""
+        return [{**member.keys(), "name": member.name, "outputs": {kind: f"{kind}_{i}" for kind in TRAINING_FILES}}
+                for i, member in enumerate(self.groups[group])]
+
+    def group_log(self, group="{group}") -> str:
+        return self.path("logs", "train", f"{group}.log")
+
+    def group_benchmark(self, group="{group}") -> str:
+        return self.path("benchmarks", "train", f"{group}.tsv")
+
+    def group_checkpoints(self, group: str) -> str:
+        """Per-epoch checkpoints of a group: not a declared output, so a failed or killed job keeps them."""
+        return self.path("checkpoints", "train", group)
+
+    def members(self) -> list[Member]:
+        return [member for members in self.groups.values() for member in members]

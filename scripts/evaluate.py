@@ -13,7 +13,7 @@ with log_to(snakemake.log[0]):
         counts = np.asarray(json.load(f))
     evaluation = snakemake.params.evaluation
     sweep = evaluate_training(logits, logits["labels"], counts, snakemake.params.taus, evaluation)
-    for column, value in [("evaluation", evaluation), *reversed(snakemake.params.keys.items())]:
+    for column, value in [("evaluation", evaluation), *reversed(snakemake.params.key_columns.items())]:
         sweep.insert(0, column, value)  # columns: variant, imbalance_factor, seed, evaluation, ...
     with atomic_write(snakemake.output.sweep) as f:
         sweep.to_csv(f, index=False)

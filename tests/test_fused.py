@@ -12,8 +12,9 @@ from bagmar.augment import train_augment
 from bagmar.data import make_synthetic
 from bagmar.evaluate import pn_predictions
 from bagmar.loss import GradientStatistics, bagmar_loss
-from bagmar.model import FusedResNet32, ResNet32
-from bagmar.train import SGD, Recipe, _pn_correct, learning_rate, train, train_group
+from bagmar.engine import SGD, FusedGroup, FusedResNet32, StackedStatistics, pn_correct, to_device_images
+from bagmar.model import ResNet32
+from bagmar.train import Recipe, learning_rate, train, train_group
 
 NUM_CLASSES = 5
 # the three trainings of one imbalance factor (SPEC §6), with different seeds as a seed-fused group has
@@ -159,7 +160,7 @@ def test_on_device_pn_metric_is_the_evaluation_rule():
     torch.manual_seed(0)
     logits = torch.randn(3, 200, 7) * 4 + torch.linspace(0, 3, 7)  # a skewed prior, so PN moves predictions
     labels = torch.randint(0, 7, (3, 200))
-    correct = _pn_correct(logits, labels)
+    correct = pn_correct(logits, labels)
     for k in range(3):
         plain, pn = pn_predictions(logits[k].numpy(), [0.0, 1.0])
         assert correct[k].tolist() == [int((plain == labels[k].numpy()).sum()), int((pn == labels[k].numpy()).sum())]
@@ -207,10 +208,9 @@ def test_the_step_never_reads_a_device_value_on_the_host(data, monkeypatch):
     any host read in the step (.item(), a boolean mask, a data-dependent shape) raises."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    import bagmar.train
-    from bagmar.train import _Group, to_device_images
+    import bagmar.engine
 
-    group = _Group([recipe(**m) for m in MEMBERS], NUM_CLASSES, to_device_images(data.train_images, "cpu"),
+    group = FusedGroup([recipe(**m) for m in MEMBERS], NUM_CLASSES, to_device_images(data.train_images, "cpu"),
                    torch.as_tensor(data.train_labels, dtype=torch.int64), "cpu")
     group.start_epoch(0.05)
     group.step()  # the first step creates the momentum buffers, as the warm-up does before a capture
@@ -218,14 +218,14 @@ def test_the_step_never_reads_a_device_value_on_the_host(data, monkeypatch):
         group.step()
         group.step()
 
-    real = bagmar.train.bagmar_loss
+    real = bagmar.engine.bagmar_loss
 
     def syncing(*args, **kwargs):  # the check itself: a step that reads its loss on the host is caught
         loss, grad = real(*args, **kwargs)
         float(loss.detach().sum())
         return loss, grad
 
-    monkeypatch.setattr(bagmar.train, "bagmar_loss", syncing)
+    monkeypatch.setattr(bagmar.engine, "bagmar_loss", syncing)
     from torch._subclasses.fake_tensor import DataDependentOutputException
 
     with pytest.raises(DataDependentOutputException), FakeTensorMode(allow_non_fake_inputs=True):
@@ -238,3 +238,19 @@ def test_cuda_graph_is_ignored_off_the_gpu(data):
     asked = train_group(data.train_images, data.train_labels, data.test_images, data.test_labels, NUM_CLASSES, [r],
                         progress=lambda line: None, cuda_graph=True)[0]
     assert all(torch.equal(a, b) for a, b in zip(default.model.state_dict().values(), asked.model.state_dict().values()))
+
+
+def test_stacked_statistics_are_k_single_models_statistics():
+    """engine.StackedStatistics packs K loss.GradientStatistics into one tensor; the numbers are the same."""
+    k, b, c = 3, 16, NUM_CLASSES
+    generator = torch.Generator().manual_seed(0)
+    stacked, singles = StackedStatistics(c, "cpu", members=k), [GradientStatistics(c) for _ in range(k)]
+    for _ in range(5):
+        grad = torch.rand(k, b, c, generator=generator)
+        labels = torch.randint(0, c, (k, b), generator=generator)
+        stacked.update(grad, labels)
+        for member, single in enumerate(singles):
+            single.update(grad[member], labels[member])
+    for member, single in enumerate(singles):
+        for name, value in stacked.member(member).items():
+            assert torch.equal(value, single.state_dict()[name]), (member, name)

@@ -20,52 +20,40 @@ EPS = 1e-3
 
 
 class GradientStatistics:
-    """SPEC §4's bookkeeping, float64, on the training device; one set per model.
+    """SPEC §4's bookkeeping for one model, float64, on the training device.
 
     SPEC keeps three C x C matrices: F (F[:, y_i] += |g_i| every step, never reset), and
     P += F * I, N += F * (1 - I) after every step, with theta = P.sum(1) and phi = N.sum(0).
     Since P only ever receives F's diagonal and N its off-diagonal, theta and phi are
     accumulated directly: theta += diag(F) and phi += F.sum(0) - diag(F) — the same numbers
     (tests/test_loss.py checks them against the three-matrix version) without two matrices.
-
-    With ``members=K`` it holds K independent sets (a fused group of K models, see
-    model.FusedResNet32): F is (K, C, C), theta and phi (K, C), and ``update`` takes (K, B, C)
-    gradients with (K, B) labels — still one ``index_add_`` per step for all K.
+    (engine.StackedStatistics packs K models' sets into single tensors for a fused group.)
     """
 
-    def __init__(self, num_classes: int, device: torch.device | str = "cpu", members: int | None = None):
+    def __init__(self, num_classes: int, device: torch.device | str = "cpu"):
         zeros = dict(dtype=torch.float64, device=device)
-        self.members = members
-        k = members or 1
-        # stored as F transposed, [model, sample class k, classifier j], so that one index_add_ over
-        # rows (model, class) adds every sample's gradient row
-        self._f_by_class = torch.zeros(k, num_classes, num_classes, **zeros)
-        self._theta = torch.zeros(k, num_classes, **zeros)
-        self._phi = torch.zeros(k, num_classes, **zeros)
-        self._first_row = torch.arange(0, k * num_classes, num_classes, device=device)[:, None]  # of each model
-
-    def _view(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor if self.members else tensor[0]
+        # stored as F transposed, [sample class k, classifier j], so that one index_add_ over rows adds
+        # every sample's gradient row
+        self._f_by_class = torch.zeros(num_classes, num_classes, **zeros)
+        self._theta = torch.zeros(num_classes, **zeros)
+        self._phi = torch.zeros(num_classes, **zeros)
 
     @property
     def F(self) -> torch.Tensor:  # noqa: N802 (SPEC's name); rows: classifier j, cols: sample class k
-        return self._view(self._f_by_class.transpose(-1, -2))
+        return self._f_by_class.T
 
     @property
     def theta(self) -> torch.Tensor:
-        return self._view(self._theta)
+        return self._theta
 
     @property
     def phi(self) -> torch.Tensor:
-        return self._view(self._phi)
+        return self._phi
 
     def update(self, grad: torch.Tensor, labels: torch.Tensor) -> None:
-        """grad: |dL/dz'| of the batch-mean loss, (B, C) or (K, B, C); labels: (B,) or (K, B)."""
-        k, c = self._theta.shape
-        grad = grad.reshape(k, -1, c)
-        rows = labels.reshape(k, -1) + self._first_row
-        self._f_by_class.view(k * c, c).index_add_(0, rows.reshape(-1), grad.reshape(-1, c).to(torch.float64))
-        diagonal = self._f_by_class.diagonal(dim1=-2, dim2=-1)
+        """grad: |dL/dz'| of the batch-mean loss, (B, C); labels: (B,)."""
+        self._f_by_class.index_add_(0, labels, grad.to(torch.float64))
+        diagonal = self._f_by_class.diagonal()
         self._theta += diagonal
         self._phi += self._f_by_class.sum(-1) - diagonal
 
@@ -75,10 +63,6 @@ class GradientStatistics:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for name, value in state.items():
             getattr(self, name).copy_(value)
-
-    def member(self, k: int) -> dict[str, torch.Tensor]:
-        """Model k's statistics, shaped as a single model's state_dict."""
-        return {name: value[k] if self.members else value for name, value in self.state_dict().items()}
 
 
 def adjusted_logits(
@@ -90,7 +74,8 @@ def adjusted_logits(
 ) -> torch.Tensor:
     """z' of SPEC §4, in float32 whatever the logits' dtype.
 
-    logits (B, C) with float lambdas, or (K, B, C) for a fused group with (K,) lambda tensors.
+    logits (B, C), labels (B,), ``stats`` anything with theta and phi (C,), float lambdas. Leading
+    dimensions broadcast: logits (..., B, C) with theta and phi (..., C) and lambdas of shape (...).
     """
     lambda1, lambda2 = (torch.as_tensor(v, dtype=torch.float64, device=logits.device) for v in (lambda1, lambda2))
     class_margin = (lambda1[..., None] * torch.log(stats.theta + EPS)).to(torch.float32)
@@ -105,11 +90,11 @@ def bagmar_loss(
     lambda1: float | torch.Tensor,
     lambda2: float | torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch-mean cross-entropy on z' (one per model of a fused group), and |dL/dz'| for the statistics.
+    """Batch-mean cross-entropy on z', and |dL/dz'| for the statistics.
 
     The gradient of the mean cross-entropy w.r.t. z' is (softmax(z') - onehot(y)) / B, so it is
-    formed directly instead of through an autograd hook. Summing a fused group's losses gives each
-    model exactly its own gradients: the models share no parameters.
+    formed directly instead of through an autograd hook. With leading dimensions (see
+    ``adjusted_logits``) each leading index is a batch of its own, with its own mean.
     """
     adjusted = adjusted_logits(logits, labels, stats, lambda1, lambda2)
     c, batch = adjusted.shape[-1], labels.shape[-1]

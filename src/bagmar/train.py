@@ -14,10 +14,9 @@ import torch
 from torch import nn
 
 from . import checkpoint
-from .augment import test_transform, train_augment
+from .engine import FusedGroup, Stepper, pn_correct, predict_logits, to_device_images
 from .io import UserError, atomic_write
-from .loss import GradientStatistics, bagmar_loss
-from .model import FusedResNet32, ResNet32
+from .loss import GradientStatistics
 
 
 class RecipeError(UserError, ValueError):
@@ -56,6 +55,7 @@ def learning_rate(epoch: int, recipe: Recipe) -> float:
     return recipe.peak_lr * (1 + math.cos(math.pi * (epoch - warmup) / max(epochs - warmup, 1))) / 2
 
 
+FUSABLE = ("lambda1", "lambda2", "seed")  # what may differ between the members of a fused group
 SELECTIONS = {"plain": "test_acc", "pn": "test_acc_pn"}  # best epoch by plain / PN (tau = 1) test accuracy
 
 
@@ -95,212 +95,6 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def to_device_images(images: np.ndarray, device: torch.device | str) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) uint8 resident on the device: the whole set fits."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-    """Plain logits (SPEC §4: evaluation never adjusts them) for uint8 (N, 3, H, W) images.
-
-    For a FusedResNet32 of K models: (K, N, C), every model seeing the same images.
-    Batches of 1,000 keep a GPU busy; on a CPU, activations of 100 images stay in cache and the
-    same evaluation ran 3x faster than at 1,000 (benchmarks/RESULTS.md).
-    """
-    batch_size = batch_size or (1000 if images.is_cuda else 100)
-    members = getattr(model, "members", None)
-    model.eval()
-    outputs = []
-    for i in range(0, len(images), batch_size):
-        x = test_transform(images[i : i + batch_size])
-        outputs.append(model(x.expand(members, *x.shape)) if members else model(x))
-    model.train()
-    return torch.cat(outputs, dim=-2).float()
-
-
-class SGD:
-    """torch.optim.SGD's update as the recipe uses it (momentum, weight decay on every parameter,
-    no dampening, no Nesterov), with the learning rate held in a device tensor.
-
-    torch.optim.SGD reads a tensor learning rate with ``.item()`` (a host sync), so a captured
-    CUDA graph would keep the rate of the epoch it was captured in. Here ``lr`` is set per epoch
-    with ``fill_`` and every step reads it on the device: SPEC §3's schedule holds under capture.
-    tests/test_fused.py checks this against torch.optim.SGD.
-    """
-
-    def __init__(self, params, momentum: float, weight_decay: float, device: torch.device | str):
-        self.params = list(params)
-        self.momentum, self.weight_decay = momentum, weight_decay
-        self.lr = torch.zeros((), device=device)
-        self.buffers: list[torch.Tensor] | None = None  # created by the first step, as torch's are
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        grads = torch._foreach_add([p.grad for p in self.params], self.params, alpha=self.weight_decay)
-        if self.buffers is None:
-            self.buffers = [g.clone() for g in grads]
-        else:
-            torch._foreach_mul_(self.buffers, self.momentum)
-            torch._foreach_add_(self.buffers, grads)
-        torch._foreach_add_(self.params, torch._foreach_mul(self.buffers, -self.lr))
-
-    def state_dict(self) -> dict:
-        return {"lr": self.lr, "buffers": self.buffers}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.lr.copy_(state["lr"])
-        self.buffers = None if state["buffers"] is None else [b.clone() for b in state["buffers"]]
-
-
-def train_step(model: nn.Module, optimizer: SGD, stats: GradientStatistics, images: torch.Tensor,
-               labels: torch.Tensor, lambda1, lambda2, precision: str = "float32") -> tuple[torch.Tensor, torch.Tensor]:
-    """One SGD step on the BaGMar loss, then the statistics update (SPEC §4). Never syncs with the host.
-
-    The one implementation of the step: the CPU runs it eagerly, a GPU replays it as a CUDA
-    graph. images (K, B, 3, H, W) for a FusedResNet32 of K models (K = 1 for a single training),
-    lambdas (K,) tensors. Returns the detached per-model losses (K,) and logits (K, B, C).
-    """
-    # no autocast weight cache: a CUDA graph would replay casts of stale weights
-    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16", cache_enabled=False):
-        logits = model(images)
-    loss, grad = bagmar_loss(logits, labels, stats, lambda1, lambda2)
-    optimizer.zero_grad()
-    loss.sum().backward()  # each model's gradient is its own loss's: they share no parameters
-    optimizer.step()
-    stats.update(grad, labels)
-    return loss.detach(), logits.detach()
-
-
-FUSABLE = ("lambda1", "lambda2", "seed")  # what may differ between the members of a fused group
-
-
-class _Group:
-    """Everything one step reads or writes, in tensors that stay put, so a CUDA graph can replay it.
-
-    Each model has its own generator, seeded with its recipe's seed, which draws its data order and
-    its augmentation exactly as a single training with that seed would.
-    """
-
-    def __init__(self, recipes: list[Recipe], num_classes: int, x_train: torch.Tensor, y_train: torch.Tensor,
-                 device: torch.device | str):
-        recipe = recipes[0]
-        members = []
-        for r in recipes:
-            torch.manual_seed(r.seed)  # each model's initialisation, as train() alone would draw it
-            members.append(ResNet32(num_classes, r.width))
-        self.model = FusedResNet32.from_members(members).to(device)
-        if torch.device(device).type == "cuda":  # cuDNN's fast layout; CPU kernels prefer NCHW
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = SGD(self.model.parameters(), recipe.momentum, recipe.weight_decay, device)
-        self.stats = GradientStatistics(num_classes, device, members=len(recipes))
-        self.generators = [torch.Generator(device).manual_seed(r.seed) for r in recipes]
-        self.lambda1 = torch.tensor([r.lambda1 for r in recipes], dtype=torch.float64, device=device)
-        self.lambda2 = torch.tensor([r.lambda2 for r in recipes], dtype=torch.float64, device=device)
-        self.recipe, self.x_train, self.y_train = recipe, x_train, y_train
-        k, n = len(recipes), len(y_train)
-        self.order = torch.zeros(k, n, dtype=torch.int64, device=device)
-        self.offsets = torch.arange(recipe.batch_size, device=device)
-        self.step_index = torch.zeros((), dtype=torch.int64, device=device)
-        self.loss_sum = torch.zeros(k, device=device)
-        self.correct = torch.zeros(k, dtype=torch.int64, device=device)
-        self.first_bad_step = torch.full((k,), -1, dtype=torch.int64, device=device)  # read once per epoch
-
-    def start_epoch(self, lr: float) -> None:
-        self.optimizer.lr.fill_(lr)
-        for k, generator in enumerate(self.generators):
-            self.order[k] = torch.randperm(len(self.y_train), generator=generator, device=self.order.device)
-        for tensor in (self.step_index, self.loss_sum, self.correct):
-            tensor.zero_()
-        self.first_bad_step.fill_(-1)
-
-    def step(self) -> None:
-        r = self.recipe
-        batch = self.order.index_select(1, self.step_index * r.batch_size + self.offsets)  # (K, B)
-        x = torch.stack([
-            train_augment(self.x_train[batch[k]], g, padding=r.padding, cutout_size=r.cutout_size)
-            for k, g in enumerate(self.generators)
-        ])
-        y = self.y_train[batch]
-        loss, logits = train_step(self.model, self.optimizer, self.stats, x, y, self.lambda1, self.lambda2,
-                                  r.precision)
-        self.step_index += 1
-        self.loss_sum += loss
-        self.correct += (logits.argmax(-1) == y).sum(-1)
-        finite = torch.isfinite(loss) & torch.isfinite(logits).flatten(1).all(1)
-        self.first_bad_step.copy_(torch.where(finite | (self.first_bad_step >= 0), self.first_bad_step, self.step_index))
-
-    def state_dict(self) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "statistics": self.stats.state_dict(),
-            "generators": [g.get_state() for g in self.generators],
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.stats.load_state_dict(state["statistics"])
-        for generator, saved in zip(self.generators, state["generators"]):
-            generator.set_state(saved.cpu())
-
-
-class _Stepper:
-    """Runs ``group.step``: eagerly, or on a GPU as a CUDA graph captured after a few eager steps.
-
-    A graph replays the kernels of one step without Python or launch overhead; everything that
-    changes between steps (batch position, learning rate, statistics, random draws) lives in
-    device tensors or registered generators, so the replayed step is the eager one.
-    """
-
-    WARMUP_STEPS = 3  # eager steps on a side stream before capture, as CUDA graphs require
-
-    def __init__(self, group: _Group, cuda_graph: bool):
-        self.group, self.cuda_graph = group, cuda_graph
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.eager_steps = 0
-
-    def __call__(self) -> None:
-        if self.graph is not None:
-            self.graph.replay()
-        elif not self.cuda_graph:
-            self.group.step()
-        elif self.eager_steps < self.WARMUP_STEPS:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self.group.step()
-            torch.cuda.current_stream().wait_stream(side)
-            self.eager_steps += 1
-        else:
-            torch.cuda.synchronize()
-            # A capture that fails means the step synchronised with the host: a bug, raised as such.
-            self.graph = torch.cuda.CUDAGraph()
-            for generator in self.group.generators:
-                self.graph.register_generator_state(generator)
-            self.group.optimizer.zero_grad()
-            with torch.cuda.graph(self.graph):
-                self.group.step()
-            self.graph.replay()  # capture records the step without running it
-
-
-@torch.no_grad()
-def _pn_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Correct test predictions (K, 2) at tau = 0 and PN tau = 1, on the device.
-
-    The rule of evaluate.pn_predictions (which runs in NumPy for saved logits); tests check they agree.
-    """
-    log_p = logits.double().log_softmax(-1)
-    log_mass = log_p.logsumexp(-2, keepdim=True)
-    plain, pn = log_p.argmax(-1), (log_p - log_mass).argmax(-1)
-    return torch.stack([(plain == labels).sum(-1), (pn == labels).sum(-1)], -1)
-
-
 def train(
     train_images: np.ndarray,
     train_labels: np.ndarray,
@@ -333,107 +127,150 @@ def train_group(
     cuda_graph: bool | None = None,
     stop_after_epoch: int | None = None,
 ) -> list[TrainResult]:
-    """Train K models on one training set as one fused network; each ends as if trained alone.
+    """Train K models (recipes differing only in FUSABLE) as one fused network; each ends as if trained alone.
 
-    The recipes may differ only in lambda1, lambda2 and seed (the variants and seeds of one
-    imbalance factor). With ``checkpoint_dir``, the full state is saved after every epoch and a
-    rerun resumes from the newest intact checkpoint of the same recipes and data; on the CPU the
-    resumed run ends bit-identical to an uninterrupted one. ``cuda_graph`` (default: on a GPU)
-    replays the step as a CUDA graph. ``stop_after_epoch`` trains only the first epochs of the recipe's
-    schedule (the learning rate stays that of ``recipe.epochs``), for runs that cannot afford all of it.
+    ``checkpoint_dir``: save after every epoch, resume from the newest intact checkpoint (bit-identical on
+    the CPU). ``cuda_graph`` (default: on a GPU) replays the step as a CUDA graph. ``stop_after_epoch``
+    trains only the first epochs of the recipe's schedule (the learning rate stays that of ``recipe.epochs``).
     """
     names = names or [f"training {k}" for k in range(len(recipes))]
     _check_fusable(recipes)
     recipe = recipes[0]
-    x_train = to_device_images(train_images, device)
-    y_train = torch.as_tensor(train_labels, dtype=torch.int64, device=device)
     x_test = to_device_images(test_images, device)
     y_test = torch.as_tensor(test_labels, dtype=torch.int64, device=device)
-    steps = len(y_train) // recipe.batch_size  # the last incomplete batch is dropped
-    if steps == 0:
-        raise RecipeError(f"batch_size {recipe.batch_size} is larger than the training split ({len(y_train)} images)")
-    group = _Group(recipes, num_classes, x_train, y_train, device)
-    k = len(recipes)
-
-    metrics: list[list[dict]] = [[] for _ in recipes]
-    best = [{selection: {"epoch": 0, "acc": -1.0, "logits": torch.zeros(0)} for selection in SELECTIONS}
-            for _ in recipes]
-    first_epoch = 1
-    identity = checkpoint.fingerprint({"format": 2, "recipes": [dataclasses.asdict(r) for r in recipes]},
-                                      train_images, train_labels)
-    if checkpoint_dir is not None and (state := checkpoint.load_latest(checkpoint_dir, identity, device)):
-        group.load_state_dict(state)
-        metrics, best = state["metrics"], state["best"]
-        first_epoch = state["epoch"] + 1
-        progress(f"resuming {', '.join(names)} after epoch {state['epoch']} from {checkpoint_dir}")
-
-    use_graph = torch.device(device).type == "cuda" and cuda_graph is not False  # CUDA graphs exist only there
-    if torch.device(device).type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest (grouped) convolution once
-    stepper = _Stepper(group, use_graph)
-    report_every = max(1, steps // 10)
-    trained_steps, training_started = 0, time.perf_counter()
+    group = FusedGroup(recipes, num_classes, to_device_images(train_images, device),
+                       torch.as_tensor(train_labels, dtype=torch.int64, device=device), device)
+    steps = _steps_per_epoch(len(train_labels), recipe.batch_size)
+    history = _History(len(recipes))
+    saved = _Checkpoints(checkpoint_dir, recipes, train_images, train_labels, device)
+    first_epoch = saved.restore(group, history, lambda epoch: progress(
+        f"resuming {', '.join(names)} after epoch {epoch} from {checkpoint_dir}"))
+    stepper = Stepper(group, cuda_graph=torch.device(device).type == "cuda" and cuda_graph is not False)
+    report = _Progress(progress, names, recipe.epochs, steps)
     last_epoch = recipe.epochs if stop_after_epoch is None else min(stop_after_epoch, recipe.epochs)
+    test_logits = None
     for epoch in range(first_epoch, last_epoch + 1):
-        started = time.perf_counter()
-        lr = learning_rate(epoch, recipe)
+        started, lr = time.perf_counter(), learning_rate(epoch, recipe)
         group.start_epoch(lr)
         for step in range(steps):
             stepper()
-            trained_steps += 1
-            if (step + 1) % report_every == 0 and step + 1 < steps:
-                left = (recipe.epochs - epoch + 1) * steps - step - 1
-                eta = (time.perf_counter() - training_started) / trained_steps * left
-                progress(f"  epoch {epoch}/{recipe.epochs} {_bar((step + 1) / steps)} step {step + 1}/{steps}  "
-                         f"ETA {_clock(eta)}")
-        bad_steps = group.first_bad_step.tolist()
-        for member, bad in enumerate(bad_steps):
-            if bad >= 0:
-                r = recipes[member]
-                raise NonFiniteError(
-                    f"{names[member]}: non-finite loss or logits in epoch {epoch}, step {bad} of {steps} "
-                    f"(lambda1={r.lambda1}, lambda2={r.lambda2}, lr={lr:.4g}); nothing was saved for this "
-                    "training. Lower the learning rate or check the input data."
-                )
+            report.step(epoch, step)
+        _refuse_non_finite(group, recipes, names, epoch, steps, lr)
         test_logits = predict_logits(group.model, x_test)  # (K, N, C)
-        correct = _pn_correct(test_logits, y_test).tolist()
+        history.add_epoch(epoch, lr, group, test_logits, y_test, steps, recipe.batch_size,
+                          time.perf_counter() - started)
+        saved.save(epoch, group, history)
+        report.epoch(epoch, history)
+    if test_logits is None:  # every epoch was in the checkpoint: only the test logits are missing
+        test_logits = predict_logits(group.model, x_test)
+    return history.results(group, test_logits.cpu().numpy(), num_classes, device)
+
+
+def _steps_per_epoch(images: int, batch_size: int) -> int:
+    """The last incomplete batch is dropped, as the released loader does."""
+    if images < batch_size:
+        raise RecipeError(f"batch_size {batch_size} is larger than the training split ({images} images)")
+    return images // batch_size
+
+
+class _History:
+    """Per model: one metrics row per epoch, and the test-selected best epochs (SPEC §7)."""
+
+    def __init__(self, members: int):
+        self.metrics: list[list[dict]] = [[] for _ in range(members)]
+        self.best = [{selection: {"epoch": 0, "acc": -1.0, "logits": torch.zeros(0)} for selection in SELECTIONS}
+                     for _ in range(members)]
+
+    def add_epoch(self, epoch: int, lr: float, group: FusedGroup, test_logits: torch.Tensor,
+                  test_labels: torch.Tensor, steps: int, batch_size: int, seconds: float) -> None:
+        correct = pn_correct(test_logits, test_labels).tolist()
         losses, train_correct = group.loss_sum.tolist(), group.correct.tolist()
-        seconds = time.perf_counter() - started
-        for member in range(k):
-            metrics[member].append({
+        for member, rows in enumerate(self.metrics):
+            rows.append({
                 "epoch": epoch,
                 "lr": lr,
                 "train_loss": losses[member] / steps,
-                "train_acc": 100.0 * train_correct[member] / (steps * recipe.batch_size),
-                "test_acc": 100.0 * correct[member][0] / len(y_test),
-                "test_acc_pn": 100.0 * correct[member][1] / len(y_test),
+                "train_acc": 100.0 * train_correct[member] / (steps * batch_size),
+                "test_acc": 100.0 * correct[member][0] / len(test_labels),
+                "test_acc_pn": 100.0 * correct[member][1] / len(test_labels),
                 "seconds": seconds,
             })
             for selection, column in SELECTIONS.items():
-                if metrics[member][-1][column] > best[member][selection]["acc"]:
-                    best[member][selection] = {"epoch": epoch, "acc": metrics[member][-1][column],
-                                               "logits": test_logits[member].cpu()}
-        if checkpoint_dir is not None:
-            checkpoint.save(checkpoint_dir, epoch, {
-                "fingerprint": identity, "epoch": epoch, **group.state_dict(), "metrics": metrics, "best": best,
-            })
-        for member in range(k):
-            row = metrics[member][-1]
-            progress(
-                f"{names[member]} epoch {epoch}/{recipe.epochs}  lr {lr:.4f}  loss {row['train_loss']:.4f}  "
+                if rows[-1][column] > self.best[member][selection]["acc"]:
+                    self.best[member][selection] = {"epoch": epoch, "acc": rows[-1][column],
+                                                    "logits": test_logits[member].cpu()}
+
+    def results(self, group: FusedGroup, test_logits: np.ndarray, num_classes: int, device) -> list[TrainResult]:
+        results = []
+        for member, (metrics, best) in enumerate(zip(self.metrics, self.best)):
+            stats = GradientStatistics(num_classes, device)
+            stats.load_state_dict(group.stats.member(member))
+            results.append(TrainResult(group.model.member(member), test_logits[member], metrics, stats, best))
+        return results
+
+
+class _Checkpoints:
+    """Per-epoch checkpoints of a group (checkpoint.py), or none without a directory."""
+
+    def __init__(self, directory, recipes: list[Recipe], train_images: np.ndarray, train_labels: np.ndarray, device):
+        self.directory, self.device = directory, device
+        self.identity = checkpoint.fingerprint({"format": 2, "recipes": [dataclasses.asdict(r) for r in recipes]},
+                                               train_images, train_labels)
+
+    def restore(self, group: FusedGroup, history: _History, announce: Callable[[int], None]) -> int:
+        """Load the newest intact checkpoint of these recipes and data; the first epoch still to train."""
+        state = self.directory is not None and checkpoint.load_latest(self.directory, self.identity, self.device)
+        if not state:
+            return 1
+        group.load_state_dict(state)
+        history.metrics, history.best = state["metrics"], state["best"]
+        announce(state["epoch"])
+        return state["epoch"] + 1
+
+    def save(self, epoch: int, group: FusedGroup, history: _History) -> None:
+        if self.directory is not None:
+            checkpoint.save(self.directory, epoch, {"fingerprint": self.identity, "epoch": epoch, **group.state_dict(),
+                                                    "metrics": history.metrics, "best": history.best})
+
+
+class _Progress:
+    """The job log: a bar with ETA ten times an epoch, then one line per model and epoch."""
+
+    def __init__(self, progress: Callable[[str], None], names: list[str], epochs: int, steps: int):
+        self.progress, self.names, self.epochs, self.steps = progress, names, epochs, steps
+        self.every, self.done, self.started = max(1, steps // 10), 0, time.perf_counter()
+
+    def step(self, epoch: int, step: int) -> None:
+        self.done += 1
+        if (step + 1) % self.every == 0 and step + 1 < self.steps:
+            left = (self.epochs - epoch + 1) * self.steps - step - 1
+            eta = (time.perf_counter() - self.started) / self.done * left
+            self.progress(f"  epoch {epoch}/{self.epochs} {_bar((step + 1) / self.steps)} step {step + 1}/{self.steps}"
+                          f"  ETA {_clock(eta)}")
+
+    def epoch(self, epoch: int, history: _History) -> None:
+        k = len(self.names)
+        for name, rows in zip(self.names, history.metrics):
+            row = rows[-1]
+            self.progress(
+                f"{name} epoch {epoch}/{self.epochs}  lr {row['lr']:.4f}  loss {row['train_loss']:.4f}  "
                 f"train {row['train_acc']:.2f}%  test {row['test_acc']:.2f}%  test PN {row['test_acc_pn']:.2f}%  "
-                f"({seconds:.1f} s{' for all ' + str(k) if k > 1 else ''}, "
-                f"ETA {_clock(seconds * (recipe.epochs - epoch))})"
+                f"({row['seconds']:.1f} s{' for all ' + str(k) if k > 1 else ''}, "
+                f"ETA {_clock(row['seconds'] * (self.epochs - epoch))})"
             )
-    if first_epoch > last_epoch:  # every epoch was in the checkpoint: only the test logits are missing
-        test_logits = predict_logits(group.model, x_test)
-    logits = test_logits.cpu().numpy()
-    results = []
-    for member in range(k):
-        stats = GradientStatistics(num_classes, device)
-        stats.load_state_dict(group.stats.member(member))
-        results.append(TrainResult(group.model.member(member), logits[member], metrics[member], stats, best[member]))
-    return results
+
+
+def _refuse_non_finite(group: FusedGroup, recipes: list[Recipe], names: list[str], epoch: int, steps: int,
+                       lr: float) -> None:
+    """One host read per epoch: the first step whose loss or logits were not finite, per model."""
+    for member, bad in enumerate(group.first_bad_step.tolist()):
+        if bad >= 0:
+            r = recipes[member]
+            raise NonFiniteError(
+                f"{names[member]}: non-finite loss or logits in epoch {epoch}, step {bad} of {steps} "
+                f"(lambda1={r.lambda1}, lambda2={r.lambda2}, lr={lr:.4g}); nothing was saved for this "
+                "training. Lower the learning rate or check the input data."
+            )
 
 
 def _check_fusable(recipes: list[Recipe]) -> None:

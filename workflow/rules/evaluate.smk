@@ -19,7 +19,7 @@ rule evaluate:
     params:
         taus=variant_taus,
         evaluation=lambda w: config["variants"][w.variant]["evaluation"],
-        keys=lambda w: {
+        key_columns=lambda w: {
             "variant": w.variant,
             "imbalance_factor": float(w.imbalance),
             "seed": int(w.seed),

@@ -1,0 +1,360 @@
+"""The engine that runs the method fast: K trainings of one split as one network, one step per kernel launch.
+
+The method (``loss``: the statistics, adjusted logits and loss of one model; ``model.ResNet32``; ``train``: the
+recipe and its loop) says what is computed. This module says how it runs quickly, and changes no number:
+
+- ``FusedResNet32``: K ResNet-32s as one network of grouped convolutions, so one GPU kernel serves K models;
+- ``StackedStatistics``: K models' gradient statistics in single tensors, one ``index_add_`` per step;
+- ``SGD``: torch.optim.SGD's update with the learning rate in a device tensor (no host sync);
+- ``FusedGroup``: every tensor one step reads or writes, so that ``Stepper`` can replay the step as a CUDA graph;
+- ``predict_logits`` and ``pn_correct``: the per-epoch test pass, on the device.
+
+A single training is a group of one. tests/test_fused.py checks that every member of a group trains exactly
+as it would alone (bit for bit on the CPU) and that the step never synchronises with the host.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .augment import test_transform, train_augment
+from .loss import bagmar_loss
+from .model import ResNet32, _stages
+
+
+def to_device_images(images: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) uint8 resident on the device: the whole set fits."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Plain logits (SPEC §4: evaluation never adjusts them) for uint8 (N, 3, H, W) images.
+
+    For a FusedResNet32 of K models: (K, N, C), every model seeing the same images.
+    Batches of 1,000 keep a GPU busy; on a CPU, activations of 100 images stay in cache and the
+    same evaluation ran 3x faster than at 1,000 (benchmarks/RESULTS.md).
+    """
+    batch_size = batch_size or (1000 if images.is_cuda else 100)
+    members = getattr(model, "members", None)
+    model.eval()
+    outputs = []
+    for i in range(0, len(images), batch_size):
+        x = test_transform(images[i : i + batch_size])
+        outputs.append(model(x.expand(members, *x.shape)) if members else model(x))
+    model.train()
+    return torch.cat(outputs, dim=-2).float()
+
+
+class StackedStatistics:
+    """K models' loss.GradientStatistics packed into single tensors: one ``index_add_`` per step for all K.
+
+    F is (K, C, C), theta and phi (K, C); ``update`` takes (K, B, C) gradients with (K, B) labels. The
+    arithmetic is loss.GradientStatistics's, on rows offset by model; ``member(k)`` is model k's set in
+    the single-model layout, and tests/test_fused.py checks K stacked sets against K single ones.
+    """
+
+    def __init__(self, num_classes: int, device: torch.device | str, members: int):
+        zeros = dict(dtype=torch.float64, device=device)
+        self.members = k = members
+        # stored as F transposed, [model, sample class k, classifier j], so that one index_add_ over
+        # rows (model, class) adds every sample's gradient row
+        self._f_by_class = torch.zeros(k, num_classes, num_classes, **zeros)
+        self._theta = torch.zeros(k, num_classes, **zeros)
+        self._phi = torch.zeros(k, num_classes, **zeros)
+        self._first_row = torch.arange(0, k * num_classes, num_classes, device=device)[:, None]  # of each model
+
+    @property
+    def F(self) -> torch.Tensor:  # noqa: N802 (SPEC's name); rows: classifier j, cols: sample class k
+        return self._f_by_class.transpose(-1, -2)
+
+    @property
+    def theta(self) -> torch.Tensor:
+        return self._theta
+
+    @property
+    def phi(self) -> torch.Tensor:
+        return self._phi
+
+    def update(self, grad: torch.Tensor, labels: torch.Tensor) -> None:
+        """grad: |dL/dz'| of each model's batch-mean loss, (K, B, C); labels: (K, B)."""
+        k, c = self._theta.shape
+        grad = grad.reshape(k, -1, c)
+        rows = labels.reshape(k, -1) + self._first_row
+        self._f_by_class.view(k * c, c).index_add_(0, rows.reshape(-1), grad.reshape(-1, c).to(torch.float64))
+        diagonal = self._f_by_class.diagonal(dim1=-2, dim2=-1)
+        self._theta += diagonal
+        self._phi += self._f_by_class.sum(-1) - diagonal
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"F": self.F, "theta": self.theta, "phi": self.phi}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, value in state.items():
+            getattr(self, name).copy_(value)
+
+    def member(self, k: int) -> dict[str, torch.Tensor]:
+        """Model k's statistics, shaped as a single model's state_dict."""
+        return {name: value[k] for name, value in self.state_dict().items()}
+
+
+
+class SGD:
+    """torch.optim.SGD's update as the recipe uses it (momentum, weight decay on every parameter,
+    no dampening, no Nesterov), with the learning rate held in a device tensor.
+
+    torch.optim.SGD reads a tensor learning rate with ``.item()`` (a host sync), so a captured
+    CUDA graph would keep the rate of the epoch it was captured in. Here ``lr`` is set per epoch
+    with ``fill_`` and every step reads it on the device: SPEC §3's schedule holds under capture.
+    tests/test_fused.py checks this against torch.optim.SGD.
+    """
+
+    def __init__(self, params, momentum: float, weight_decay: float, device: torch.device | str):
+        self.params = list(params)
+        self.momentum, self.weight_decay = momentum, weight_decay
+        self.lr = torch.zeros((), device=device)
+        self.buffers: list[torch.Tensor] | None = None  # created by the first step, as torch's are
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        grads = torch._foreach_add([p.grad for p in self.params], self.params, alpha=self.weight_decay)
+        if self.buffers is None:
+            self.buffers = [g.clone() for g in grads]
+        else:
+            torch._foreach_mul_(self.buffers, self.momentum)
+            torch._foreach_add_(self.buffers, grads)
+        torch._foreach_add_(self.params, torch._foreach_mul(self.buffers, -self.lr))
+
+    def state_dict(self) -> dict:
+        return {"lr": self.lr, "buffers": self.buffers}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lr.copy_(state["lr"])
+        self.buffers = None if state["buffers"] is None else [b.clone() for b in state["buffers"]]
+
+
+def train_step(model: nn.Module, optimizer: SGD, stats: StackedStatistics, images: torch.Tensor,
+               labels: torch.Tensor, lambda1, lambda2, precision: str = "float32") -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step on the BaGMar loss, then the statistics update (SPEC §4). Never syncs with the host.
+
+    The one implementation of the step: the CPU runs it eagerly, a GPU replays it as a CUDA
+    graph. images (K, B, 3, H, W) for a FusedResNet32 of K models (K = 1 for a single training),
+    lambdas (K,) tensors. Returns the detached per-model losses (K,) and logits (K, B, C).
+    """
+    # no autocast weight cache: a CUDA graph would replay casts of stale weights
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16", cache_enabled=False):
+        logits = model(images)
+    loss, grad = bagmar_loss(logits, labels, stats, lambda1, lambda2)
+    optimizer.zero_grad()
+    loss.sum().backward()  # each model's gradient is its own loss's: they share no parameters
+    optimizer.step()
+    stats.update(grad, labels)
+    return loss.detach(), logits.detach()
+
+
+
+
+class FusedGroup:
+    """Everything one step reads or writes, in tensors that stay put, so a CUDA graph can replay it.
+
+    Each model has its own generator, seeded with its recipe's seed, which draws its data order and
+    its augmentation exactly as a single training with that seed would.
+    """
+
+    def __init__(self, recipes: list, num_classes: int, x_train: torch.Tensor, y_train: torch.Tensor,
+                 device: torch.device | str):
+        recipe = recipes[0]
+        members = []
+        for r in recipes:
+            torch.manual_seed(r.seed)  # each model's initialisation, as train() alone would draw it
+            members.append(ResNet32(num_classes, r.width))
+        self.model = FusedResNet32.from_members(members).to(device)
+        if torch.device(device).type == "cuda":  # cuDNN's fast layout; CPU kernels prefer NCHW
+            self.model = self.model.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest (grouped) convolution once
+        self.optimizer = SGD(self.model.parameters(), recipe.momentum, recipe.weight_decay, device)
+        self.stats = StackedStatistics(num_classes, device, members=len(recipes))
+        self.generators = [torch.Generator(device).manual_seed(r.seed) for r in recipes]
+        self.lambda1 = torch.tensor([r.lambda1 for r in recipes], dtype=torch.float64, device=device)
+        self.lambda2 = torch.tensor([r.lambda2 for r in recipes], dtype=torch.float64, device=device)
+        self.recipe, self.x_train, self.y_train = recipe, x_train, y_train
+        k, n = len(recipes), len(y_train)
+        self.order = torch.zeros(k, n, dtype=torch.int64, device=device)
+        self.offsets = torch.arange(recipe.batch_size, device=device)
+        self.step_index = torch.zeros((), dtype=torch.int64, device=device)
+        self.loss_sum = torch.zeros(k, device=device)
+        self.correct = torch.zeros(k, dtype=torch.int64, device=device)
+        self.first_bad_step = torch.full((k,), -1, dtype=torch.int64, device=device)  # read once per epoch
+
+    def start_epoch(self, lr: float) -> None:
+        self.optimizer.lr.fill_(lr)
+        for k, generator in enumerate(self.generators):
+            self.order[k] = torch.randperm(len(self.y_train), generator=generator, device=self.order.device)
+        for tensor in (self.step_index, self.loss_sum, self.correct):
+            tensor.zero_()
+        self.first_bad_step.fill_(-1)
+
+    def step(self) -> None:
+        r = self.recipe
+        batch = self.order.index_select(1, self.step_index * r.batch_size + self.offsets)  # (K, B)
+        x = torch.stack([
+            train_augment(self.x_train[batch[k]], g, padding=r.padding, cutout_size=r.cutout_size)
+            for k, g in enumerate(self.generators)
+        ])
+        y = self.y_train[batch]
+        loss, logits = train_step(self.model, self.optimizer, self.stats, x, y, self.lambda1, self.lambda2,
+                                  r.precision)
+        self.step_index += 1
+        self.loss_sum += loss
+        self.correct += (logits.argmax(-1) == y).sum(-1)
+        finite = torch.isfinite(loss) & torch.isfinite(logits).flatten(1).all(1)
+        self.first_bad_step.copy_(torch.where(finite | (self.first_bad_step >= 0), self.first_bad_step, self.step_index))
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "statistics": self.stats.state_dict(),
+            "generators": [g.get_state() for g in self.generators],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.stats.load_state_dict(state["statistics"])
+        for generator, saved in zip(self.generators, state["generators"]):
+            generator.set_state(saved.cpu())
+
+
+class Stepper:
+    """Runs ``group.step``: eagerly, or on a GPU as a CUDA graph captured after a few eager steps.
+
+    A graph replays the kernels of one step without Python or launch overhead; everything that
+    changes between steps (batch position, learning rate, statistics, random draws) lives in
+    device tensors or registered generators, so the replayed step is the eager one.
+    """
+
+    WARMUP_STEPS = 3  # eager steps on a side stream before capture, as CUDA graphs require
+
+    def __init__(self, group: FusedGroup, cuda_graph: bool):
+        self.group, self.cuda_graph = group, cuda_graph
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.eager_steps = 0
+
+    def __call__(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        elif not self.cuda_graph:
+            self.group.step()
+        elif self.eager_steps < self.WARMUP_STEPS:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.group.step()
+            torch.cuda.current_stream().wait_stream(side)
+            self.eager_steps += 1
+        else:
+            torch.cuda.synchronize()
+            # A capture that fails means the step synchronised with the host: a bug, raised as such.
+            self.graph = torch.cuda.CUDAGraph()
+            for generator in self.group.generators:
+                self.graph.register_generator_state(generator)
+            self.group.optimizer.zero_grad()
+            with torch.cuda.graph(self.graph):
+                self.group.step()
+            self.graph.replay()  # capture records the step without running it
+
+
+@torch.no_grad()
+def pn_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Correct test predictions (K, 2) at tau = 0 and PN tau = 1, on the device.
+
+    The rule of evaluate.pn_predictions (which runs in NumPy for saved logits); tests check they agree.
+    """
+    log_p = logits.double().log_softmax(-1)
+    log_mass = log_p.logsumexp(-2, keepdim=True)
+    plain, pn = log_p.argmax(-1), (log_p - log_mass).argmax(-1)
+    return torch.stack([(plain == labels).sum(-1), (pn == labels).sum(-1)], -1)
+
+
+
+class _GroupedLinear(nn.Module):
+    """K classifiers, block-diagonal: model k's features meet only model k's weights."""
+
+    def __init__(self, members: int, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(members, out_features))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """features (B, K, F) -> logits (K, B, C)."""
+        return torch.einsum("bkf,kcf->kbc", features, self.weight) + self.bias[:, None, :]
+
+
+class FusedResNet32(nn.Module):
+    """K independent ResNet-32s computed as one network, so that one GPU kernel serves K models.
+
+    Convolutions have ``groups=K``; each BatchNorm normalises K x C channels, each over its own
+    model's batch only; the classifier is block-diagonal. Nothing couples the models: model k's
+    output and gradients depend only on its own input and weights, so training the group with the
+    sum of the K losses trains each model exactly as it would be trained alone (tests/test_fused.py).
+    Build it from K ResNet32s (each initialised with its own seed) and take them back out with
+    ``member``; parameter names mirror ResNet32's.
+    """
+
+    def __init__(self, members: int, num_classes: int = 100, width: int = 16):
+        super().__init__()
+        self.members = members
+        self.num_classes, self.width = num_classes, width
+        self.conv1 = nn.Conv2d(3 * members, width * members, 3, 1, 1, bias=False, groups=members)
+        self.bn1 = nn.BatchNorm2d(width * members)
+        self.stages = _stages(width, members)
+        self.feature_dim = 4 * width
+        self.classifier = _GroupedLinear(members, self.feature_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (K, B, 3, H, W), model k's batch in x[k] -> logits (K, B, C)."""
+        k, b, c, h, w = x.shape
+        x = x.transpose(0, 1).reshape(b, k * c, h, w)
+        if self.conv1.weight.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.stages(x)
+        features = F.adaptive_avg_pool2d(x, 1).reshape(b, k, self.feature_dim)
+        return self.classifier(features)
+
+    @classmethod
+    def from_members(cls, models: list[ResNet32]) -> "FusedResNet32":
+        first = models[0]
+        fused = cls(len(models), first.classifier.out_features, first.conv1.out_channels)
+        fused.to(first.classifier.weight.device)
+        states = [m.state_dict() for m in models]
+        packed = {}
+        for name, target in fused.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                packed[name] = states[0][name]
+            else:
+                packed[name] = torch.stack([s[name] for s in states]).reshape(target.shape)
+        fused.load_state_dict(packed)
+        return fused
+
+    def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
+        """Model k's weights in ResNet32's layout (what a single training saves)."""
+        with torch.device("meta"):
+            shapes = {name: value.shape for name, value in ResNet32(self.num_classes, self.width).state_dict().items()}
+        return {
+            name: value.clone() if name.endswith("num_batches_tracked") else value.reshape(self.members, *shapes[name])[k].clone()
+            for name, value in self.state_dict().items()
+        }
+
+    def member(self, k: int) -> ResNet32:
+        model = ResNet32(self.num_classes, self.width).to(self.classifier.weight.device)
+        model.load_state_dict(self.member_state_dict(k))
+        return model

@@ -61,6 +61,8 @@ from bagmar.model import ResNet32
 from bagmar import train as bagmar_train
 from bagmar.train import Recipe, predict_logits, resolve_device, train, train_group
 
+PAPER = Recipe()  # SPEC §3's recipe, from the config schema's defaults
+
 ROOT = Path(__file__).resolve().parent
 PAPER_STEPS_PER_EPOCH = {200: 148, 100: 169, 50: 197, 10: 305}  # CIFAR-100-LT at batch 64 (SPEC §1, §3)
 PAPER_EPOCHS, PAPER_TRAININGS_PER_IF, PAPER_TEST_IMAGES, PAPER_SEEDS = 200, 3, 10_000, 3
@@ -144,8 +146,9 @@ def reference_transforms(size: Size):
     return train_tf, T.Compose([T.ToTensor(), normalize])
 
 
-def reference_lr(epoch: int, epochs: int, base: float = 0.05, peak: float = 0.1, warmup: int = 2) -> float:
-    """SPEC §3, epoch = 1..E."""
+def reference_lr(epoch: int, epochs: int, base: float = PAPER.base_lr, peak: float = PAPER.peak_lr,
+                 warmup: int = PAPER.warmup_epochs) -> float:
+    """SPEC §3, epoch = 1..E, written out as the released code does (the recipe's numbers: bagmar.train.Recipe)."""
     if epoch < warmup:
         return base + (peak - base) * (epoch - 1) / (warmup - 1)
     return peak * (1 + math.cos(math.pi * (epoch - warmup) / max(epochs - warmup, 1))) / 2
@@ -191,7 +194,8 @@ def run_reference(data, size: Size, epochs: int, warmup_epochs: int, device: str
     test_loader = DataLoader(ImageDataset(test_images, test_labels, test_tf), batch_size=eval_batch_size,
                              shuffle=False, **loader_kw)
     model = ResNet32(size.num_classes, size.width).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=PAPER.base_lr, momentum=PAPER.momentum,
+                                weight_decay=PAPER.weight_decay)
     stats = ReferenceStatistics(size.num_classes, device)
     total_epochs = warmup_epochs + epochs
     train_seconds, eval_seconds, accuracy = [], [], {}

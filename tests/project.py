@@ -63,3 +63,15 @@ def edit_config(path: Path, edit) -> None:
     config = yaml.safe_load(path.read_text())
     edit(config)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def spec_recipe() -> dict:
+    """SPEC §3's optimiser and schedule numbers, read from docs/SPEC.md (the oracle the configs are checked
+    against; the code reads them from the config schema)."""
+    text = (ROOT / "docs" / "SPEC.md").read_text()
+    sgd = re.search(r"SGD, momentum ([\d.]+), weight decay ([\d.e-]+) .*?batch (\d+).*?(\d+) epochs\.", text)
+    lr = re.search(r"warm-up W = (\d+) epochs, base ([\d.]+), peak ([\d.]+)", text)
+    assert sgd and lr, "docs/SPEC.md §3 no longer states the recipe in the expected words"
+    return {"epochs": int(sgd.group(4)), "batch_size": int(sgd.group(3)), "base_lr": float(lr.group(2)),
+            "peak_lr": float(lr.group(3)), "warmup_epochs": int(lr.group(1)), "momentum": float(sgd.group(1)),
+            "weight_decay": float(sgd.group(2))}

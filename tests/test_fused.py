@@ -141,8 +141,8 @@ def test_device_sgd_is_torch_sgd_and_follows_the_learning_rate_tensor():
     torch.manual_seed(0)
     ours, theirs = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
     theirs.load_state_dict(ours.state_dict())
-    sgd = SGD(ours.parameters(), momentum=0.9, weight_decay=5e-4, device="cpu")
-    reference = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    sgd = SGD(ours.parameters(), momentum=0.9, weight_decay=1e-3, device="cpu")
+    reference = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
     x = torch.randn(8, 4)
     for step, lr in enumerate([0.05, 0.1, 0.1, 0.07, 0.0, 0.03]):
         sgd.lr.fill_(lr)  # set in place, as a captured graph sees it

@@ -23,3 +23,28 @@ def test_every_rule_declares_the_conda_env_a_log_and_a_benchmark():
         text = rules.read_text()
         n_rules = len(re.findall(r"^\s*rule(?:\s+\w+)?:", text, re.M))  # named, or `rule:` with a name: directive
         assert n_rules == text.count('conda:\n') == text.count("log:\n") == text.count("benchmark:\n"), rules.name
+
+
+def test_the_recipes_numbers_are_written_in_one_place():
+    """SPEC §3's 0.05 / 0.1 / 5e-4 live in the config schema's defaults (and the configs); code reads them there."""
+    import ast
+
+    from project import spec_recipe
+
+    from bagmar.train import Recipe
+
+    spec = spec_recipe()
+    triple = {spec["base_lr"], spec["peak_lr"], spec["weight_decay"]}
+    root = Path(__file__).parents[1]
+    offenders = []
+    for path in [*root.glob("src/**/*.py"), *root.glob("scripts/*.py"), *root.glob("benchmarks/*.py"),
+                 *root.glob("tests/**/*.py"), root / "main.py"]:
+        numbers = {node.value for node in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(node, ast.Constant) and isinstance(node.value, float)}
+        if triple <= numbers:
+            offenders.append(str(path.relative_to(root)))
+    for path in root.glob("workflow/rules/*.smk"):
+        if all(text in path.read_text() for text in ("0.05", "0.1", "5e-4")):
+            offenders.append(str(path.relative_to(root)))
+    assert offenders == []
+    assert {k: getattr(Recipe(), k) for k in spec} == spec  # Recipe's defaults: the schema's, which are SPEC's

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from project import copy_project, env, job_counts
+from project import copy_project, env, job_counts, spec_recipe
 from snakemake.utils import validate
 
 ROOT = Path(__file__).parents[1]
@@ -30,8 +30,7 @@ PAPER = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 SEEDS = {path.stem: yaml.safe_load(path.read_text()) for path in sorted(SEED_DIR.glob("*.yaml"))}
 
 # SPEC §3 (recipe), §5 (tau grid), §6 (the four variants).
-SPEC_RECIPE = {"epochs": 200, "batch_size": 64, "base_lr": 0.05, "peak_lr": 0.1, "warmup_epochs": 2, "momentum": 0.9,
-               "weight_decay": 5e-4, "width": 16, "padding": 4, "cutout_size": 16, "precision": "float32"}
+SPEC_RECIPE = {**spec_recipe(), "width": 16, "padding": 4, "cutout_size": 16, "precision": "float32"}
 SPEC_VARIANTS = {  # variant: (training, lambda1, lambda2, evaluation)
     "ce": ("ce", 0.0, 0.0, "plain"),
     "ce_pn": ("ce", 0.0, 0.0, "pn"),

@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from torch import nn
 
 from . import checkpoint
@@ -27,24 +28,40 @@ class NonFiniteError(UserError, FloatingPointError):
     """A loss or logit became NaN or infinite; nothing of that training is written as if complete."""
 
 
+CONFIG_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def recipe_defaults() -> dict:
+    """SPEC §3's recipe as the config schema's defaults, the one place its numbers are written."""
+    try:
+        schema = yaml.safe_load(CONFIG_SCHEMA.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{CONFIG_SCHEMA} not found: bagmar reads the recipe's defaults from its checkout's "
+                        "config schema; install the checkout (pip install -e .)") from None
+    return {key: spec["default"] for key, spec in schema["properties"]["recipe"]["properties"].items()}
+
+
+_PAPER = recipe_defaults()
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """One training's settings; defaults are the paper's (SPEC §3, §6)."""
+    """One training's settings; the defaults are the paper's, read from the config schema (SPEC §3, §6)."""
 
-    epochs: int = 200
-    batch_size: int = 64
-    base_lr: float = 0.05
-    peak_lr: float = 0.1
-    warmup_epochs: int = 2
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    width: int = 16  # ResNet-32's first-stage width
-    padding: int = 4  # random-crop padding
-    cutout_size: int = 16
+    epochs: int = _PAPER["epochs"]
+    batch_size: int = _PAPER["batch_size"]
+    base_lr: float = _PAPER["base_lr"]
+    peak_lr: float = _PAPER["peak_lr"]
+    warmup_epochs: int = _PAPER["warmup_epochs"]
+    momentum: float = _PAPER["momentum"]
+    weight_decay: float = _PAPER["weight_decay"]
+    width: int = _PAPER["width"]  # ResNet-32's first-stage width
+    padding: int = _PAPER["padding"]  # random-crop padding
+    cutout_size: int = _PAPER["cutout_size"]
+    precision: str = _PAPER["precision"]  # or "bfloat16": autocast of the forward pass (loss stays float32)
     lambda1: float = 0.0
     lambda2: float = 0.0
     seed: int = 0  # model init, data order and augmentation draws
-    precision: str = "float32"  # or "bfloat16": autocast of the network's forward pass (loss stays float32)
 
 
 def learning_rate(epoch: int, recipe: Recipe) -> float:

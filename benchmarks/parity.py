@@ -86,6 +86,7 @@ def _load_epoch_time():
 
 
 epoch_time = _load_epoch_time()
+import reference  # noqa: E402 (benchmarks/reference.py, on the path epoch_time put it on)
 LAMBDA1, LAMBDA2 = epoch_time.LAMBDA1, epoch_time.LAMBDA2  # BaGMar_pn (SPEC §6)
 
 
@@ -237,18 +238,15 @@ def prepare_data(args, log) -> Setup:
 
 
 def _reference_schedule(warmup: int):
-    """Give run_reference's learning rate ``warmup`` epochs of warm-up (it uses reference_lr's default, 2), and
-    record the rates it sets. run_reference reads epoch_time.reference_lr when it runs, so this is replaced for
-    the duration of one call only."""
-    original, rates = epoch_time.reference_lr, []
+    """The reference loop's learning rate (reference.reference_lr, SPEC §3's formula) with ``warmup`` epochs of
+    warm-up, and the list of the rates it sets (the record compares them with the fast trainer's)."""
+    rates = []
 
-    def reference_lr(epoch: int, epochs: int, *args, **kwargs):
-        kwargs.setdefault("warmup", warmup)
-        rate = original(epoch, epochs, *args, **kwargs)
-        rates.append(rate)
-        return rate
+    def schedule(epoch: int, epochs: int) -> float:
+        rates.append(reference.reference_lr(epoch, epochs, warmup=warmup))
+        return rates[-1]
 
-    return original, reference_lr, rates
+    return schedule, rates
 
 
 def run_seed(setup: Setup, args, seed: int, log) -> dict:
@@ -256,14 +254,11 @@ def run_seed(setup: Setup, args, seed: int, log) -> dict:
     size, device = setup.size, args.device_resolved
     loads = [epoch_time.loadavg()]
 
-    original, patched, reference_rates = _reference_schedule(args.warmup_epochs)
-    epoch_time.reference_lr = patched
+    schedule, reference_rates = _reference_schedule(args.warmup_epochs)
     started = time.perf_counter()
-    try:
-        reference = epoch_time.run_reference(setup.data, size, args.epochs, 0, device, args.num_workers, seed,
-                                             args.eval_batch_size, lambda line: log(f"  seed {seed} " + line.strip()))
-    finally:
-        epoch_time.reference_lr = original
+    reference_run = reference.run_reference(setup.data, size, args.epochs, 0, device, args.num_workers, seed,
+                                            args.eval_batch_size, lambda line: log(f"  seed {seed} " + line.strip()),
+                                            schedule=schedule)
     reference_wall = time.perf_counter() - started
     loads.append(epoch_time.loadavg())
 
@@ -286,11 +281,11 @@ def run_seed(setup: Setup, args, seed: int, log) -> dict:
         "loadavg": {"start": loads[0], "after_reference": loads[1], "end": loads[2]},
         "lr_per_epoch": fast_rates,
         "reference": {
-            "metrics": evaluate_logits(reference["final_test_logits"], test_labels, setup.counts),
-            "in_loop_final_test_acc": reference["final_test_acc"],  # the loop's own plain/PN top-1, a cross-check
+            "metrics": evaluate_logits(reference_run["final_test_logits"], test_labels, setup.counts),
+            "in_loop_final_test_acc": reference_run["final_test_acc"],  # the loop's own plain/PN top-1, a cross-check
             "wall_seconds": reference_wall,
-            "train_seconds": reference["train_seconds"],
-            "eval_seconds": reference["eval_seconds"],
+            "train_seconds": reference_run["train_seconds"],
+            "eval_seconds": reference_run["eval_seconds"],
             "seconds_per_epoch": reference_wall / args.epochs,
         },
         "fast": {

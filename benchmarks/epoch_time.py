@@ -13,10 +13,10 @@ images = 169 steps of 64, 10,000 test images, 32x32, ResNet-32 of width 16):
     ``loss.item()`` every step for the running loss, as such code logs; after each epoch a test pass through a
     DataLoader (ToTensor + Normalize per image) with plain and PN (tau = 1) accuracy.
 (b) **project**: ``bagmar.train.train`` for the same epochs. Its logged per-epoch seconds include its own
-    evaluation (test logits + PN). The benchmark times each of the trainer's ``predict_logits`` calls in place
-    (one per epoch) and takes the project's training time per epoch as the logged epoch time minus that epoch's
-    evaluation; the same evaluation is also timed separately on the final model (``predict_logits`` + PN), which
-    is the fallback should the trainer stop evaluating through ``bagmar.train.predict_logits``.
+    evaluation (test logits + PN), which it logs separately (``eval_seconds``, after a host sync that ends the
+    epoch's training steps); the project's training time per epoch is the logged epoch time minus that epoch's
+    evaluation. The same evaluation is also timed separately on the final model (``predict_logits`` + PN), as a
+    cross-check in the record. The benchmark changes nothing in the trainer.
 
 Both loops run one warm-up epoch (not timed: allocator, cuDNN autotuning, lazy init, first loader start) and
 then ``--epochs`` timed epochs; the figures are the median over the timed epochs. ``torch.set_num_threads``
@@ -32,7 +32,6 @@ projection means something only at full size (``"projection"["full_size"]``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -52,7 +51,6 @@ from torch import nn
 
 from bagmar.data import long_tailed_indices, make_synthetic
 from bagmar.evaluate import pn_predictions
-from bagmar import train as bagmar_train
 from bagmar.train import Recipe, predict_logits, resolve_device, train, train_group
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # imported by file path from the tests
@@ -84,61 +82,30 @@ def time_project_eval(model: nn.Module, test_images: np.ndarray, test_labels: np
     return seconds[1:]
 
 
-@contextlib.contextmanager
-def timing_predict_logits(device: str):
-    """Time each call the trainer makes to bagmar.train.predict_logits (its per-epoch test pass), in place.
-
-    Yields the list of seconds. Synchronising before the call charges pending training work to training.
-    """
-    original, seconds = bagmar_train.predict_logits, []
-
-    def timed(*args, **kwargs):
-        _sync(device)
-        started = time.perf_counter()
-        out = original(*args, **kwargs)
-        _sync(device)
-        seconds.append(time.perf_counter() - started)
-        return out
-
-    bagmar_train.predict_logits = timed
-    try:
-        yield seconds
-    finally:
-        bagmar_train.predict_logits = original
-
-
 def run_project(data, size: Size, epochs: int, warmup_epochs: int, device: str, seed: int, log) -> dict:
     train_images, train_labels, test_images, test_labels = data
     recipe = Recipe(epochs=warmup_epochs + epochs, batch_size=size.batch_size, width=size.width,
                     padding=size.padding, cutout_size=size.cutout_size, lambda1=LAMBDA1, lambda2=LAMBDA2, seed=seed)
-    with timing_predict_logits(device) as in_trainer:
-        result = train(train_images, train_labels, test_images, test_labels, size.num_classes, recipe, device=device,
-                       progress=lambda line: log("  project " + line.strip())
-                       if " epoch " in line and "step" not in line else None, name="trainer")
+    result = train(train_images, train_labels, test_images, test_labels, size.num_classes, recipe, device=device,
+                   progress=lambda line: log("  project " + line.strip())
+                   if " epoch " in line and "step" not in line else None, name="trainer")
     epoch_seconds = [row["seconds"] for row in result.metrics]
+    in_trainer = [row["eval_seconds"] for row in result.metrics]
     separate = time_project_eval(result.model, test_images, test_labels, device, max(epochs, 3))
     total = statistics.median(epoch_seconds[warmup_epochs:])
-    # Prefer the trainer's own test passes, paired with their epochs; if the trainer no longer evaluates through
-    # bagmar.train.predict_logits once per epoch, fall back to the separate measurement.
-    paired = len(in_trainer) == len(epoch_seconds)
-    eval_s = statistics.median(in_trainer[warmup_epochs:] if paired else separate)
-    train_s = (statistics.median([e - v for e, v in zip(epoch_seconds, in_trainer)][warmup_epochs:]) if paired
-               else max(total - eval_s, 0.0))
+    eval_s = statistics.median(in_trainer[warmup_epochs:])
+    train_s = statistics.median([e - v for e, v in zip(epoch_seconds, in_trainer)][warmup_epochs:])
     return {
         "includes": {
             "epoch_total": "bagmar.train.train's logged seconds per epoch (metrics[i]['seconds']): augmentation on "
                            "the device, training steps, its per-epoch test evaluation (predict_logits + PN) and metrics",
-            "eval": ("the trainer's own predict_logits call in each epoch (device-resident uint8 test set), timed in "
-                     "place; its PN and accuracy (numpy, ~0.02 s at full size) stay in the train share"
-                     if paired else
-                     "predict_logits on the device-resident uint8 test set + PN (tau = 0 and 1) + accuracy, timed "
-                     "separately on the final model (median of repeats after one warm-up call)"),
-            "train": "derived: per epoch, logged epoch seconds - that epoch's eval seconds" if paired
-                     else "derived: epoch_total - eval",
+            "eval": "the trainer's own test pass in each epoch, as it logs it (metrics[i]['eval_seconds']: "
+                    "predict_logits on the device-resident uint8 test set, plain and PN accuracy, after a sync)",
+            "train": "derived: per epoch, logged epoch seconds - that epoch's eval seconds",
         },
-        "eval_source": "in_trainer" if paired else "separate",
+        "eval_source": "in_trainer",
         "epoch_seconds": epoch_seconds,
-        "eval_seconds": in_trainer if paired else separate,
+        "eval_seconds": in_trainer,
         "eval_separate_seconds": separate,
         "epoch_total": total,
         "eval_per_epoch": eval_s,
@@ -163,12 +130,12 @@ def run_fused(data, size: Size, epochs: int, warmup_epochs: int, device: str, se
                seed=seed + k // 3, precision=precision)
         for k in range(members)
     ]
-    with timing_predict_logits(device) as in_trainer:
-        results = train_group(train_images, train_labels, test_images, test_labels, size.num_classes, recipes,
-                              device=device, names=[f"m{k}" for k in range(members)],
-                              progress=lambda line: log(f"  fused x{members} " + line.strip())
-                              if line.startswith("m0 epoch") else None)
+    results = train_group(train_images, train_labels, test_images, test_labels, size.num_classes, recipes,
+                          device=device, names=[f"m{k}" for k in range(members)],
+                          progress=lambda line: log(f"  fused x{members} " + line.strip())
+                          if line.startswith("m0 epoch") else None)
     epoch_seconds = [row["seconds"] for row in results[0].metrics]
+    in_trainer = [row["eval_seconds"] for row in results[0].metrics]
     total = statistics.median(epoch_seconds[warmup_epochs:])
     eval_s = statistics.median(in_trainer[warmup_epochs:])
     train_s = statistics.median([e - v for e, v in zip(epoch_seconds, in_trainer)][warmup_epochs:])

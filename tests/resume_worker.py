@@ -71,7 +71,7 @@ def main(checkpoint_dir: str, out: str, point: str | None = None) -> None:
     result = train(images.train_images, images.train_labels, images.test_images, images.test_labels, 4, recipe,
                    checkpoint_dir=checkpoint_dir, name="worker")
     torch.save({"model": result.model.state_dict(), "logits": torch.from_numpy(result.test_logits),
-                "theta": result.stats.theta, "metrics": [{k: v for k, v in row.items() if k != "seconds"}
+                "theta": result.stats.theta, "metrics": [{k: v for k, v in row.items() if k not in ("seconds", "eval_seconds")}
                                                          for row in result.metrics]}, out)
 
 

@@ -173,7 +173,7 @@ def test_killing_the_whole_workflow_and_rerunning_gives_the_same_table(tmp_path)
     assert snakemake(workdir, "--unlock").returncode == 0
     rerun = snakemake(workdir, "--configfile", "config/demo.yaml")
     assert rerun.returncode == 0, rerun.stderr
-    logs = "".join(p.read_text() for p in (results / "logs" / "train").glob("*.log"))
+    logs = "".join(p.read_text() for p in (results / "logs" / "train").rglob("*.log"))
     assert "resuming" in logs
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # only unfinished work was redone
     for name in ("results.csv", "summary.csv", "evaluations.csv"):

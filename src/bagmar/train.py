@@ -172,10 +172,10 @@ def train_group(
         for step in range(steps):
             stepper()
             report.step(epoch, step)
-        _refuse_non_finite(group, recipes, names, epoch, steps, lr)
+        _refuse_non_finite(group, recipes, names, epoch, steps, lr)  # a host sync: the training steps are done
+        evaluated = time.perf_counter()
         test_logits = predict_logits(group.model, x_test)  # (K, N, C)
-        history.add_epoch(epoch, lr, group, test_logits, y_test, steps, recipe.batch_size,
-                          time.perf_counter() - started)
+        history.add_epoch(epoch, lr, group, test_logits, y_test, steps, recipe.batch_size, started, evaluated)
         saved.save(epoch, group, history)
         report.epoch(epoch, history)
     if test_logits is None:  # every epoch was in the checkpoint: only the test logits are missing
@@ -199,8 +199,10 @@ class _History:
                      for _ in range(members)]
 
     def add_epoch(self, epoch: int, lr: float, group: FusedGroup, test_logits: torch.Tensor,
-                  test_labels: torch.Tensor, steps: int, batch_size: int, seconds: float) -> None:
-        correct = pn_correct(test_logits, test_labels).tolist()
+                  test_labels: torch.Tensor, steps: int, batch_size: int, started: float, evaluated: float) -> None:
+        """``started``: the epoch's start; ``evaluated``: the test pass's start (perf_counter seconds)."""
+        correct = pn_correct(test_logits, test_labels).tolist()  # waits for the test pass
+        now = time.perf_counter()
         losses, train_correct = group.loss_sum.tolist(), group.correct.tolist()
         for member, rows in enumerate(self.metrics):
             rows.append({
@@ -210,7 +212,8 @@ class _History:
                 "train_acc": 100.0 * train_correct[member] / (steps * batch_size),
                 "test_acc": 100.0 * correct[member][0] / len(test_labels),
                 "test_acc_pn": 100.0 * correct[member][1] / len(test_labels),
-                "seconds": seconds,
+                "seconds": now - started,
+                "eval_seconds": now - evaluated,  # the test pass of all K models with its plain and PN accuracy
             })
             for selection, column in SELECTIONS.items():
                 if rows[-1][column] > self.best[member][selection]["acc"]:

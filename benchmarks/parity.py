@@ -7,7 +7,7 @@ For each seed, two trainings on the SAME long-tailed training set, schedule, wid
     worker processes over torchvision's per-image PIL transforms (RandomCrop, flip, AutoAugment(CIFAR10),
     ToTensor, numpy Cutout, Normalize), fp32 eager ResNet-32, torch.optim.SGD, the statistics updated by a
     per-sample Python loop;
-(b) **fast**: ``bagmar.train.train`` (on-device batched augmentation, the fused-group step, bagmar.train.SGD).
+(b) **fast**: ``bagmar.train.train`` (on-device batched augmentation, the fused-group step, bagmar.engine.SGD).
 
 Both follow SPEC §3's schedule over the same ``--epochs`` (``run_reference`` is called with no untimed epochs,
 so its total is ``--epochs``; its learning-rate function is given ``--warmup-epochs``, and the record holds both

@@ -69,7 +69,7 @@ def test_demo_runs_the_whole_dag_and_fills_the_readme(demo):
     assert len(list((results / "train").glob("*/imba*/seed0/model.pt"))) == 12
     assert len(list((results / "eval").glob("*/imba*/seed0/tau_sweep.csv"))) == 16
     for rule in ("split", "train", "evaluate"):
-        assert list((results / "logs" / rule).glob("*.log")) and list((results / "benchmarks" / rule).glob("*.tsv"))
+        assert list((results / "logs" / rule).rglob("*.log")) and list((results / "benchmarks" / rule).rglob("*.tsv"))
     metrics = pd.read_csv(results / "train" / "BaGMar_pn" / "imba100" / "seed0" / "metrics.csv")
     assert list(metrics.columns[:5]) == ["epoch", "lr", "train_loss", "train_acc", "test_acc"]
     assert len(metrics) == yaml.safe_load((workdir / "config" / "demo.yaml").read_text())["recipe"]["epochs"]

@@ -1,4 +1,5 @@
 # Config validation, path helpers and code fingerprints shared by all stages.
+import copy
 import importlib.util
 import math
 import os
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import jsonschema
 import yaml
-from snakemake.utils import validate
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -37,9 +37,18 @@ def _refuse(problems):
     raise SystemExit(1)
 
 
-if problems := _schema_problems():
+def _fill_defaults(schema, node):
+    """The schema's defaults where the config leaves a key out (nested objects too), once it is valid."""
+    for key, spec in schema.get("properties", {}).items():
+        if key not in node and "default" in spec:
+            node[key] = copy.deepcopy(spec["default"])
+        if isinstance(node.get(key), dict) and "properties" in spec:
+            _fill_defaults(spec, node[key])
+
+
+if problems := _schema_problems():  # the config is validated once, here
     _refuse(problems)
-validate(config, str(SCHEMA))  # fills the schema's defaults
+_fill_defaults(yaml.safe_load(SCHEMA.read_text()), config)
 
 # Relative to the working directory, so that a moved or copied project keeps its recorded inputs.
 PACKAGE_SRC = Path(os.path.relpath(Path(workflow.basedir) / "src"))

@@ -178,7 +178,7 @@ def test_a_seed_config_runs_end_to_end_on_synthetic_data(seed_run):
     assert (results / "eval" / "BaGMar_pn" / "imba100" / "seed0" / "tau_sweep.csv").is_file()
     assert not (results / "train" / "ce").exists()  # only this experiment's jobs
     # printed progress: the training's epochs as they happen, then the headline numbers
-    assert re.search(r"\[train/BaGMar_pn_imba100_seed0\] .*epoch 2/2", run.stdout)
+    assert re.search(r"\[train/BaGMar_pn/imba100/seed0\] .*epoch 2/2", run.stdout)
     assert re.search(r"top1\s+\d", run.stdout) and "results: results/seed_demo/eval/BaGMar_pn/imba100/seed0" in run.stdout
     # 10 classes of at most 100 images: no many-shot class, shown as in the tables
     assert re.search(r"many\s+n/a", run.stdout) and "NaN" not in run.stdout

@@ -224,7 +224,7 @@ def test_fused_jobs_write_every_models_own_files(fused_demo):
     results = workdir / "results" / "demo"
     assert len(list((results / "train").glob("*/imba*/seed0/model.pt"))) == 6
     logs = sorted(str(p.relative_to(results / "logs" / "train")) for p in (results / "logs" / "train").rglob("*.log"))
-    assert logs == ["imba100/seed0.log", "imba10/seed0.log"]  # one per group, named after it
+    assert logs == ["imba10/seed0.log", "imba100/seed0.log"]  # one per group, named after it
     log = (results / "logs" / "train" / "imba100" / "seed0.log").read_text()
     for training in ("ce", "BaGMar", "BaGMar_pn"):
         assert f"{training} IF 100 seed 0 epoch 2/2" in log

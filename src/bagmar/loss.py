@@ -27,7 +27,7 @@ class GradientStatistics:
     Since P only ever receives F's diagonal and N its off-diagonal, theta and phi are
     accumulated directly: theta += diag(F) and phi += F.sum(0) - diag(F) — the same numbers
     (tests/test_loss.py checks them against the three-matrix version) without two matrices.
-    (engine.StackedStatistics packs K models' sets into single tensors for a fused group.)
+    (engine.StackedStatistics packs the sets of K models into single tensors.)
     """
 
     def __init__(self, num_classes: int, device: torch.device | str = "cpu"):

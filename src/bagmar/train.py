@@ -146,9 +146,8 @@ def train_group(
 ) -> list[TrainResult]:
     """Train K models (recipes differing only in FUSABLE) as one fused network; each ends as if trained alone.
 
-    ``checkpoint_dir``: save after every epoch, resume from the newest intact checkpoint (bit-identical on
-    the CPU). ``cuda_graph`` (default: on a GPU) replays the step as a CUDA graph. ``stop_after_epoch``
-    trains only the first epochs of the recipe's schedule (the learning rate stays that of ``recipe.epochs``).
+    ``checkpoint_dir``: save every epoch, resume from the newest intact checkpoint (bit-identical on the CPU);
+    ``cuda_graph`` (default: on a GPU); ``stop_after_epoch``: the first epochs of ``recipe.epochs``' schedule.
     """
     names = names or [f"training {k}" for k in range(len(recipes))]
     _check_fusable(recipes)

@@ -209,7 +209,7 @@ def test_a_training_cancelled_with_scancel_resumes_and_ends_as_if_uninterrupted(
     assert [rule_of(t["Comment"]) for t in trainings] == ["train", "train"]  # Snakemake submitted it again
     assert trainings[0]["JobIDRaw"] == job and trainings[0]["State"].startswith("CANCELLED")
     assert trainings[1]["State"] == "COMPLETED"
-    log = (results / "logs" / "train" / "BaGMar_pn_imba10_seed0.log").read_text()
+    log = (results / "logs" / "train" / "BaGMar_pn" / "imba10" / "seed0.log").read_text()  # the group's log
     resumed = re.findall(r"resuming BaGMar_pn IF 10 seed 0 after epoch (\d+)", log)
     assert len(resumed) == 1 and cancelled_after <= int(resumed[0]) < epochs, (cancelled_after, log)
     reference = local / "results" / "demo" / TRAINING  # the uninterrupted training of the local demo

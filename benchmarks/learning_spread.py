@@ -95,10 +95,11 @@ def main(argv=None) -> dict:
     if args.one is not None:
         print(json.dumps(one(args.one)))
         return {}
-    seeds = sorted({s for part in args.seeds.split(",") for s in (
-        range(int(part.split("-")[0]), int(part.split("-")[1]) + 1) if "-" in part else [int(part)])})
     sys.path.insert(0, str(ROOT))
     import epoch_time  # noqa: E402 (benchmarks/epoch_time.py: machine description and load)
+    from parity import parse_seeds  # noqa: E402 (the same seed syntax as the parity benchmark)
+
+    seeds = parse_seeds([args.seeds])
 
     started, load = time.perf_counter(), epoch_time.loadavg()
     with ThreadPoolExecutor(args.jobs) as pool:

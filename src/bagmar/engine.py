@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .augment import test_transform, train_augment
-from .loss import bagmar_loss
+from .loss import GradientStatistics, bagmar_loss
 from .model import ResNet32, _stages
 
 
@@ -49,7 +49,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int | Non
     return torch.cat(outputs, dim=-2).float()
 
 
-class StackedStatistics:
+class StackedStatistics(GradientStatistics):
     """K models' loss.GradientStatistics packed into single tensors: one ``index_add_`` per step for all K.
 
     F is (K, C, C), theta and phi (K, C); ``update`` takes (K, B, C) gradients with (K, B) labels. The
@@ -58,48 +58,20 @@ class StackedStatistics:
     """
 
     def __init__(self, num_classes: int, device: torch.device | str, members: int):
-        zeros = dict(dtype=torch.float64, device=device)
-        self.members = k = members
-        # stored as F transposed, [model, sample class k, classifier j], so that one index_add_ over
-        # rows (model, class) adds every sample's gradient row
-        self._f_by_class = torch.zeros(k, num_classes, num_classes, **zeros)
-        self._theta = torch.zeros(k, num_classes, **zeros)
-        self._phi = torch.zeros(k, num_classes, **zeros)
-        self._first_row = torch.arange(0, k * num_classes, num_classes, device=device)[:, None]  # of each model
-
-    @property
-    def F(self) -> torch.Tensor:  # noqa: N802 (SPEC's name); rows: classifier j, cols: sample class k
-        return self._f_by_class.transpose(-1, -2)
-
-    @property
-    def theta(self) -> torch.Tensor:
-        return self._theta
-
-    @property
-    def phi(self) -> torch.Tensor:
-        return self._phi
+        self.members = members
+        self._allocate((members,), num_classes, device)
+        self._first_row = torch.arange(0, members * num_classes, num_classes, device=device)[:, None]  # per model
 
     def update(self, grad: torch.Tensor, labels: torch.Tensor) -> None:
         """grad: |dL/dz'| of each model's batch-mean loss, (K, B, C); labels: (K, B)."""
         k, c = self._theta.shape
-        grad = grad.reshape(k, -1, c)
         rows = labels.reshape(k, -1) + self._first_row
         self._f_by_class.view(k * c, c).index_add_(0, rows.reshape(-1), grad.reshape(-1, c).to(torch.float64))
-        diagonal = self._f_by_class.diagonal(dim1=-2, dim2=-1)
-        self._theta += diagonal
-        self._phi += self._f_by_class.sum(-1) - diagonal
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"F": self.F, "theta": self.theta, "phi": self.phi}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for name, value in state.items():
-            getattr(self, name).copy_(value)
+        self._accumulate()
 
     def member(self, k: int) -> dict[str, torch.Tensor]:
         """Model k's statistics, shaped as a single model's state_dict."""
         return {name: value[k] for name, value in self.state_dict().items()}
-
 
 
 class SGD:

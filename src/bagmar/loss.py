@@ -31,16 +31,20 @@ class GradientStatistics:
     """
 
     def __init__(self, num_classes: int, device: torch.device | str = "cpu"):
+        self._allocate((), num_classes, device)
+
+    def _allocate(self, leading: tuple[int, ...], num_classes: int, device: torch.device | str) -> None:
+        """Zeroed statistics; ``leading`` dimensions (none here) let a subclass hold several sets."""
         zeros = dict(dtype=torch.float64, device=device)
-        # stored as F transposed, [sample class k, classifier j], so that one index_add_ over rows adds
+        # stored as F transposed, [..., sample class k, classifier j], so that one index_add_ over rows adds
         # every sample's gradient row
-        self._f_by_class = torch.zeros(num_classes, num_classes, **zeros)
-        self._theta = torch.zeros(num_classes, **zeros)
-        self._phi = torch.zeros(num_classes, **zeros)
+        self._f_by_class = torch.zeros(*leading, num_classes, num_classes, **zeros)
+        self._theta = torch.zeros(*leading, num_classes, **zeros)
+        self._phi = torch.zeros(*leading, num_classes, **zeros)
 
     @property
     def F(self) -> torch.Tensor:  # noqa: N802 (SPEC's name); rows: classifier j, cols: sample class k
-        return self._f_by_class.T
+        return self._f_by_class.transpose(-1, -2)
 
     @property
     def theta(self) -> torch.Tensor:
@@ -53,7 +57,11 @@ class GradientStatistics:
     def update(self, grad: torch.Tensor, labels: torch.Tensor) -> None:
         """grad: |dL/dz'| of the batch-mean loss, (B, C); labels: (B,)."""
         self._f_by_class.index_add_(0, labels, grad.to(torch.float64))
-        diagonal = self._f_by_class.diagonal()
+        self._accumulate()
+
+    def _accumulate(self) -> None:
+        """theta += diag(F), phi += F.sum(0) - diag(F), after F has received the step's gradients."""
+        diagonal = self._f_by_class.diagonal(dim1=-2, dim2=-1)
         self._theta += diagonal
         self._phi += self._f_by_class.sum(-1) - diagonal
 

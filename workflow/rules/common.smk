@@ -75,7 +75,6 @@ _check_package()
 from bagmar.data import REAL_DATASETS, long_tailed_counts  # noqa: E402
 from bagmar.evaluate import tau_grid  # noqa: E402
 from bagmar.fingerprint import code_fingerprint  # noqa: E402
-
 from bagmar.layout import Layout, Member  # noqa: E402
 
 LAYOUT = Layout(config)  # every path and the group table (src/bagmar/layout.py)

@@ -1,5 +1,6 @@
 """SPEC §1: the long-tailed cut, shot groups, and the synthetic stand-in for CIFAR-100."""
 
+import inspect
 import io
 
 import numpy as np
@@ -82,6 +83,7 @@ def test_synthetic_set_is_cifar_shaped_and_deterministic(tmp_path):
 
 
 def test_default_synthetic_set_matches_cifar100_sizes():
-    images = make_synthetic(seed=0)
-    assert images.train_images.shape == (50000, 32, 32, 3) and images.test_images.shape == (10000, 32, 32, 3)
+    assert inspect.signature(make_synthetic).parameters["image_size"].default == 32
+    images = make_synthetic(seed=0, image_size=8)  # every other default; 8x8 pixels keep the test fast
+    assert images.train_images.shape == (50000, 8, 8, 3) and images.test_images.shape == (10000, 8, 8, 3)
     assert len(long_tailed_indices(images.train_labels, 100, 100, seed=0)) == 10847

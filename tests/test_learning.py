@@ -12,6 +12,10 @@ BaGMar training is the CE training (lambda2 cancels in the softmax, tests/test_l
 margin fails (test_without_lambda1_the_bagmar_margin_fails, in the slow suite).
 """
 
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -36,14 +40,18 @@ def learning_run(lambda1: float, lambda2: float, seed: int = SEED):
     return tau_sweep(result.test_logits, images.test_labels, counts, [0.0, 1.0]).set_index("tau")
 
 
+def _single_threaded_run(lambdas: tuple[float, float]):
+    torch.set_num_threads(1)  # the setting the margins were measured with
+    return learning_run(*lambdas)
+
+
 @pytest.fixture(scope="module")
 def sweeps():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return {"ce": learning_run(0.0, 0.0), "bagmar": learning_run(1.0, 1.0)}
-    finally:
-        torch.set_num_threads(threads)
+    """The trainings run side by side, one process and one thread each (fresh processes: nothing inherited)."""
+    trainings = {"ce": (0.0, 0.0), "bagmar": (1.0, 1.0)}
+    workers = min(len(trainings), len(os.sched_getaffinity(0)))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return dict(zip(trainings, pool.map(_single_threaded_run, trainings.values())))
 
 
 def test_a_small_network_learns_the_synthetic_set(sweeps):

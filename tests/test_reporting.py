@@ -3,6 +3,7 @@
 import json
 import re
 import runpy
+import shutil
 import struct
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,23 +12,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from project import copy_project, edit_config, snakemake
+from project import SEEDS_RUN, snakemake
 from test_plots import check_readable
 
 from bagmar import plots
 from bagmar.evaluate import evaluate_training, label_free_tau, tau_grid
 
-SEEDS = [0, 1]
+SEEDS = SEEDS_RUN["seeds"]
 
 
-@pytest.fixture(scope="module")
-def two_seeds(tmp_path_factory):
-    """The demo config with 2 seeds (2 epochs each, to keep the suite short), run to the end."""
-    workdir = copy_project(tmp_path_factory.mktemp("seeds"))
-    edit_config(workdir / "config" / "demo.yaml", lambda c: (c.update(seeds=SEEDS), c["recipe"].update(epochs=2)))
-    run = snakemake(workdir, "--configfile", "config/demo.yaml")
-    assert run.returncode == 0, run.stdout + run.stderr
-    return workdir, workdir / "results" / "demo"
+@pytest.fixture
+def two_seeds(seeds_run):
+    """The demo with 2 seeds (tests/conftest.py, SEEDS_RUN), run to the end once per session; never written to."""
+    return seeds_run, seeds_run / "results" / "demo"
 
 
 def test_table_cells_are_mean_and_std_over_the_per_seed_results(two_seeds):
@@ -50,7 +47,7 @@ def test_table_cells_are_mean_and_std_over_the_per_seed_results(two_seeds):
         best = [s[s["model"] == "final"]["top1"].max() for s in per_seed]
         assert row["test_best_top1"] == pytest.approx(np.mean(best))
         checked += 1
-    assert checked == 16
+    assert checked == 4 * len(SEEDS_RUN["imbalance_factors"])
     readme = (two_seeds[0] / "README.md").read_text()
     assert "mean ± std over 2 seeds" in readme
 
@@ -135,8 +132,8 @@ def test_every_figure_has_a_title_and_axis_labels():
             assert ax.lines or ax.collections
 
 
-def test_html_report_holds_the_tables_and_figures(two_seeds):
-    workdir, _ = two_seeds
+def test_html_report_holds_the_tables_and_figures(two_seeds, tmp_path):
+    workdir = shutil.copytree(two_seeds[0], tmp_path / "copy")  # the report is written into the project
     run = snakemake(workdir, "--configfile", "config/demo.yaml", "--report", "report.html")
     assert run.returncode == 0, run.stdout + run.stderr
     text = (workdir / "report.html").read_text()

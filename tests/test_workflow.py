@@ -10,16 +10,13 @@ import time
 import pandas as pd
 import pytest
 import yaml
-from project import copy_project, edit_config, job_counts, planned_jobs, snakemake
+from project import SEEDS_RUN, copy_project, edit_config, job_counts, planned_jobs, snakemake
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """The README's demo command, run once in a fresh copy of the project."""
-    workdir = copy_project(tmp_path_factory.mktemp("demo"))
-    run = snakemake(workdir, "--configfile", "config/demo.yaml")
-    assert run.returncode == 0, run.stdout + run.stderr
-    return workdir
+@pytest.fixture
+def demo(demo_run):
+    """The README's demo command, run once per session (tests/conftest.py); never written to."""
+    return demo_run
 
 
 def test_paper_config_plans_the_paper_dag(tmp_path):
@@ -207,51 +204,52 @@ def test_invalid_config_is_refused_before_any_job(tmp_path, edit, message):
     assert not (workdir / "results").exists()
 
 
-@pytest.fixture(scope="module")
-def fused_demo(tmp_path_factory):
-    """The demo with fusion: trainings (two IFs, two epochs, to keep it short), run once."""
-    workdir = copy_project(tmp_path_factory.mktemp("fused"))
-    edit_config(workdir / "config" / "demo.yaml", lambda c: (
-        c.update(fusion="trainings", imbalance_factors=[100, 10]), c["recipe"].update(epochs=2)))
-    assert planned_jobs(workdir, "--configfile", "config/demo.yaml")["train"] == 2
-    run = snakemake(workdir, "--configfile", "config/demo.yaml")
-    assert run.returncode == 0, run.stdout + run.stderr
-    return workdir
+@pytest.fixture
+def fused_demo(seeds_run):
+    """The demo with every training and seed of an imbalance factor in one job (tests/conftest.py, SEEDS_RUN)."""
+    return seeds_run
 
 
 def test_fused_jobs_write_every_models_own_files(fused_demo):
     workdir = fused_demo
     results = workdir / "results" / "demo"
-    assert len(list((results / "train").glob("*/imba*/seed0/model.pt"))) == 6
+    factors, seeds = SEEDS_RUN["imbalance_factors"], SEEDS_RUN["seeds"]
+    assert len(list((results / "train").glob("*/imba*/seed*/model.pt"))) == 3 * len(factors) * len(seeds)
     logs = sorted(str(p.relative_to(results / "logs" / "train")) for p in (results / "logs" / "train").rglob("*.log"))
-    assert logs == ["imba10/seed0.log", "imba100/seed0.log"]  # one per group, named after it
-    log = (results / "logs" / "train" / "imba100" / "seed0.log").read_text()
+    assert logs == sorted(f"imba{f}.log" for f in factors)  # one per group, named after it
+    log = (results / "logs" / "train" / f"imba{factors[0]}.log").read_text()
     for training in ("ce", "BaGMar", "BaGMar_pn"):
-        assert f"{training} IF 100 seed 0 epoch 2/2" in log
+        for seed in seeds:
+            assert f"{training} IF {factors[0]} seed {seed} epoch 2/2" in log
     # each model is saved in ResNet32's own layout
     import torch
     from bagmar.model import ResNet32
-    state = torch.load(results / "train" / "BaGMar" / "imba10" / "seed0" / "model.pt", weights_only=True)
-    ResNet32(20, 4).load_state_dict(state)
-    metrics = {t: pd.read_csv(results / "train" / t / "imba10" / "seed0" / "metrics.csv") for t in ("ce", "BaGMar")}
-    assert not metrics["ce"]["train_loss"].equals(metrics["BaGMar"]["train_loss"])
+    member = results / "train" / "BaGMar" / f"imba{factors[1]}" / f"seed{seeds[1]}" / "model.pt"
+    ResNet32(20, 4).load_state_dict(torch.load(member, weights_only=True))
+    def losses(training, seed):
+        return pd.read_csv(results / "train" / training / f"imba{factors[1]}" / f"seed{seed}" / "metrics.csv")["train_loss"]
+    assert not losses("ce", seeds[0]).equals(losses("BaGMar", seeds[0]))
+    assert not losses("ce", seeds[0]).equals(losses("ce", seeds[1]))
 
 
 def test_fused_a_variant_change_reruns_its_groups_never_the_splits(fused_demo, tmp_path):
     def change(workdir):
         edit_config(workdir / "config" / "demo.yaml", lambda c: c["trainings"]["BaGMar_pn"].update(lambda1=1.3))
 
-    # every group holds BaGMar_pn, so both reruns; the splits and the data set do not
-    assert rerun_plan(fused_demo, tmp_path, change) == {"train": 2, "evaluate": 8, "aggregate": 1,
+    # every group holds BaGMar_pn, so both rerun and with them every model's evaluations; the splits and the
+    # data set do not
+    groups, evaluations = len(SEEDS_RUN["imbalance_factors"]), 4 * len(SEEDS_RUN["imbalance_factors"]) * len(SEEDS_RUN["seeds"])
+    assert rerun_plan(fused_demo, tmp_path, change) == {"train": groups, "evaluate": evaluations, "aggregate": 1,
                                                         "render": 1, "readme": 1, "plots": 1, "all": 1}
 
 
 def test_fused_a_new_imbalance_factor_runs_only_its_split_and_group(fused_demo, tmp_path):
     def change(workdir):
-        edit_config(workdir / "config" / "demo.yaml", lambda c: c.update(imbalance_factors=[100, 10, 50]))
+        edit_config(workdir / "config" / "demo.yaml",
+                    lambda c: c.update(imbalance_factors=[*SEEDS_RUN["imbalance_factors"], 50]))
 
-    assert rerun_plan(fused_demo, tmp_path, change) == {"split": 1, "train": 1, "evaluate": 4, "aggregate": 1,
-                                                        "render": 1, "readme": 1, "plots": 1, "all": 1}
+    assert rerun_plan(fused_demo, tmp_path, change) == {"split": 1, "train": 1, "evaluate": 4 * len(SEEDS_RUN["seeds"]),
+                                                        "aggregate": 1, "render": 1, "readme": 1, "plots": 1, "all": 1}
 
 
 def test_fused_jobs_still_take_the_gpu_one_at_a_time(tmp_path):

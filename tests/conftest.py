@@ -1,0 +1,33 @@
+"""Workflow runs shared by several test modules, each run once per session.
+
+An end-to-end run is the suite's most expensive step (the README demo takes about 2 minutes on 2 cores), so
+the modules that need a finished run share these; a test that changes anything works on a copy
+(`shutil.copytree` keeps the time stamps and Snakemake's records, so the copy is up to date too).
+"""
+
+from pathlib import Path
+
+import pytest
+from project import SEEDS_RUN, copy_project, edit_config, planned_jobs, snakemake
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """The README's demo command (config/demo.yaml as committed), run to the end in a fresh copy of the project."""
+    workdir = copy_project(tmp_path_factory.mktemp("demo"))
+    run = snakemake(workdir, "--configfile", "config/demo.yaml")
+    assert run.returncode == 0, run.stdout + run.stderr
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def seeds_run(tmp_path_factory) -> Path:
+    """The demo config changed to SEEDS_RUN, run to the end in a fresh copy of the project."""
+    workdir = copy_project(tmp_path_factory.mktemp("seeds"))
+    edit_config(workdir / "config" / "demo.yaml", lambda c: (
+        c.update({key: SEEDS_RUN[key] for key in ("imbalance_factors", "seeds", "fusion")}),
+        c["recipe"].update(epochs=SEEDS_RUN["epochs"])))
+    assert planned_jobs(workdir, "--configfile", "config/demo.yaml")["train"] == len(SEEDS_RUN["imbalance_factors"])
+    run = snakemake(workdir, "--configfile", "config/demo.yaml")
+    assert run.returncode == 0, run.stdout + run.stderr
+    return workdir

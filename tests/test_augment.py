@@ -252,23 +252,47 @@ def test_test_transform_is_scale_and_normalise():
     assert torch.equal(augment.test_transform(images), ref)
 
 
+@pytest.mark.parametrize("policy", augment.POLICIES)
+def test_no_host_read_of_device_values(policy, monkeypatch):
+    """What a CUDA graph needs, checked on the CPU for both policies: under FakeTensorMode tensors hold no values,
+    so any host read (.item(), a boolean mask, a data-dependent shape) raises."""
+    from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
+
+    images, g = _images(16, 32, 32), torch.Generator().manual_seed(0)
+    augment.train_augment(images, g, policy=policy)  # the first call fills the per-device caches
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        out = augment.train_augment(images, g, policy=policy)
+    assert out.shape == images.shape and out.dtype == torch.float32
+    real = augment._cutout
+
+    def syncing(x, *args):  # the check itself: a host read anywhere in the pipeline is caught
+        float(x.sum())
+        return real(x, *args)
+
+    monkeypatch.setattr(augment, "_cutout", syncing)
+    with pytest.raises(DataDependentOutputException), FakeTensorMode(allow_non_fake_inputs=True):
+        augment.train_augment(images, g, policy=policy)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_matches_cpu_without_host_sync():
+@pytest.mark.parametrize("policy", augment.POLICIES)
+def test_cuda_matches_cpu_without_host_sync(policy):
     images = _images(64, 32, 32)
-    cpu_draw = augment._draw(64, 32, 32, 4, torch.Generator().manual_seed(0))
-    op, magnitude = augment._policy_ops(cpu_draw.policy, cpu_draw.prob, cpu_draw.sign, 32, 32)
-    for slot in range(2):
-        gpu = augment._apply_ops(images.cuda(), op[:, slot].cuda(), magnitude[:, slot].cuda()).cpu()
-        for i in range(len(images)):
-            if op[i, slot] >= 0:
-                _assert_matches(gpu[i], images[i], augment._OPS[op[i, slot]], float(magnitude[i, slot]))
-            else:
-                assert torch.equal(gpu[i], images[i])
+    if policy == "torchvision":  # the released policy's ops are compared on the GPU in test_released_autoaugment.py
+        cpu_draw = augment._draw(64, 32, 32, 4, torch.Generator().manual_seed(0))
+        op, magnitude = augment._policy_ops(cpu_draw.policy, cpu_draw.prob, cpu_draw.sign, 32, 32)
+        for slot in range(2):
+            gpu = augment._apply_ops(images.cuda(), op[:, slot].cuda(), magnitude[:, slot].cuda()).cpu()
+            for i in range(len(images)):
+                if op[i, slot] >= 0:
+                    _assert_matches(gpu[i], images[i], augment._OPS[op[i, slot]], float(magnitude[i, slot]))
+                else:
+                    assert torch.equal(gpu[i], images[i])
     images, g = images.cuda(), torch.Generator(device="cuda").manual_seed(0)
-    augment.train_augment(images, g)  # the first call fills the per-device caches from the host
+    augment.train_augment(images, g, policy=policy)  # the first call fills the per-device caches from the host
     torch.cuda.set_sync_debug_mode("error")
     try:
-        out = augment.train_augment(images, g)
+        out = augment.train_augment(images, g, policy=policy)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert out.is_cuda and torch.isfinite(out).all()

@@ -262,8 +262,9 @@ def run_seed(setup: Setup, args, seed: int, log) -> dict:
     reference_wall = time.perf_counter() - started
     loads.append(epoch_time.loadavg())
 
+    # the reference loop runs torchvision's AutoAugment (reference.reference_transforms): so does the fast one here
     recipe = Recipe(epochs=args.epochs, warmup_epochs=args.warmup_epochs, batch_size=size.batch_size,
-                    width=size.width, padding=size.padding, cutout_size=size.cutout_size,
+                    width=size.width, padding=size.padding, cutout_size=size.cutout_size, autoaugment="torchvision",
                     lambda1=LAMBDA1, lambda2=LAMBDA2, seed=seed)
     started = time.perf_counter()
     fast = train(train_images, train_labels, test_images, test_labels, size.num_classes, recipe, device=device,

@@ -1,9 +1,9 @@
-"""Snakemake job: one variant's evaluation of one training, from its saved test logits."""
+"""Snakemake job: one variant's evaluation of one training, from its saved test outputs."""
 import json
 
 import numpy as np
 
-from bagmar.evaluate import evaluate_training, headline_tau, per_class_table
+from bagmar.evaluate import Outputs, evaluate_training, per_class_table
 from bagmar.io import atomic_write, log_to
 
 with log_to(snakemake.log[0]):
@@ -18,5 +18,5 @@ with log_to(snakemake.log[0]):
     with atomic_write(snakemake.output.sweep) as f:
         sweep.to_csv(f, index=False)
     with atomic_write(snakemake.output.per_class) as f:
-        per_class_table(logits["logits"], logits["labels"], counts, headline_tau(evaluation)).to_csv(f, index=False)
+        per_class_table(Outputs.from_saved(logits), logits["labels"], counts, evaluation).to_csv(f, index=False)
     print(sweep.to_string(index=False, na_rep="n/a"))  # a shot group with no classes, as in the tables

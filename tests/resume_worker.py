@@ -30,7 +30,7 @@ def arm(point: str) -> None:
     epoch = int(epoch)
     if kind == "step":  # mid-epoch: during the loss of step STEP of EPOCH
         calls, target = [0], (epoch - 1) * STEPS + int(rest[0])
-        loss = bagmar.engine.bagmar_loss
+        loss = bagmar.engine.group_loss
 
         def killing_loss(*args, **kwargs):
             calls[0] += 1
@@ -38,7 +38,7 @@ def arm(point: str) -> None:
                 die()
             return loss(*args, **kwargs)
 
-        bagmar.engine.bagmar_loss = killing_loss
+        bagmar.engine.group_loss = killing_loss
     elif kind == "checkpoint":  # half-way through writing EPOCH's checkpoint
         save = torch.save
 

@@ -57,6 +57,6 @@ def test_tau_sweep_and_per_class_table():
     sweep = tau_sweep(logits, labels, counts, [0.0, 1.0])
     assert list(sweep.columns) == ["tau", "top1", "many", "medium", "few"]
     assert sweep.loc[1, "few"] > sweep.loc[0, "few"]  # the head bias is removed
-    table = per_class_table(logits, labels, counts, 1.0)
+    table = per_class_table(logits, labels, counts, "pn")
     assert table["group"].tolist() == ["many", "medium", "few", "few"]
     assert table["accuracy"].mean() == pytest.approx(sweep.loc[1, "top1"])

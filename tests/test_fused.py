@@ -48,7 +48,8 @@ def reference_training(images, r: Recipe):
         order = torch.randperm(len(y_train), generator=generator)
         for step in range(len(y_train) // r.batch_size):
             batch = order[step * r.batch_size:(step + 1) * r.batch_size]
-            x = train_augment(x_train[batch], generator, padding=r.padding, cutout_size=r.cutout_size)
+            x = train_augment(x_train[batch], generator, padding=r.padding, cutout_size=r.cutout_size,
+                              policy=r.autoaugment)
             loss, grad = bagmar_loss(model(x), y_train[batch], stats, r.lambda1, r.lambda2)
             optimizer.zero_grad()
             loss.backward()
@@ -98,6 +99,24 @@ def test_a_wrong_lambda_or_seed_is_far_outside_the_tolerance(data):
     right = run_group(data, [recipe(**MEMBERS[1])])[0].model.state_dict()
     for wrong in (dict(MEMBERS[1], lambda1=1.2), dict(MEMBERS[1], seed=2)):
         assert relative_difference(run_group(data, [recipe(**wrong)])[0].model.state_dict(), right) > 3 * WEIGHT_TOLERANCE
+
+
+def test_a_group_of_different_losses_trains_each_model_as_if_alone():
+    """BaGMar, logit adjustment and LDAM-DRW (its cosine classifier, its re-weighting from epoch 2 of 2) in one
+    fused network: each member as it trains alone, and each saved in its own model's layout."""
+    full = make_synthetic(NUM_CLASSES, 40, 10, 16, seed=0)
+    subset = np.r_[0:16, 40:56, 80:88, 120:124, 160:164]  # 48 images, 16 to 4 per class: a long tail
+    data = dataclasses.replace(full, train_images=full.train_images[subset], train_labels=full.train_labels[subset])
+    recipes = [recipe(lambda1=1.2, lambda2=0.9, seed=0), recipe(loss="logit_adjusted", seed=0),
+               recipe(loss="ldam_drw", drw_after=0.5, seed=0)]
+    fused = run_group(data, recipes)
+    for r, result in zip(recipes, fused):
+        alone = run_group(data, [r])[0]
+        assert relative_difference(result.model.state_dict(), alone.model.state_dict()) < WEIGHT_TOLERANCE, r.loss
+    assert "classifier.bias" not in fused[2].model.state_dict()  # LDAM's classifier has none
+    ResNet32(NUM_CLASSES, 4, cosine_scale=30.0).load_state_dict(fused[2].model.state_dict())
+    # same seed, so the same backbone init: what differs is the loss alone, and it shows
+    assert relative_difference(fused[0].model.state_dict(), fused[1].model.state_dict()) > 3 * WEIGHT_TOLERANCE
 
 
 def test_models_of_a_group_do_not_interact(data):
@@ -212,20 +231,20 @@ def test_the_step_never_reads_a_device_value_on_the_host(data, monkeypatch):
 
     group = FusedGroup([recipe(**m) for m in MEMBERS], NUM_CLASSES, to_device_images(data.train_images, "cpu"),
                    torch.as_tensor(data.train_labels, dtype=torch.int64), "cpu")
-    group.start_epoch(0.05)
+    group.start_epoch(1, 0.05)
     group.step()  # the first step creates the momentum buffers, as the warm-up does before a capture
     with FakeTensorMode(allow_non_fake_inputs=True):
         group.step()
         group.step()
 
-    real = bagmar.engine.bagmar_loss
+    real = bagmar.engine.group_loss
 
     def syncing(*args, **kwargs):  # the check itself: a step that reads its loss on the host is caught
         loss, grad = real(*args, **kwargs)
         float(loss.detach().sum())
         return loss, grad
 
-    monkeypatch.setattr(bagmar.engine, "bagmar_loss", syncing)
+    monkeypatch.setattr(bagmar.engine, "group_loss", syncing)
     from torch._subclasses.fake_tensor import DataDependentOutputException
 
     with pytest.raises(DataDependentOutputException), FakeTensorMode(allow_non_fake_inputs=True):

@@ -93,3 +93,18 @@ def test_statistics_round_trip_through_a_state_dict():
     other = GradientStatistics(3)
     other.load_state_dict(stats.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(stats.state_dict().values(), other.state_dict().values()))
+
+
+def test_with_cross_entropy_theta_equals_phi():
+    """SPEC §4's fact: a sample's negative gradients sum to its positive one (|p_y - 1| = sum_{j != y} p_j),
+    so every class's accumulated positive gradient equals the negative gradient its samples received."""
+    torch.manual_seed(2)
+    stats = GradientStatistics(6)
+    for _ in range(20):
+        labels = torch.randint(0, 6, (16,))
+        _, grad = bagmar_loss(torch.randn(16, 6) * 4, labels, stats, 0.0, 0.0)
+        stats.update(grad, labels)
+    # equal up to the float32 rounding of the gradients (softmax in float32); it holds for any softmax
+    # cross-entropy, BaGMar's adjusted logits included
+    torch.testing.assert_close(stats.theta, stats.phi, rtol=1e-6, atol=1e-9)
+    assert bool((stats.theta > 0).all())

@@ -108,14 +108,14 @@ def test_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
 def test_non_finite_loss_stops_with_epoch_step_and_name(monkeypatch, tmp_path):
     import bagmar.engine
 
-    calls, real = [0], bagmar.engine.bagmar_loss
+    calls, real = [0], bagmar.engine.group_loss
 
     def nan_at_step_8(*args, **kwargs):
         calls[0] += 1
         loss, grad = real(*args, **kwargs)
         return (loss * float("nan"), grad) if calls[0] == 8 else (loss, grad)
 
-    monkeypatch.setattr(bagmar.engine, "bagmar_loss", nan_at_step_8)
+    monkeypatch.setattr(bagmar.engine, "group_loss", nan_at_step_8)
     with pytest.raises(FloatingPointError, match=r"BaGMar_pn IF 100 seed 0: non-finite loss or logits in epoch 2, step 3 of 5"):
         run_tiny(tmp_path, name="BaGMar_pn IF 100 seed 0")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch0001.pt"]  # epoch 2 was never checkpointed

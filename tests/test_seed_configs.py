@@ -30,7 +30,8 @@ PAPER = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 SEEDS = {path.stem: yaml.safe_load(path.read_text()) for path in sorted(SEED_DIR.glob("*.yaml"))}
 
 # SPEC §3 (recipe), §5 (tau grid), §6 (the four variants).
-SPEC_RECIPE = {**spec_recipe(), "width": 16, "padding": 4, "cutout_size": 16, "precision": "float32"}
+SPEC_RECIPE = {**spec_recipe(), "width": 16, "padding": 4, "cutout_size": 16, "autoaugment": "released",
+               "precision": "float32"}  # SPEC §3: the paper run should use the released AutoAugment policy
 SPEC_VARIANTS = {  # variant: (training, lambda1, lambda2, evaluation)
     "ce": ("ce", 0.0, 0.0, "plain"),
     "ce_pn": ("ce", 0.0, 0.0, "pn"),

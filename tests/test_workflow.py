@@ -60,6 +60,22 @@ def test_one_training_rule_whatever_the_fusion_and_the_same_files(tmp_path):
     assert "results/cifar100_lt/train/ce/imba200/seed1/test_logits.npz" in files["none"]
 
 
+def test_the_comparison_methods_are_trainings_and_evaluations_of_the_same_dag(tmp_path):
+    """Logit adjustment and LDAM-DRW as trainings, post-hoc logit adjustment and tau-normalisation as
+    evaluations: one fused job per imbalance factor still."""
+    workdir = copy_project(tmp_path)
+    edit_config(workdir / "config" / "demo.yaml", lambda c: (
+        c.update(fusion="trainings_and_seeds"),
+        c["trainings"].update(LA={"loss": "logit_adjusted"}, LDAM_DRW={"loss": "ldam_drw", "scale": 20.0}),
+        c["variants"].update(LA={"training": "LA", "evaluation": "plain"},
+                             LDAM_DRW={"training": "LDAM_DRW", "evaluation": "plain"},
+                             ce_la={"training": "ce", "evaluation": "logit_adjustment"},
+                             ce_tau_norm={"training": "ce", "evaluation": "tau_norm"})))
+    run = snakemake(workdir, "-n", "-p", "--configfile", "config/demo.yaml")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert job_counts(run.stdout)["train"] == 4 and job_counts(run.stdout)["evaluate"] == 8 * 4
+
+
 def test_demo_runs_the_whole_dag_and_fills_the_readme(demo):
     workdir = demo
     results = workdir / "results" / "demo"
@@ -191,8 +207,14 @@ def test_a_plotting_change_reruns_only_the_plots(demo, tmp_path):
         (lambda c: c["recipe"].update(batch_size=5000), "recipe.batch_size (5000) is larger than the smallest"),
         (lambda c: c["recipe"].update(warmup_epochs=50), "recipe.warmup_epochs (50) exceeds recipe.epochs"),
         (lambda c: c.update(fusion="all"), "fusion: 'all' is not one of ['none', 'trainings', 'trainings_and_seeds']"),
+        (lambda c: c["trainings"]["ce"].update(loss="logit_adjusted"),
+         "trainings.ce.lambda1 is not a setting of loss logit_adjusted (its settings: tau)"),
+        (lambda c: c["trainings"]["ce"].update(loss="focal"), "trainings.ce.loss: 'focal' is not one of"),
+        (lambda c: (c["trainings"].update(LDAM={"loss": "ldam_drw"}),
+                    c["variants"].update(LDAM_tau_norm={"training": "LDAM", "evaluation": "tau_norm"})),
+         "variants.LDAM_tau_norm: tau_norm rescales a linear classifier's weights"),
         (lambda c: (c.update(fusion="trainings"), c["trainings"]["ce"].update(epochs=3)),
-         "trainings.ce.epochs: fused trainings share every recipe setting but lambda1 and lambda2"),
+         "trainings.ce.epochs: fused trainings share every recipe setting but their loss and its settings"),
     ],
 )
 def test_invalid_config_is_refused_before_any_job(tmp_path, edit, message):

@@ -115,6 +115,15 @@ def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
 # --------------------------------------------------------------------------- synthetic data
 
 
+def log_prior(train_counts: np.ndarray) -> np.ndarray:
+    """log pi_c = log(n_c / sum n), float64 (C,): the training split's class priors, which logit adjustment
+    adds (baselines.py) or subtracts (evaluate.py). Every class of a long-tailed split keeps an image."""
+    counts = np.asarray(train_counts, dtype=np.float64)
+    if (counts < 1).any():
+        raise ValueError(f"class counts must be at least 1 for a log prior; got {counts.min():g}")
+    return np.log(counts / counts.sum())
+
+
 def make_synthetic(
     num_classes: int = 100,
     train_per_class: int = 500,

@@ -15,13 +15,16 @@ as it would alone (bit for bit on the CPU) and that the step never synchronises 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import baselines
 from .augment import test_transform, train_augment
-from .loss import GradientStatistics, bagmar_loss
+from .loss import GradientStatistics, adjusted_logits, cross_entropy_and_gradient
 from .model import ResNet32, _stages
 
 
@@ -112,25 +115,71 @@ class SGD:
         self.buffers = None if state["buffers"] is None else [b.clone() for b in state["buffers"]]
 
 
+class LossTerms:
+    """Each member's loss as numbers of one formula, so that K models of different methods train in one step.
+
+    Member k trains on the cross-entropy, weighted by class_weights[k], of
+        z + lambda1[k] log(theta_k + eps) - lambda2[k] log(phi_k[y] + eps)   (BaGMar, loss.adjusted_logits)
+          + tau[k] log(pi)                                                    (logit adjustment, baselines)
+          - target_margins[k, y] at the target class                          (LDAM, baselines)
+    Every term a member's method does not use is exactly zero (and its weights exactly one), which leaves
+    the logits unchanged bit for bit, so each member gets the numbers of its own method alone.
+    """
+
+    def __init__(self, recipes: list, train_counts: np.ndarray, device: torch.device | str):
+        k, c = len(recipes), len(train_counts)
+        as_tensor = functools.partial(torch.tensor, dtype=torch.float64, device=device)
+        self.recipes = recipes
+        self.lambda1 = as_tensor([r.lambda1 for r in recipes])
+        self.lambda2 = as_tensor([r.lambda2 for r in recipes])
+        adjusted = any(r.loss == "logit_adjusted" for r in recipes)
+        self.tau = as_tensor([r.tau if r.loss == "logit_adjusted" else 0.0 for r in recipes])
+        self.log_prior = as_tensor(baselines.log_prior(train_counts) if adjusted else np.zeros(c))
+        margins, drw = np.zeros((k, c)), np.ones((k, c))
+        for member, r in enumerate(recipes):
+            if r.loss == "ldam_drw":
+                margins[member] = r.scale * baselines.ldam_margins(train_counts, r.max_margin)
+                drw[member] = baselines.class_balanced_weights(train_counts, r.beta)
+        self.target_margins = as_tensor(margins).float()
+        self.drw_weights = as_tensor(drw).float()
+        self.class_weights = torch.ones(k, c, device=device)
+
+    def start_epoch(self, epoch: int) -> None:
+        """LDAM-DRW members switch to their class-balanced weights once their deferred epoch has come
+        (a function of the epoch alone, so a resumed training needs nothing saved for it)."""
+        on = [r.loss == "ldam_drw" and baselines.drw_active(epoch, r.epochs, r.drw_after) for r in self.recipes]
+        self.class_weights.copy_(torch.where(torch.tensor(on, device=self.drw_weights.device)[:, None],
+                                             self.drw_weights, torch.ones_like(self.drw_weights)))
+
+
+
+def group_loss(logits: torch.Tensor, labels: torch.Tensor, stats: StackedStatistics,
+               terms: LossTerms) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every member's loss (K,) and |dL/dz'| (K, B, C) for logits (K, B, C): the methods' own functions,
+    applied with each member's numbers (LossTerms)."""
+    adjusted = adjusted_logits(logits, labels, stats, terms.lambda1, terms.lambda2)
+    adjusted = baselines.logit_adjusted_logits(adjusted, terms.log_prior, terms.tau)
+    adjusted = baselines.ldam_logits(adjusted, labels, terms.target_margins)
+    return cross_entropy_and_gradient(adjusted, labels, terms.class_weights)
+
+
 def train_step(model: nn.Module, optimizer: SGD, stats: StackedStatistics, images: torch.Tensor,
-               labels: torch.Tensor, lambda1, lambda2, precision: str = "float32") -> tuple[torch.Tensor, torch.Tensor]:
-    """One SGD step on the BaGMar loss, then the statistics update (SPEC §4). Never syncs with the host.
+               labels: torch.Tensor, terms: LossTerms, precision: str = "float32") -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step on each member's loss, then the statistics update (SPEC §4). Never syncs with the host.
 
     The one implementation of the step: the CPU runs it eagerly, a GPU replays it as a CUDA
-    graph. images (K, B, 3, H, W) for a FusedResNet32 of K models (K = 1 for a single training),
-    lambdas (K,) tensors. Returns the detached per-model losses (K,) and logits (K, B, C).
+    graph. images (K, B, 3, H, W) for a FusedResNet32 of K models (K = 1 for a single training).
+    Returns the detached per-model losses (K,) and logits (K, B, C).
     """
     # no autocast weight cache: a CUDA graph would replay casts of stale weights
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16", cache_enabled=False):
         logits = model(images)
-    loss, grad = bagmar_loss(logits, labels, stats, lambda1, lambda2)
+    loss, grad = group_loss(logits, labels, stats, terms)
     optimizer.zero_grad()
     loss.sum().backward()  # each model's gradient is its own loss's: they share no parameters
     optimizer.step()
     stats.update(grad, labels)
     return loss.detach(), logits.detach()
-
-
 
 
 class FusedGroup:
@@ -146,7 +195,7 @@ class FusedGroup:
         members = []
         for r in recipes:
             torch.manual_seed(r.seed)  # each model's initialisation, as train() alone would draw it
-            members.append(ResNet32(num_classes, r.width))
+            members.append(ResNet32(num_classes, r.width, cosine_scale=r.scale if r.loss == "ldam_drw" else None))
         self.model = FusedResNet32.from_members(members).to(device)
         if torch.device(device).type == "cuda":  # cuDNN's fast layout; CPU kernels prefer NCHW
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -154,8 +203,7 @@ class FusedGroup:
         self.optimizer = SGD(self.model.parameters(), recipe.momentum, recipe.weight_decay, device)
         self.stats = StackedStatistics(num_classes, device, members=len(recipes))
         self.generators = [torch.Generator(device).manual_seed(r.seed) for r in recipes]
-        self.lambda1 = torch.tensor([r.lambda1 for r in recipes], dtype=torch.float64, device=device)
-        self.lambda2 = torch.tensor([r.lambda2 for r in recipes], dtype=torch.float64, device=device)
+        self.terms = LossTerms(recipes, np.bincount(y_train.cpu().numpy(), minlength=num_classes), device)
         self.recipe, self.x_train, self.y_train = recipe, x_train, y_train
         k, n = len(recipes), len(y_train)
         self.order = torch.zeros(k, n, dtype=torch.int64, device=device)
@@ -165,8 +213,9 @@ class FusedGroup:
         self.correct = torch.zeros(k, dtype=torch.int64, device=device)
         self.first_bad_step = torch.full((k,), -1, dtype=torch.int64, device=device)  # read once per epoch
 
-    def start_epoch(self, lr: float) -> None:
+    def start_epoch(self, epoch: int, lr: float) -> None:
         self.optimizer.lr.fill_(lr)
+        self.terms.start_epoch(epoch)
         for k, generator in enumerate(self.generators):
             self.order[k] = torch.randperm(len(self.y_train), generator=generator, device=self.order.device)
         for tensor in (self.step_index, self.loss_sum, self.correct):
@@ -177,12 +226,11 @@ class FusedGroup:
         r = self.recipe
         batch = self.order.index_select(1, self.step_index * r.batch_size + self.offsets)  # (K, B)
         x = torch.stack([
-            train_augment(self.x_train[batch[k]], g, padding=r.padding, cutout_size=r.cutout_size)
+            train_augment(self.x_train[batch[k]], g, padding=r.padding, cutout_size=r.cutout_size, policy=r.autoaugment)
             for k, g in enumerate(self.generators)
         ])
         y = self.y_train[batch]
-        loss, logits = train_step(self.model, self.optimizer, self.stats, x, y, self.lambda1, self.lambda2,
-                                  r.precision)
+        loss, logits = train_step(self.model, self.optimizer, self.stats, x, y, self.terms, r.precision)
         self.step_index += 1
         self.loss_sum += loss
         self.correct += (logits.argmax(-1) == y).sum(-1)
@@ -258,30 +306,46 @@ def pn_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class _GroupedLinear(nn.Module):
-    """K classifiers, block-diagonal: model k's features meet only model k's weights."""
+    """K classifiers, block-diagonal: model k's features meet only model k's weights.
 
-    def __init__(self, members: int, in_features: int, out_features: int):
+    Model k is linear (nn.Linear's weight and bias), or, where ``cosine_scales[k]`` is a number, a
+    model.CosineClassifier of that scale (its bias entries are kept at zero and never used).
+    """
+
+    def __init__(self, members: int, in_features: int, out_features: int, cosine_scales: list[float | None]):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(members, out_features, in_features))
         self.bias = nn.Parameter(torch.empty(members, out_features))
+        self.cosine_scales = list(cosine_scales)
+        self.register_buffer("scale", torch.tensor([s or 0.0 for s in cosine_scales])[:, None, None], persistent=False)
+        self.register_buffer("cosine", torch.tensor([s is not None for s in cosine_scales])[:, None, None],
+                             persistent=False)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """features (B, K, F) -> logits (K, B, C)."""
-        return torch.einsum("bkf,kcf->kbc", features, self.weight) + self.bias[:, None, :]
+        logits = torch.einsum("bkf,kcf->kbc", features, self.weight) + self.bias[:, None, :]
+        if not any(s is not None for s in self.cosine_scales):
+            return logits
+        cosines = torch.einsum("bkf,kcf->kbc", F.normalize(features, dim=-1), F.normalize(self.weight, dim=-1))
+        return torch.where(self.cosine, self.scale * cosines, logits)
+
+    @torch.no_grad()
+    def terms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every model's bias and per-class effective weight norm, (K, C) each (ResNet32.classifier_terms's)."""
+        cosine = self.cosine[:, :, 0]
+        norms = torch.where(cosine, self.scale[:, :, 0], self.weight.norm(dim=-1))
+        return torch.where(cosine, torch.zeros_like(self.bias), self.bias), norms
 
 
 class FusedResNet32(nn.Module):
     """K independent ResNet-32s computed as one network, so that one GPU kernel serves K models.
 
-    Convolutions have ``groups=K``; each BatchNorm normalises K x C channels, each over its own
-    model's batch only; the classifier is block-diagonal. Nothing couples the models: model k's
-    output and gradients depend only on its own input and weights, so training the group with the
-    sum of the K losses trains each model exactly as it would be trained alone (tests/test_fused.py).
     Build it from K ResNet32s (each initialised with its own seed) and take them back out with
     ``member``; parameter names mirror ResNet32's.
     """
 
-    def __init__(self, members: int, num_classes: int = 100, width: int = 16):
+    def __init__(self, members: int, num_classes: int = 100, width: int = 16,
+                 cosine_scales: list[float | None] | None = None):
         super().__init__()
         self.members = members
         self.num_classes, self.width = num_classes, width
@@ -289,7 +353,7 @@ class FusedResNet32(nn.Module):
         self.bn1 = nn.BatchNorm2d(width * members)
         self.stages = _stages(width, members)
         self.feature_dim = 4 * width
-        self.classifier = _GroupedLinear(members, self.feature_dim, num_classes)
+        self.classifier = _GroupedLinear(members, self.feature_dim, num_classes, cosine_scales or [None] * members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (K, B, 3, H, W), model k's batch in x[k] -> logits (K, B, C)."""
@@ -305,28 +369,33 @@ class FusedResNet32(nn.Module):
     @classmethod
     def from_members(cls, models: list[ResNet32]) -> "FusedResNet32":
         first = models[0]
-        fused = cls(len(models), first.classifier.out_features, first.conv1.out_channels)
+        fused = cls(len(models), first.classifier.weight.shape[0], first.conv1.out_channels,
+                    [m.cosine_scale for m in models])
         fused.to(first.classifier.weight.device)
         states = [m.state_dict() for m in models]
         packed = {}
         for name, target in fused.state_dict().items():
             if name.endswith("num_batches_tracked"):
                 packed[name] = states[0][name]
-            else:
-                packed[name] = torch.stack([s[name] for s in states]).reshape(target.shape)
+            else:  # a cosine classifier has no bias: its entries stay zero
+                slices = [s[name] if name in s else torch.zeros(target.shape[1:]) for s in states]
+                packed[name] = torch.stack([v.to(target.device) for v in slices]).reshape(target.shape)
         fused.load_state_dict(packed)
         return fused
 
+    def _member_model(self, k: int, device: torch.device | str = "meta") -> ResNet32:
+        with torch.device(device):
+            return ResNet32(self.num_classes, self.width, cosine_scale=self.classifier.cosine_scales[k])
+
     def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
         """Model k's weights in ResNet32's layout (what a single training saves)."""
-        with torch.device("meta"):
-            shapes = {name: value.shape for name, value in ResNet32(self.num_classes, self.width).state_dict().items()}
+        shapes = {name: value.shape for name, value in self._member_model(k).state_dict().items()}
         return {
             name: value.clone() if name.endswith("num_batches_tracked") else value.reshape(self.members, *shapes[name])[k].clone()
-            for name, value in self.state_dict().items()
+            for name, value in self.state_dict().items() if name in shapes
         }
 
     def member(self, k: int) -> ResNet32:
-        model = ResNet32(self.num_classes, self.width).to(self.classifier.weight.device)
+        model = self._member_model(k, self.classifier.weight.device)
         model.load_state_dict(self.member_state_dict(k))
         return model

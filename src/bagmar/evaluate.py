@@ -1,13 +1,26 @@
-"""Evaluation from saved logits: top-1, shot groups, per-class accuracy, and PN (SPEC §5).
+"""Evaluation from saved outputs: top-1, shot groups, per-class accuracy, PN (SPEC §5) and the other post-hoc rules.
 
 All accuracies are percentages. A shot group with no classes (few-shot at IF 10) is NaN —
 "not applicable" — never 0.
+
+The post-hoc rules re-balance a trained model's predictions without retraining, each with an exponent tau
+(tau = 0 is the plain argmax for all of them):
+- pn: PN, the paper's prediction re-balancing (SPEC §5);
+- logit_adjustment: argmax_j z_j - tau log pi_j, pi the training split's class priors (Menon et al.,
+  ICLR 2021, post-hoc form);
+- tau_norm: tau-normalisation (Kang et al., ICLR 2020): each class's weight vector w_j divided by
+  ||w_j||^tau, the bias kept, so z_j(tau) = b_j + (z_j - b_j) / ||w_j||^tau from the saved logits, bias and
+  norms. Kang et al.'s code drops the bias; keeping it makes tau = 0 the trained model itself.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
+
+from .data import log_prior
 
 
 PN_HEADLINE_TAU = 1.0  # the paper's "tau = 1" column
@@ -24,9 +37,41 @@ def shot_groups(train_counts: np.ndarray) -> np.ndarray:
     return np.where(counts > MANY_SHOT_ABOVE, "many", np.where(counts < FEW_SHOT_BELOW, "few", "medium"))
 
 
+POST_HOC = ("pn", "logit_adjustment", "tau_norm")
+EVALUATIONS = ("plain", *POST_HOC)
+
+
+class Outputs(NamedTuple):
+    """What a training saved of one model for the test set (see TrainResult.save)."""
+
+    logits: np.ndarray  # (N, C) plain logits
+    bias: np.ndarray  # (C,) the classifier's bias (0 for a cosine classifier)
+    weight_norm: np.ndarray  # (C,) each class's weight-vector norm (s for a cosine classifier)
+
+    @classmethod
+    def from_saved(cls, saved: dict, model: str = "final", selection: str = "plain") -> "Outputs":
+        """The final model's outputs, or (model="best_epoch") those of the epoch selected by ``selection``."""
+        prefix = "" if model == "final" else f"best_{selection}_"
+        return cls(saved[f"{prefix}logits"], saved[f"{prefix}classifier_bias"], saved[f"{prefix}classifier_weight_norm"])
+
+
 def headline_tau(evaluation: str) -> float:
-    """Plain evaluation is PN with tau = 0; PN variants are reported at tau = 1 first."""
-    return PN_HEADLINE_TAU if evaluation == "pn" else 0.0
+    """Plain evaluation is any post-hoc rule at tau = 0; the post-hoc rules are reported at tau = 1 first."""
+    return PN_HEADLINE_TAU if evaluation in POST_HOC else 0.0
+
+
+def predictions(evaluation: str, outputs: Outputs, train_counts: np.ndarray, taus: list[float]) -> np.ndarray:
+    """(T, N) predicted classes of one evaluation rule at every tau (module docstring)."""
+    if evaluation in ("plain", "pn"):
+        return pn_predictions(outputs.logits, taus if evaluation == "pn" else [0.0] * len(taus))
+    z = np.asarray(outputs.logits, dtype=np.float64)
+    if evaluation == "logit_adjustment":
+        prior = log_prior(train_counts)
+        return np.stack([(z - tau * prior).argmax(axis=1) for tau in taus])
+    if evaluation == "tau_norm":
+        bias, log_norm = np.asarray(outputs.bias, np.float64), np.log(np.asarray(outputs.weight_norm, np.float64))
+        return np.stack([(bias + (z - bias) * np.exp(-tau * log_norm)).argmax(axis=1) for tau in taus])
+    raise ValueError(f"evaluation '{evaluation}' is not one of {', '.join(EVALUATIONS)}")
 
 
 def tau_grid(start: float, stop: float, step: float) -> list[float]:
@@ -70,55 +115,68 @@ def group_accuracies(predictions: np.ndarray, labels: np.ndarray, train_counts: 
     return out
 
 
-def tau_sweep(logits: np.ndarray, labels: np.ndarray, train_counts: np.ndarray, taus: list[float]) -> pd.DataFrame:
+def _outputs(outputs: Outputs | np.ndarray) -> Outputs:
+    """Bare logits serve the rules that need nothing else (plain, PN, logit adjustment)."""
+    return outputs if isinstance(outputs, Outputs) else Outputs(outputs, None, None)
+
+
+def tau_sweep(outputs: Outputs | np.ndarray, labels: np.ndarray, train_counts: np.ndarray, taus: list[float],
+              evaluation: str = "pn") -> pd.DataFrame:
     """One row per tau: tau, top1, many, medium, few."""
-    predictions = pn_predictions(logits, taus)
-    return pd.DataFrame([{"tau": tau, **group_accuracies(p, labels, train_counts)} for tau, p in zip(taus, predictions)])
+    made = predictions(evaluation, _outputs(outputs), train_counts, taus)
+    return pd.DataFrame([{"tau": tau, **group_accuracies(p, labels, train_counts)} for tau, p in zip(taus, made)])
 
 
-def per_class_table(logits: np.ndarray, labels: np.ndarray, train_counts: np.ndarray, tau: float) -> pd.DataFrame:
-    """Per-class accuracy at one tau, beside each class's training count and shot group."""
-    predictions = pn_predictions(logits, [tau])[0]
+def per_class_table(outputs: Outputs | np.ndarray, labels: np.ndarray, train_counts: np.ndarray,
+                    evaluation: str) -> pd.DataFrame:
+    """Per-class accuracy of one evaluation at its headline tau, beside each class's training count and shot group."""
+    predicted = predictions(evaluation, _outputs(outputs), train_counts, [headline_tau(evaluation)])[0]
     num_classes = len(train_counts)
     return pd.DataFrame(
         {
             "class": np.arange(num_classes),
             "train_count": train_counts,
             "group": shot_groups(train_counts),
-            "accuracy": per_class_accuracy(predictions, labels, num_classes),
+            "accuracy": per_class_accuracy(predicted, labels, num_classes),
         }
     )
 
 
-def label_free_tau(logits: np.ndarray, taus: list[float]) -> float:
+def label_free_tau(outputs: Outputs | np.ndarray, taus: list[float], evaluation: str = "pn",
+                   train_counts: np.ndarray | None = None) -> float:
     """A tau chosen without test labels: the one whose predicted-label histogram on the evaluation
     inputs is closest to uniform (total variation distance; ties go to the smaller tau).
 
-    PN already reads the test inputs, and the test prior is known to be uniform (SPEC §7); a
-    validation split cannot come from unused training images (class 0 keeps all of its images).
+    The post-hoc rules already read the test inputs, and the test prior is known to be uniform (SPEC §7);
+    a validation split cannot come from unused training images (class 0 keeps all of its images).
     """
-    predictions = pn_predictions(logits, taus)
-    num_classes = logits.shape[1]
-    histograms = np.stack([np.bincount(p, minlength=num_classes) for p in predictions]) / predictions.shape[1]
+    outputs = _outputs(outputs)
+    made = predictions(evaluation, outputs, train_counts, taus)
+    num_classes = outputs.logits.shape[1]
+    histograms = np.stack([np.bincount(p, minlength=num_classes) for p in made]) / made.shape[1]
     distance = 0.5 * np.abs(histograms - 1.0 / num_classes).sum(axis=1)
     return float(taus[int(np.argmin(distance))])
 
 
-def evaluate_training(logits: dict[str, np.ndarray], labels: np.ndarray, train_counts: np.ndarray,
+def evaluate_training(saved: dict[str, np.ndarray], labels: np.ndarray, train_counts: np.ndarray,
                       taus: list[float], evaluation: str) -> pd.DataFrame:
-    """One variant's evaluation of one training, from its saved test logits (see TrainResult.save).
+    """One variant's evaluation of one training, from its saved test outputs (see TrainResult.save).
 
     Rows with model = "final": the final-epoch model at every tau. Rows with model =
     "best_epoch": the epoch with the best test accuracy (selected on the test labels, as the
-    released code did; plain or PN tau = 1 accuracy by the variant's evaluation) at the headline
-    tau. ``label_free_tau`` is the final model's tau chosen without labels (PN variants only).
+    released code did: by PN tau = 1 accuracy for PN, by plain accuracy otherwise) at the headline
+    tau. ``label_free_tau`` is the final model's tau chosen without labels (post-hoc rules only).
     """
-    final = tau_sweep(logits["logits"], labels, train_counts, taus)
-    final.insert(0, "epoch", int(logits["final_epoch"]))
+    final_outputs = Outputs.from_saved(saved)
+    final = tau_sweep(final_outputs, labels, train_counts, taus, evaluation)
+    final.insert(0, "epoch", int(saved["final_epoch"]))
     final.insert(0, "model", "final")
-    best = tau_sweep(logits[f"best_{evaluation}_logits"], labels, train_counts, [headline_tau(evaluation)])
-    best.insert(0, "epoch", int(logits[f"best_{evaluation}_epoch"]))
+    selection = "pn" if evaluation == "pn" else "plain"
+    best = tau_sweep(Outputs.from_saved(saved, "best_epoch", selection), labels, train_counts,
+                     [headline_tau(evaluation)], evaluation)
+    best.insert(0, "epoch", int(saved[f"best_{selection}_epoch"]))
     best.insert(0, "model", "best_epoch")
     out = pd.concat([final, best], ignore_index=True)
-    out["label_free_tau"] = label_free_tau(logits["logits"], taus) if evaluation == "pn" else float("nan")
+    out["label_free_tau"] = (label_free_tau(final_outputs, taus, evaluation, train_counts)
+                             if evaluation in POST_HOC else float("nan"))
     return out

@@ -98,16 +98,31 @@ def bagmar_loss(
     lambda1: float | torch.Tensor,
     lambda2: float | torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch-mean cross-entropy on z', and |dL/dz'| for the statistics.
+    """Batch-mean cross-entropy on z', and |dL/dz'| for the statistics. With leading dimensions (see
+    ``adjusted_logits``) each leading index is a batch of its own, with its own mean."""
+    return cross_entropy_and_gradient(adjusted_logits(logits, labels, stats, lambda1, lambda2), labels)
 
-    The gradient of the mean cross-entropy w.r.t. z' is (softmax(z') - onehot(y)) / B, so it is
-    formed directly instead of through an autograd hook. With leading dimensions (see
-    ``adjusted_logits``) each leading index is a batch of its own, with its own mean.
+
+def cross_entropy_and_gradient(
+    adjusted: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy on the logits a loss trains on, its batch mean, and |dL/dz'| (B, C).
+
+    ``weights`` (C,) per class (or (..., C) with leading dimensions) make it the weighted mean
+    sum_i w[y_i] * CE_i / sum_i w[y_i], as torch's ``cross_entropy(weight=...)`` takes it; without
+    weights every class weighs 1, which is the plain mean, computed the same way: weights of all
+    ones give exactly the unweighted numbers.
+    The gradient w.r.t. z' is w[y_i] * (softmax(z'_i) - onehot(y_i)) / sum_i w[y_i], formed directly
+    instead of through an autograd hook.
     """
-    adjusted = adjusted_logits(logits, labels, stats, lambda1, lambda2)
-    c, batch = adjusted.shape[-1], labels.shape[-1]
-    loss = F.cross_entropy(adjusted.reshape(-1, c), labels.reshape(-1), reduction="none").view(labels.shape).mean(-1)
+    c = adjusted.shape[-1]
+    if weights is None:
+        weights = torch.ones(c, dtype=adjusted.dtype, device=adjusted.device)
+    sample_weights = weights.expand(*labels.shape[:-1], c).gather(-1, labels).to(adjusted.dtype)  # (..., B)
+    share = sample_weights / sample_weights.sum(-1, keepdim=True)
+    per_sample = F.cross_entropy(adjusted.reshape(-1, c), labels.reshape(-1), reduction="none").view(labels.shape)
+    loss = (per_sample * share).sum(-1)
     with torch.no_grad():
         onehot = F.one_hot(labels, c).to(adjusted.dtype)
-        grad = (adjusted.softmax(-1) - onehot).abs_() / batch
+        grad = (adjusted.softmax(-1) - onehot).abs_() * share[..., None]
     return loss, grad

@@ -44,16 +44,36 @@ def _stages(width: int, members: int = 1) -> nn.Sequential:
     return nn.Sequential(*stages)
 
 
+class CosineClassifier(nn.Module):
+    """LDAM-DRW's normalised classifier (Cao et al., NeurIPS 2019): scale * cos(feature, class weight), no bias.
+
+    The scale s (30 in LDAM) sits here rather than in the loss, so that a model's logits are the values its
+    loss sees and the post-hoc rules (PN, logit adjustment) get comparable inputs from every training.
+    Initialised as the released NormedLinear: uniform(-1, 1) drawn as an (in, out) matrix, each class's
+    vector renormalised to unit length (stored transposed, as nn.Linear stores its weight).
+    """
+
+    def __init__(self, in_features: int, out_features: int, scale: float):
+        super().__init__()
+        weight = torch.empty(in_features, out_features).uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)
+        self.weight = nn.Parameter(weight.T.contiguous())
+        self.scale = scale
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.normalize(features, dim=-1) @ F.normalize(self.weight, dim=-1).T
+
+
 class ResNet32(nn.Module):
     """``width`` is the first stage's channel count (16 in the paper); stages use width x (1, 2, 4).
 
     Kaiming-normal init of the backbone's conv weights; the classifier keeps nn.Linear's default
-    init, as the released code builds it separately (SPEC §2).
+    init, as the released code builds it separately (SPEC §2). ``cosine_scale``: a CosineClassifier of
+    that scale instead of the linear one (LDAM-DRW).
     """
 
     blocks_per_stage = 5
 
-    def __init__(self, num_classes: int = 100, width: int = 16):
+    def __init__(self, num_classes: int = 100, width: int = 16, cosine_scale: float | None = None):
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -62,10 +82,22 @@ class ResNet32(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight)
         self.feature_dim = 4 * width
-        self.classifier = nn.Linear(self.feature_dim, num_classes)
+        self.cosine_scale = cosine_scale
+        if cosine_scale is None:
+            self.classifier = nn.Linear(self.feature_dim, num_classes)
+        else:
+            self.classifier = CosineClassifier(self.feature_dim, num_classes, cosine_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.stages(x)
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return self.classifier(x)
+
+    def classifier_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The classifier's bias and the norm of each class's effective weight vector, (C,) each: what
+        tau-normalisation (evaluate.py) needs besides the logits. A cosine classifier's are 0 and s."""
+        weight = self.classifier.weight.detach()
+        if self.cosine_scale is not None:
+            return torch.zeros(len(weight)), torch.full((len(weight),), float(self.cosine_scale))
+        return self.classifier.bias.detach().clone(), weight.norm(dim=1)

@@ -1,4 +1,4 @@
-"""The training recipe of SPEC §3, shared by every variant (they differ only in lambda1/lambda2)."""
+"""The training recipe of SPEC §3, shared by every training (they differ in their loss and its settings)."""
 
 from __future__ import annotations
 
@@ -31,17 +31,32 @@ class NonFiniteError(UserError, FloatingPointError):
 CONFIG_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
-def recipe_defaults() -> dict:
-    """SPEC §3's recipe as the config schema's defaults, the one place its numbers are written."""
+def _schema() -> dict:
     try:
-        schema = yaml.safe_load(CONFIG_SCHEMA.read_text())
+        return yaml.safe_load(CONFIG_SCHEMA.read_text())
     except FileNotFoundError:
         raise UserError(f"{CONFIG_SCHEMA} not found: bagmar reads the recipe's defaults from its checkout's "
                         "config schema; install the checkout (pip install -e .)") from None
-    return {key: spec["default"] for key, spec in schema["properties"]["recipe"]["properties"].items()}
 
 
-_PAPER = recipe_defaults()
+def recipe_defaults() -> dict:
+    """SPEC §3's recipe as the config schema's defaults, the one place its numbers are written."""
+    return {key: spec["default"] for key, spec in _schema()["properties"]["recipe"]["properties"].items()}
+
+
+def training_defaults() -> dict:
+    """Each loss's own settings (LOSS_SETTINGS) as the config schema's defaults for a training."""
+    properties = _schema()["definitions"]["training"]["properties"]
+    return {key: spec["default"] for key, spec in properties.items() if "default" in spec}
+
+
+# The losses a training can use, and the settings that belong to each (the rest of a Recipe is shared).
+LOSS_SETTINGS = {
+    "bagmar": ("lambda1", "lambda2"),  # BaGMar (loss.py); cross-entropy at lambda1 = lambda2 = 0
+    "logit_adjusted": ("tau",),  # Menon et al. (baselines.py); Balanced Softmax at tau = 1
+    "ldam_drw": ("max_margin", "scale", "drw_after", "beta"),  # Cao et al. (baselines.py)
+}
+_PAPER, _TRAINING = recipe_defaults(), training_defaults()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,10 +73,26 @@ class Recipe:
     width: int = _PAPER["width"]  # ResNet-32's first-stage width
     padding: int = _PAPER["padding"]  # random-crop padding
     cutout_size: int = _PAPER["cutout_size"]
+    autoaugment: str = _PAPER["autoaugment"]  # the policy: "released" (the paper's code) or "torchvision"
     precision: str = _PAPER["precision"]  # or "bfloat16": autocast of the forward pass (loss stays float32)
-    lambda1: float = 0.0
-    lambda2: float = 0.0
+    loss: str = _TRAINING["loss"]  # a key of LOSS_SETTINGS
+    lambda1: float = _TRAINING["lambda1"]
+    lambda2: float = _TRAINING["lambda2"]
+    tau: float = _TRAINING["tau"]
+    max_margin: float = _TRAINING["max_margin"]
+    scale: float = _TRAINING["scale"]
+    drw_after: float = _TRAINING["drw_after"]
+    beta: float = _TRAINING["beta"]
     seed: int = 0  # model init, data order and augmentation draws
+
+    def __post_init__(self):
+        if self.loss not in LOSS_SETTINGS:
+            raise RecipeError(f"loss '{self.loss}' is not one of {', '.join(LOSS_SETTINGS)}")
+        unused = [key for other, keys in LOSS_SETTINGS.items() if other != self.loss for key in keys
+                  if getattr(self, key) != _TRAINING[key]]
+        if unused:
+            raise RecipeError(f"{', '.join(unused)} set for loss '{self.loss}', which does not use it; its "
+                              f"settings are {', '.join(LOSS_SETTINGS[self.loss])}")
 
 
 def learning_rate(epoch: int, recipe: Recipe) -> float:
@@ -72,7 +103,8 @@ def learning_rate(epoch: int, recipe: Recipe) -> float:
     return recipe.peak_lr * (1 + math.cos(math.pi * (epoch - warmup) / max(epochs - warmup, 1))) / 2
 
 
-FUSABLE = ("lambda1", "lambda2", "seed")  # what may differ between the members of a fused group
+# What may differ between the members of a fused group: the loss and its settings, and the seed.
+FUSABLE = ("loss", *(key for keys in LOSS_SETTINGS.values() for key in keys), "seed")
 SELECTIONS = {"plain": "test_acc", "pn": "test_acc_pn"}  # best epoch by plain / PN (tau = 1) test accuracy
 
 
@@ -84,19 +116,26 @@ class TrainResult:
     stats: GradientStatistics
     # SPEC §7: the released code reported the epoch with the best *test* accuracy (PN for the _pn
     # variants); kept beside the final model, so both can be shown, and labelled as test-selected.
-    best: dict[str, dict]  # selection -> {"epoch": int, "acc": float, "logits": (M, C) tensor}
+    best: dict[str, dict]  # selection -> {"epoch", "acc", "logits": (M, C), "bias" and "norms": (C,) tensors}
 
     def save(self, *, model: str, logits: str, test_labels: np.ndarray, metrics: str, statistics: str) -> None:
-        """Each file is written atomically; none of them is a pickle of arbitrary objects."""
+        """Each file is written atomically; none of them is a pickle of arbitrary objects.
+
+        The logits file also holds the classifier's bias and per-class weight norms, which
+        tau-normalisation needs (evaluate.py)."""
         with atomic_write(model, "wb") as f:
             torch.save({k: v.cpu() for k, v in self.model.state_dict().items()}, f)
         best = {}
         for selection, entry in self.best.items():
             best[f"best_{selection}_logits"] = entry["logits"].cpu().numpy()
             best[f"best_{selection}_epoch"] = np.int64(entry["epoch"])
+            best[f"best_{selection}_classifier_bias"] = entry["bias"].numpy()
+            best[f"best_{selection}_classifier_weight_norm"] = entry["norms"].numpy()
         with atomic_write(logits, "wb") as f:
+            bias, norms = self.model.classifier_terms()
             np.savez(f, logits=self.test_logits, labels=np.asarray(test_labels, dtype=np.int64),
-                     final_epoch=np.int64(self.metrics[-1]["epoch"]), **best)
+                     final_epoch=np.int64(self.metrics[-1]["epoch"]), classifier_bias=bias.cpu().numpy(),
+                     classifier_weight_norm=norms.cpu().numpy(), **best)
         with atomic_write(metrics) as f:
             pd.DataFrame(self.metrics).to_csv(f, index=False)
         with atomic_write(statistics, "wb") as f:
@@ -167,7 +206,7 @@ def train_group(
     test_logits = None
     for epoch in range(first_epoch, last_epoch + 1):
         started, lr = time.perf_counter(), learning_rate(epoch, recipe)
-        group.start_epoch(lr)
+        group.start_epoch(epoch, lr)
         for step in range(steps):
             stepper()
             report.step(epoch, step)
@@ -194,8 +233,8 @@ class _History:
 
     def __init__(self, members: int):
         self.metrics: list[list[dict]] = [[] for _ in range(members)]
-        self.best = [{selection: {"epoch": 0, "acc": -1.0, "logits": torch.zeros(0)} for selection in SELECTIONS}
-                     for _ in range(members)]
+        self.best = [{selection: {"epoch": 0, "acc": -1.0, "logits": torch.zeros(0), "bias": torch.zeros(0),
+                                  "norms": torch.zeros(0)} for selection in SELECTIONS} for _ in range(members)]
 
     def add_epoch(self, epoch: int, lr: float, group: FusedGroup, test_logits: torch.Tensor,
                   test_labels: torch.Tensor, steps: int, batch_size: int, started: float, evaluated: float) -> None:
@@ -203,6 +242,7 @@ class _History:
         correct = pn_correct(test_logits, test_labels).tolist()  # waits for the test pass
         now = time.perf_counter()
         losses, train_correct = group.loss_sum.tolist(), group.correct.tolist()
+        bias, norms = group.model.classifier.terms()  # what tau-normalisation of a best epoch needs
         for member, rows in enumerate(self.metrics):
             rows.append({
                 "epoch": epoch,
@@ -217,7 +257,8 @@ class _History:
             for selection, column in SELECTIONS.items():
                 if rows[-1][column] > self.best[member][selection]["acc"]:
                     self.best[member][selection] = {"epoch": epoch, "acc": rows[-1][column],
-                                                    "logits": test_logits[member].cpu()}
+                                                    "logits": test_logits[member].cpu(),
+                                                    "bias": bias[member].cpu(), "norms": norms[member].cpu()}
 
     def results(self, group: FusedGroup, test_logits: np.ndarray, num_classes: int, device) -> list[TrainResult]:
         results = []
@@ -233,7 +274,7 @@ class _Checkpoints:
 
     def __init__(self, directory, recipes: list[Recipe], train_images: np.ndarray, train_labels: np.ndarray, device):
         self.directory, self.device = directory, device
-        self.identity = checkpoint.fingerprint({"format": 2, "recipes": [dataclasses.asdict(r) for r in recipes]},
+        self.identity = checkpoint.fingerprint({"format": 3, "recipes": [dataclasses.asdict(r) for r in recipes]},
                                                train_images, train_labels)
 
     def restore(self, group: FusedGroup, history: _History, announce: Callable[[int], None]) -> int:
@@ -285,9 +326,10 @@ def _refuse_non_finite(group: FusedGroup, recipes: list[Recipe], names: list[str
     for member, bad in enumerate(group.first_bad_step.tolist()):
         if bad >= 0:
             r = recipes[member]
+            settings = ", ".join(f"{key}={getattr(r, key)}" for key in LOSS_SETTINGS[r.loss])
             raise NonFiniteError(
                 f"{names[member]}: non-finite loss or logits in epoch {epoch}, step {bad} of {steps} "
-                f"(lambda1={r.lambda1}, lambda2={r.lambda2}, lr={lr:.4g}); nothing was saved for this "
+                f"({r.loss}: {settings}, lr={lr:.4g}); nothing was saved for this "
                 "training. Lower the learning rate or check the input data."
             )
 

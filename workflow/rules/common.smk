@@ -76,6 +76,10 @@ from bagmar.data import REAL_DATASETS, long_tailed_counts  # noqa: E402
 from bagmar.evaluate import tau_grid  # noqa: E402
 from bagmar.fingerprint import code_fingerprint  # noqa: E402
 from bagmar.layout import Layout, Member  # noqa: E402
+from bagmar.train import FUSABLE, LOSS_SETTINGS, training_defaults  # noqa: E402
+
+TRAINING_DEFAULTS = training_defaults()
+POST_HOC = ("pn", "logit_adjustment", "tau_norm")  # evaluations that sweep tau
 
 LAYOUT = Layout(config)  # every path and the group table (src/bagmar/layout.py)
 IMBALANCE_FACTORS = LAYOUT.imbalances
@@ -121,8 +125,13 @@ def code(script):
 
 
 def training_recipe(training, seed):
-    """The shared recipe, this training's overrides (lambda1, lambda2, ...) and its seed."""
-    return {**config["recipe"], **config["trainings"][training], "seed": int(seed)}
+    """The shared recipe, this training's loss with every setting of that loss (the schema's defaults where
+    the config leaves one out, so that a changed default reruns it), its overrides and its seed.
+    """
+    settings = config["trainings"][training]
+    loss = settings.get("loss", TRAINING_DEFAULTS["loss"])
+    defaults = {key: TRAINING_DEFAULTS[key] for key in ("loss", *LOSS_SETTINGS[loss])}
+    return {**config["recipe"], **defaults, **settings, "seed": int(seed)}
 
 
 def each_training(kind):
@@ -163,9 +172,11 @@ def group_split(wildcards):
 
 
 def variant_taus(wildcards):
-    """PN variants sweep the tau grid; plain evaluation is tau = 0 alone."""
+    """Post-hoc rules (PN, logit adjustment, tau-normalisation) sweep the tau grid; plain is tau = 0 alone."""
     return (
-        TAUS if config["variants"][wildcards.variant]["evaluation"] == "pn" else [0.0]
+        TAUS
+        if config["variants"][wildcards.variant]["evaluation"] in POST_HOC
+        else [0.0]
     )
 
 
@@ -189,18 +200,33 @@ def _check_config():
             f"tau_grid.stop ({grid['stop']}) is below tau_grid.start ({grid['start']})"
         )
     elif (
-        any(v["evaluation"] == "pn" for v in config["variants"].values())
+        any(v["evaluation"] in POST_HOC for v in config["variants"].values())
         and 1.0 not in TAUS
     ):
         problems.append(
-            f"tau_grid {grid} must contain tau = 1.0, PN's headline column; it gives {TAUS}"
+            f"tau_grid {grid} must contain tau = 1.0, the post-hoc rules' headline column; it gives {TAUS}"
         )
     for name, training in config["trainings"].items():
+        loss = training.get("loss", TRAINING_DEFAULTS["loss"])
         for key, value in training.items():
+            if key == "loss":
+                continue
             if not math.isfinite(value):
                 problems.append(
                     f"trainings.{name}.{key} = {value} is not a finite number"
                 )
+            elif key in FUSABLE and key not in LOSS_SETTINGS[loss]:
+                problems.append(
+                    f"trainings.{name}.{key} is not a setting of loss {loss} "
+                    f"(its settings: {', '.join(LOSS_SETTINGS[loss])})"
+                )
+    for name, variant in config["variants"].items():
+        training = config["trainings"].get(variant["training"], {})
+        if variant["evaluation"] == "tau_norm" and training.get("loss") == "ldam_drw":
+            problems.append(
+                f"variants.{name}: tau_norm rescales a linear classifier's weights; {variant['training']} "
+                "trains LDAM's cosine classifier, whose weights all have the same norm"
+            )
     dataset = config["dataset"]
     if dataset["name"] == "synthetic":
         classes, per_class = (
@@ -224,10 +250,10 @@ def _check_config():
         )
     if FUSION != "none":
         for name, training in config["trainings"].items():
-            for key in training.keys() - {"lambda1", "lambda2"}:
+            for key in sorted(training.keys() - set(FUSABLE)):
                 problems.append(
-                    f"trainings.{name}.{key}: fused trainings share every recipe setting but lambda1 and lambda2 "
-                    f"(fusion: {FUSION}); set recipe.{key} for all, or fusion: none"
+                    f"trainings.{name}.{key}: fused trainings share every recipe setting but their loss and its "
+                    f"settings (fusion: {FUSION}); set recipe.{key} for all, or fusion: none"
                 )
     if problems:
         _refuse(problems)

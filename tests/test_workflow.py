@@ -246,10 +246,10 @@ def test_fused_jobs_write_every_models_own_files(fused_demo):
     # each model is saved in ResNet32's own layout
     import torch
     from bagmar.model import ResNet32
-    member = results / "train" / "BaGMar" / f"imba{factors[1]}" / f"seed{seeds[1]}" / "model.pt"
+    member = results / "train" / "BaGMar" / f"imba{factors[-1]}" / f"seed{seeds[1]}" / "model.pt"
     ResNet32(20, 4).load_state_dict(torch.load(member, weights_only=True))
     def losses(training, seed):
-        return pd.read_csv(results / "train" / training / f"imba{factors[1]}" / f"seed{seed}" / "metrics.csv")["train_loss"]
+        return pd.read_csv(results / "train" / training / f"imba{factors[-1]}" / f"seed{seed}" / "metrics.csv")["train_loss"]
     assert not losses("ce", seeds[0]).equals(losses("BaGMar", seeds[0]))
     assert not losses("ce", seeds[0]).equals(losses("ce", seeds[1]))
 

@@ -132,7 +132,10 @@ class LossTerms:
         self.recipes = recipes
         self.lambda1 = as_tensor([r.lambda1 for r in recipes])
         self.lambda2 = as_tensor([r.lambda2 for r in recipes])
-        adjusted = any(r.loss == "logit_adjusted" for r in recipes)
+        # which methods the group holds: the step applies only their terms (a term no member uses is zero
+        # for all, so leaving it out changes no number, and keeps a BaGMar-only step as short as before)
+        adjusted = self.adjusts = any(r.loss == "logit_adjusted" for r in recipes)
+        self.ldam = any(r.loss == "ldam_drw" for r in recipes)
         self.tau = as_tensor([r.tau if r.loss == "logit_adjusted" else 0.0 for r in recipes])
         self.log_prior = as_tensor(baselines.log_prior(train_counts) if adjusted else np.zeros(c))
         margins, drw = np.zeros((k, c)), np.ones((k, c))
@@ -152,15 +155,16 @@ class LossTerms:
                                              self.drw_weights, torch.ones_like(self.drw_weights)))
 
 
-
 def group_loss(logits: torch.Tensor, labels: torch.Tensor, stats: StackedStatistics,
                terms: LossTerms) -> tuple[torch.Tensor, torch.Tensor]:
     """Every member's loss (K,) and |dL/dz'| (K, B, C) for logits (K, B, C): the methods' own functions,
     applied with each member's numbers (LossTerms)."""
     adjusted = adjusted_logits(logits, labels, stats, terms.lambda1, terms.lambda2)
-    adjusted = baselines.logit_adjusted_logits(adjusted, terms.log_prior, terms.tau)
-    adjusted = baselines.ldam_logits(adjusted, labels, terms.target_margins)
-    return cross_entropy_and_gradient(adjusted, labels, terms.class_weights)
+    if terms.adjusts:
+        adjusted = baselines.logit_adjusted_logits(adjusted, terms.log_prior, terms.tau)
+    if terms.ldam:
+        adjusted = baselines.ldam_logits(adjusted, labels, terms.target_margins)
+    return cross_entropy_and_gradient(adjusted, labels, terms.class_weights if terms.ldam else None)
 
 
 def train_step(model: nn.Module, optimizer: SGD, stats: StackedStatistics, images: torch.Tensor,

@@ -105,7 +105,7 @@ def reference_transforms(size: Size):
 
 def reference_lr(epoch: int, epochs: int, base: float = PAPER.base_lr, peak: float = PAPER.peak_lr,
                  warmup: int = PAPER.warmup_epochs) -> float:
-    """SPEC §3, epoch = 1..E, written out as the released code does (the recipe's numbers: bagmar.train.Recipe)."""
+    """SPEC §3, epoch = 1..E, written out as the released code does (the recipe's numbers: bagmar.recipe.Recipe)."""
     if epoch < warmup:
         return base + (peak - base) * (epoch - 1) / (warmup - 1)
     return peak * (1 + math.cos(math.pi * (epoch - warmup) / max(epochs - warmup, 1))) / 2

@@ -34,6 +34,20 @@ def normalised(node: ast.AST) -> str:
     return ast.dump(node, annotate_fields=False, include_attributes=False)
 
 
+# A workflow parse fingerprints every script, and the scripts share most of the package: each module file is
+# parsed, and each of its statements normalised, once per process. Keyed by the file's path, size and
+# modification time, so an edited file is read again; a statement's text is kept beside the node itself.
+_MODULES: dict[tuple, "_Module"] = {}
+_NORMALISED: dict[int, tuple[ast.AST, str]] = {}
+
+
+def _normalised_once(node: ast.AST) -> str:
+    cached = _NORMALISED.get(id(node))
+    if cached is None or cached[0] is not node:
+        cached = _NORMALISED[id(node)] = (node, normalised(node))
+    return cached[1]
+
+
 def _without_docstrings(tree: ast.AST) -> ast.AST:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -112,7 +126,11 @@ class Reach:
             path = self.package_dir / f"{name}.py"
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: imported as {PACKAGE}.{name} but not found")
-            self.modules[name] = _Module(name, path)
+            stat = path.stat()
+            key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+            if key not in _MODULES:
+                _MODULES[key] = _Module(name, path)
+            self.modules[name] = _MODULES[key]
         return self.modules[name]
 
     def add_module(self, name: str) -> None:
@@ -173,7 +191,7 @@ class Reach:
             statements = module.prelude + sorted({id(d): d for d in reached.values()}.values(), key=lambda d: d.lineno)
             if not statements:
                 continue  # e.g. an __init__ that is only a docstring
-            text = "\n".join(normalised(statement) for statement in statements)
+            text = "\n".join(_normalised_once(statement) for statement in statements)
             out[f"{PACKAGE}.{name}"] = hashlib.sha256(text.encode()).hexdigest()[:12]
         return out
 

@@ -76,7 +76,7 @@ from bagmar.data import REAL_DATASETS, long_tailed_counts  # noqa: E402
 from bagmar.evaluate import tau_grid  # noqa: E402
 from bagmar.fingerprint import code_fingerprint  # noqa: E402
 from bagmar.layout import Layout, Member  # noqa: E402
-from bagmar.train import FUSABLE, LOSS_SETTINGS, training_defaults  # noqa: E402
+from bagmar.recipe import FUSABLE, LOSS_SETTINGS, training_defaults  # noqa: E402
 
 TRAINING_DEFAULTS = training_defaults()
 POST_HOC = ("pn", "logit_adjustment", "tau_norm")  # evaluations that sweep tau

@@ -1,0 +1,97 @@
+"""A training's settings, as the config and its schema give them: the one torch-free place the workflow,
+the tests and the trainer read them from (``workflow/rules/common.smk`` imports this module at parse time,
+so planning a run never imports torch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import yaml
+
+from .io import UserError
+
+
+class RecipeError(UserError, ValueError):
+    """Recipe settings that cannot train: the message says which and what to change."""
+
+
+CONFIG_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def _schema() -> dict:
+    try:
+        return yaml.safe_load(CONFIG_SCHEMA.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{CONFIG_SCHEMA} not found: bagmar reads the recipe's defaults from its checkout's "
+                        "config schema; install the checkout (pip install -e .)") from None
+
+
+def recipe_defaults() -> dict:
+    """SPEC §3's recipe as the config schema's defaults, the one place its numbers are written."""
+    return {key: spec["default"] for key, spec in _schema()["properties"]["recipe"]["properties"].items()}
+
+
+def training_defaults() -> dict:
+    """Each loss's own settings (LOSS_SETTINGS) as the config schema's defaults for a training."""
+    properties = _schema()["definitions"]["training"]["properties"]
+    return {key: spec["default"] for key, spec in properties.items() if "default" in spec}
+
+
+# The losses a training can use, and the settings that belong to each (the rest of a Recipe is shared).
+LOSS_SETTINGS = {
+    "bagmar": ("lambda1", "lambda2"),  # BaGMar (loss.py); cross-entropy at lambda1 = lambda2 = 0
+    "logit_adjusted": ("tau",),  # Menon et al. (baselines.py); Balanced Softmax at tau = 1
+    "ldam_drw": ("max_margin", "scale", "drw_after", "beta"),  # Cao et al. (baselines.py)
+}
+_PAPER, _TRAINING = recipe_defaults(), training_defaults()
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One training's settings; the defaults are the paper's, read from the config schema (SPEC §3, §6)."""
+
+    epochs: int = _PAPER["epochs"]
+    batch_size: int = _PAPER["batch_size"]
+    base_lr: float = _PAPER["base_lr"]
+    peak_lr: float = _PAPER["peak_lr"]
+    warmup_epochs: int = _PAPER["warmup_epochs"]
+    momentum: float = _PAPER["momentum"]
+    weight_decay: float = _PAPER["weight_decay"]
+    width: int = _PAPER["width"]  # ResNet-32's first-stage width
+    padding: int = _PAPER["padding"]  # random-crop padding
+    cutout_size: int = _PAPER["cutout_size"]
+    autoaugment: str = _PAPER["autoaugment"]  # the policy: "released" (the paper's code) or "torchvision"
+    precision: str = _PAPER["precision"]  # or "bfloat16": autocast of the forward pass (loss stays float32)
+    loss: str = _TRAINING["loss"]  # a key of LOSS_SETTINGS
+    lambda1: float = _TRAINING["lambda1"]
+    lambda2: float = _TRAINING["lambda2"]
+    tau: float = _TRAINING["tau"]
+    max_margin: float = _TRAINING["max_margin"]
+    scale: float = _TRAINING["scale"]
+    drw_after: float = _TRAINING["drw_after"]
+    beta: float = _TRAINING["beta"]
+    seed: int = 0  # model init, data order and augmentation draws
+
+    def __post_init__(self):
+        if self.loss not in LOSS_SETTINGS:
+            raise RecipeError(f"loss '{self.loss}' is not one of {', '.join(LOSS_SETTINGS)}")
+        unused = [key for other, keys in LOSS_SETTINGS.items() if other != self.loss for key in keys
+                  if getattr(self, key) != _TRAINING[key]]
+        if unused:
+            raise RecipeError(f"{', '.join(unused)} set for loss '{self.loss}', which does not use it; its "
+                              f"settings are {', '.join(LOSS_SETTINGS[self.loss])}")
+
+
+def learning_rate(epoch: int, recipe: Recipe) -> float:
+    """SPEC §3, for epoch = 1..E: linear warm-up from base to peak, then half a cosine to 0 at E."""
+    warmup, epochs = recipe.warmup_epochs, recipe.epochs
+    if epoch < warmup:
+        return recipe.base_lr + (recipe.peak_lr - recipe.base_lr) * (epoch - 1) / (warmup - 1)
+    return recipe.peak_lr * (1 + math.cos(math.pi * (epoch - warmup) / max(epochs - warmup, 1))) / 2
+
+
+# What may differ between the members of a fused group: the loss and its settings, and the seed.
+FUSABLE = ("loss", *(key for keys in LOSS_SETTINGS.values() for key in keys), "seed")

@@ -87,7 +87,7 @@ def workflow_config(seed: dict) -> dict:
 def evaluation_files(seed: dict) -> list[str]:
     """The outputs of this experiment's evaluation per seed, where the workflow writes them (bagmar.layout)."""
     layout = Layout(workflow_config(seed))
-    return [layout.evaluation_file(kind, seed["variant"], imbalance_key(seed["imbalance_factor"]), s)
+    return [layout.evaluation_file(kind, seed["training"]["name"], imbalance_key(seed["imbalance_factor"]), s)
             for s in seed["seeds"] for kind in EVALUATION_FILES]
 
 

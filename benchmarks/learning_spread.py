@@ -1,13 +1,14 @@
 """Seed-to-seed spread of the learning tests' effects, to choose their margins (issue 12).
 
-tests/test_learning.py asserts that BaGMar beats cross-entropy and that PN beats plain argmax, by margins. A
+tests/test_learning.py asserts that BaGMar, the logit-adjusted loss and LDAM-DRW beat cross-entropy and that PN
+beats plain argmax, by margins. A
 margin read off one machine's trajectory breaks on another CPU (floating-point differences grow chaotically
 over training), so the margins are chosen from this benchmark: the test's own setup (``learning_run``,
 imported from the test) for several seeds under each ATEN_CPU_CAPABILITY, each capability in its own
 process (PyTorch reads the variable once, at import). The record holds every run's accuracies and, per
 effect, the smallest value seen; the test's margins should stay well below those minima.
 
-    python benchmarks/learning_spread.py --seeds 0-3 --capabilities default avx2 avx512   # ~13 min on 2 cores
+    python benchmarks/learning_spread.py --seeds 0-3 --capabilities default avx2 avx512   # ~25 min on 2 cores
     python benchmarks/learning_spread.py --seeds 0-1 --jobs 2                             # two processes at once
 
 Record: benchmarks/results/<stamp>-learning-spread.json (or --out).
@@ -34,10 +35,17 @@ EFFECTS = {
     "bagmar_minus_ce_few": (("bagmar", 0.0, "few"), ("ce", 0.0, "few")),
     "pn_minus_plain_ce_top1": (("ce", 1.0, "top1"), ("ce", 0.0, "top1")),
     "pn_minus_plain_ce_few": (("ce", 1.0, "few"), ("ce", 0.0, "few")),
+    "logit_adjusted_minus_ce_top1": (("logit_adjusted", 0.0, "top1"), ("ce", 0.0, "top1")),
+    "logit_adjusted_minus_ce_few": (("logit_adjusted", 0.0, "few"), ("ce", 0.0, "few")),
+    "ldam_drw_minus_ce_top1": (("ldam_drw", 0.0, "top1"), ("ce", 0.0, "top1")),
+    "ldam_drw_minus_ce_few": (("ldam_drw", 0.0, "few"), ("ce", 0.0, "few")),
     "ce_many_minus_few": (("ce", 0.0, "many"), ("ce", 0.0, "few")),
     "ce_top1": (("ce", 0.0, "top1"), None),
     "ce_many": (("ce", 0.0, "many"), None),
 }
+
+TRAININGS = {"ce": {}, "bagmar": dict(lambda1=1.0, lambda2=1.0), "logit_adjusted": dict(loss="logit_adjusted"),
+             "ldam_drw": dict(loss="ldam_drw")}  # as tests/test_learning.py's sweeps fixture
 
 
 def _learning_run():
@@ -48,15 +56,15 @@ def _learning_run():
 
 
 def one(seed: int) -> dict:
-    """Both trainings of the test at one seed, in this process (its ATEN_CPU_CAPABILITY)."""
+    """The test's trainings at one seed, in this process (its ATEN_CPU_CAPABILITY)."""
     import torch
 
     torch.set_num_threads(1)
     test = _learning_run()
     row = {"seed": seed, "capability": os.environ.get("ATEN_CPU_CAPABILITY", "native"), "seconds": {}, "metrics": {}}
-    for name, lambdas in (("ce", (0.0, 0.0)), ("bagmar", (1.0, 1.0))):
+    for name, settings in TRAININGS.items():
         started = time.perf_counter()
-        sweep = test.learning_run(*lambdas, seed=seed)
+        sweep = test.learning_run(**settings, seed=seed)
         row["seconds"][name] = round(time.perf_counter() - started, 1)
         for tau in (0.0, 1.0):
             for metric in ("top1", "many", "medium", "few"):

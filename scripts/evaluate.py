@@ -1,22 +1,30 @@
-"""Snakemake job: one variant's evaluation of one training, from its saved test outputs."""
+"""Snakemake job: every variant's evaluation of each model of one training group, from its saved test outputs."""
 import json
 
 import numpy as np
+import pandas as pd
 
 from bagmar.evaluate import Outputs, evaluate_training, per_class_table
 from bagmar.io import atomic_write, log_to
 
 with log_to(snakemake.log[0]):
-    with np.load(snakemake.input.logits, allow_pickle=False) as f:
-        logits = dict(f)
     with open(snakemake.input.counts) as f:
         counts = np.asarray(json.load(f))
-    evaluation = snakemake.params.evaluation
-    sweep = evaluate_training(logits, logits["labels"], counts, snakemake.params.taus, evaluation)
-    for column, value in [("evaluation", evaluation), *reversed(snakemake.params.key_columns.items())]:
-        sweep.insert(0, column, value)  # columns: variant, imbalance_factor, seed, evaluation, ...
-    with atomic_write(snakemake.output.sweep) as f:
-        sweep.to_csv(f, index=False)
-    with atomic_write(snakemake.output.per_class) as f:
-        per_class_table(Outputs.from_saved(logits), logits["labels"], counts, evaluation).to_csv(f, index=False)
-    print(sweep.to_string(index=False, na_rep="n/a"))  # a shot group with no classes, as in the tables
+    for member, path in zip(snakemake.params.members, snakemake.input.logits, strict=True):
+        with np.load(path, allow_pickle=False) as f:
+            logits = dict(f)
+        sweeps, per_class = [], []
+        for variant in member["variants"]:  # {variant, evaluation, taus}
+            columns = {"variant": variant["variant"], **member["key_columns"], "evaluation": variant["evaluation"]}
+            sweep = evaluate_training(logits, logits["labels"], counts, variant["taus"], variant["evaluation"])
+            sweeps.append(pd.concat([pd.DataFrame(columns, index=sweep.index), sweep], axis=1))
+            table = per_class_table(Outputs.from_saved(logits), logits["labels"], counts, variant["evaluation"])
+            per_class.append(pd.concat([pd.DataFrame(columns, index=table.index), table], axis=1))
+        sweeps, per_class = pd.concat(sweeps, ignore_index=True), pd.concat(per_class, ignore_index=True)
+        outputs = {kind: getattr(snakemake.output, name) for kind, name in member["outputs"].items()}
+        with atomic_write(outputs["sweep"]) as f:
+            sweeps.to_csv(f, index=False)  # columns: variant, imbalance_factor, seed, evaluation, ...
+        with atomic_write(outputs["per_class"]) as f:
+            per_class.to_csv(f, index=False)
+        print(f"{member['name']}:")
+        print(sweeps.to_string(index=False, na_rep="n/a"))  # a shot group with no classes, as in the tables

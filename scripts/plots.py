@@ -19,10 +19,11 @@ def theta(path):
 with log_to(snakemake.log[0]):
     figures = {
         "tau_sweep": plots.tau_sweep(pd.read_csv(snakemake.input.evaluations), snakemake.params.paper),
-        "per_class": plots.per_class_accuracy(keyed(snakemake.input.per_class, snakemake.params.per_class_keys,
-                                                    pd.read_csv)),
+        "per_class": plots.per_class_accuracy(pd.concat(map(pd.read_csv, snakemake.input.per_class),
+                                                        ignore_index=True)),
         "curves": plots.training_curves(keyed(snakemake.input.metrics, snakemake.params.metrics_keys, pd.read_csv)),
         "theta": plots.theta_per_class(keyed(snakemake.input.statistics, snakemake.params.statistics_keys, theta)),
+        "methods": plots.methods(pd.read_csv(snakemake.input.methods)),
     }
     for name, figure in figures.items():
         with atomic_write(getattr(snakemake.output, name), "wb") as f:

@@ -205,3 +205,10 @@ def test_every_post_hoc_rule_gets_a_sweep_and_a_label_free_tau():
         sweep = tau_sweep(outputs, labels, COUNTS, taus, evaluation)
         assert sweep["few"].max() > sweep.loc[0, "few"]  # the head bias is reduced somewhere on the grid
         assert label_free_tau(outputs, taus, evaluation, COUNTS) in taus
+
+
+def test_a_class_without_training_images_is_refused_with_its_index():
+    with pytest.raises(ValueError, match=r"LDAM's margin .* class\(es\) 2 have none"):
+        baselines.ldam_margins(np.array([10, 3, 0]), 0.5)
+    with pytest.raises(ValueError, match=r"class-balanced weight .* class\(es\) 0 have none"):
+        baselines.class_balanced_weights(np.array([0, 3, 1]), 0.9999)

@@ -12,12 +12,12 @@ ROOT = Path(__file__).parents[1]
 PAPER = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
 
-@pytest.mark.parametrize("fusion, groups, size", [("none", 36, 1), ("trainings", 12, 3), ("trainings_and_seeds", 4, 9)])
+@pytest.mark.parametrize("fusion, groups, size", [("none", 60, 1), ("trainings", 12, 5), ("trainings_and_seeds", 4, 15)])
 def test_every_training_is_in_exactly_one_group(fusion, groups, size):
     layout = Layout({**PAPER, "fusion": fusion})
     members = layout.members()
     assert len(layout.groups) == groups and {len(m) for m in layout.groups.values()} == {size}
-    assert len(members) == len(set(members)) == 3 * 4 * 3  # trainings x imbalance factors x seeds
+    assert len(members) == len(set(members)) == 5 * 4 * 3  # trainings x imbalance factors x seeds
     for group, group_members in layout.groups.items():
         assert all(layout.group_of(member) == group for member in group_members)
         # the group's name is the part of its members' directories that they share
@@ -37,6 +37,24 @@ def test_the_rule_outputs_name_each_members_files(fusion):
     assert len(outputs) == len(next(iter(layout.groups.values()))) * len(TRAINING_FILES)
 
 
+@pytest.mark.parametrize("fusion", ["none", "trainings", "trainings_and_seeds"])
+def test_the_evaluation_rule_outputs_name_each_evaluated_members_files(fusion):
+    """A training that no variant reads is trained but not evaluated; the rest are, in their training's group."""
+    config = {**PAPER, "fusion": fusion, "variants": {k: v for k, v in PAPER["variants"].items() if k != "BaGMar"}}
+    layout = Layout(config)
+    assert "BaGMar" not in layout.evaluated and "BaGMar" in layout.trainings
+    outputs = layout.evaluation_outputs()
+    for group in layout.groups:
+        members = layout.evaluation_members(group)
+        assert [m["name"] for m in members] == [m.name for m in layout.groups[group] if m.training != "BaGMar"]
+        for member in members:
+            for kind, name in member["outputs"].items():
+                expected = layout.evaluation_file(kind, member["training"], f"{member['imbalance_factor']:g}",
+                                                  member["seed"])
+                assert outputs[name].replace("{group}", group) == expected
+    assert layout.group_log("imba100", "evaluate") == "results/cifar100_lt/logs/evaluate/imba100.log"
+
+
 def test_member_keys_and_names():
     member = Member("BaGMar_pn", "100", "2")
     assert member.keys() == {"training": "BaGMar_pn", "imbalance_factor": 100.0, "seed": 2}
@@ -44,7 +62,7 @@ def test_member_keys_and_names():
     layout = Layout({**PAPER, "run_name": "x", "fusion": "trainings"})
     assert layout.group_of(member) == "imba100/seed2"
     assert layout.group_log("imba100/seed2") == "results/x/logs/train/imba100/seed2.log"
-    assert layout.evaluation_file("sweep", "ce_pn", "10", "0") == "results/x/eval/ce_pn/imba10/seed0/tau_sweep.csv"
+    assert layout.evaluation_file("sweep", "ce", "10", "0") == "results/x/eval/ce/imba10/seed0/tau_sweep.csv"
 
 
 def _code_strings(path: Path):

@@ -23,7 +23,7 @@ TRAININGS = ["ce", "BaGMar", "BaGMar_pn"]
 VARIANTS = {"ce": ("ce", "plain"), "ce_pn": ("ce", "pn"), "BaGMar": ("BaGMar", "plain"),
             "BaGMar_pn": ("BaGMar_pn", "pn")}
 SEEDS = [0, 1]
-NUM_CLASSES, TRAIN_PER_CLASS, EPOCHS = 20, 500, 6  # config/demo.yaml's synthetic data set and recipe
+NUM_CLASSES, TRAIN_PER_CLASS, EPOCHS = 20, 500, 5  # config/demo.yaml's synthetic data set and recipe
 TAUS = [round(0.1 * i, 1) for i in range(21)]  # config/demo.yaml's tau grid
 PAPER = {200: {"tau": 1.5}, 100: {"tau": 1.5}, 50: {"tau": 0.9}, 10: {"tau": 1.1}}
 MAX_TICK_LABELS = 12
@@ -69,13 +69,28 @@ def demo_figures(frames: dict[str, pd.DataFrame], paper: dict | None = None) -> 
     return {"tau_sweep": plots.tau_sweep(frames["evaluations"], paper),
             "per_class": plots.per_class_accuracy(frames["per_class"]),
             "training_curves": plots.training_curves(frames["metrics"]),
-            "theta": plots.theta_per_class(frames["theta"])}
+            "theta": plots.theta_per_class(frames["theta"]),
+            "methods": plots.methods(methods_frame(frames["evaluations"]))}
+
+
+def methods_frame(evaluations: pd.DataFrame) -> pd.DataFrame:
+    """The methods table's columns that plots.methods reads, from the made-up evaluations, with a
+    published figure for one variant."""
+    final = evaluations[evaluations["model"] == "final"]
+    headline = final[np.isclose(final["tau"], np.where(final["evaluation"] == "pn", 1.0, 0.0))]
+    grouped = headline.groupby(["variant", "imbalance_factor"], sort=False)["top1"]
+    frame = grouped.mean().to_frame().join(grouped.std().rename("top1_std")).join(grouped.size().rename("n_seeds"))
+    frame = frame.reset_index()
+    frame["published_top1"] = np.where(frame["variant"] == "ce", 41.0, np.nan)
+    return frame
 
 
 def _look(artist) -> tuple:
     """What tells a series apart on the page: colour, line style and marker."""
     if hasattr(artist, "get_linestyle") and hasattr(artist, "get_marker"):  # Line2D
         return to_hex(artist.get_color()), artist.get_linestyle(), artist.get_marker()
+    if not len(artist.get_facecolor()):  # a LineCollection (ranges drawn with hlines): its colour and style
+        return to_hex(artist.get_edgecolor()[0]), "lines", str(artist.get_linestyle())
     # a scatter's PathCollection: its colour and the shape of its marker
     shape = tuple(np.round(artist.get_paths()[0].vertices, 3).ravel()) if artist.get_paths() else ()
     return to_hex(artist.get_facecolor()[0]), "scatter", shape

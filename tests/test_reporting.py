@@ -32,24 +32,59 @@ def test_table_cells_are_mean_and_std_over_the_per_seed_results(two_seeds):
     table = pd.read_csv(results / "tables" / "results.csv").set_index(["variant", "imbalance_factor"])
     checked = 0
     for sweep_file in results.glob("eval/*/imba*/seed0/tau_sweep.csv"):
-        per_seed = [pd.read_csv(str(sweep_file).replace("seed0", f"seed{s}")) for s in SEEDS]
-        variant, evaluation = per_seed[0]["variant"][0], per_seed[0]["evaluation"][0]
-        headline = 1.0 if evaluation == "pn" else 0.0
-        row = table.loc[(variant, per_seed[0]["imbalance_factor"][0])]
-        assert row["n_seeds"] == len(SEEDS)
-        for group in ("top1", "many", "medium", "few"):
-            values = [s[(s["model"] == "final") & (s["tau"] == headline)][group].item() for s in per_seed]
-            if np.isnan(values).all():
-                assert np.isnan(row[group])
-                continue
-            assert row[group] == pytest.approx(np.mean(values))
-            assert row[f"{group}_std"] == pytest.approx(np.std(values, ddof=1))
-        best = [s[s["model"] == "final"]["top1"].max() for s in per_seed]
-        assert row["test_best_top1"] == pytest.approx(np.mean(best))
-        checked += 1
-    assert checked == 4 * len(SEEDS_RUN["imbalance_factors"])
+        files = [pd.read_csv(str(sweep_file).replace("seed0", f"seed{s}")) for s in SEEDS]
+        for variant in files[0]["variant"].unique():
+            per_seed = [f[f["variant"] == variant] for f in files]
+            evaluation = per_seed[0]["evaluation"].iloc[0]
+            headline = 0.0 if evaluation == "plain" else 1.0
+            row = table.loc[(variant, per_seed[0]["imbalance_factor"].iloc[0])]
+            assert row["n_seeds"] == len(SEEDS)
+            for group in ("top1", "many", "medium", "few"):
+                values = [s[(s["model"] == "final") & (s["tau"] == headline)][group].item() for s in per_seed]
+                if np.isnan(values).all():
+                    assert np.isnan(row[group])
+                    continue
+                assert row[group] == pytest.approx(np.mean(values))
+                assert row[f"{group}_std"] == pytest.approx(np.std(values, ddof=1))
+            best = [s[s["model"] == "final"]["top1"].max() for s in per_seed]
+            assert row["test_best_top1"] == pytest.approx(np.mean(best))
+            checked += 1
+    variants = yaml.safe_load((two_seeds[0] / "config" / "demo.yaml").read_text())["variants"]
+    assert checked == len(variants) * len(SEEDS_RUN["imbalance_factors"])
     readme = (two_seeds[0] / "README.md").read_text()
     assert "mean ± std over 2 seeds" in readme
+
+
+def test_every_cell_of_the_methods_table_is_recomputed_from_the_per_seed_files(two_seeds):
+    """tables/methods.csv and its rendered table: each variant's final-epoch top-1, shot groups and
+    test-selected best epoch, mean and std over the seeds, from the evaluation files alone."""
+    from bagmar.render import cell
+    workdir, results = two_seeds
+    config = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())
+    methods = pd.read_csv(results / "tables" / "methods.csv").set_index(["variant", "imbalance_factor"])
+    sweeps = pd.concat([pd.read_csv(path) for path in results.glob("eval/*/imba*/seed*/tau_sweep.csv")])
+    rendered = (results / "tables" / "results.md").read_text()
+    assert len(methods) == len(config["variants"]) * len(SEEDS_RUN["imbalance_factors"])
+    for variant, spec in config["variants"].items():
+        cells = []
+        for factor in SEEDS_RUN["imbalance_factors"]:
+            rows = sweeps[(sweeps["variant"] == variant) & (sweeps["imbalance_factor"] == factor)]
+            final = rows[(rows["model"] == "final") & (rows["tau"] == (0.0 if spec["evaluation"] == "plain" else 1.0))]
+            best = rows[rows["model"] == "best_epoch"]
+            assert sorted(final["seed"]) == sorted(best["seed"]) == SEEDS  # one row per seed each
+            row = methods.loc[(variant, float(factor))]
+            assert row["training"] == spec["training"] and row["evaluation"] == spec["evaluation"]
+            for column, values in [*((g, final[g]) for g in ("top1", "many", "medium", "few")),
+                                   ("best_epoch_top1", best["top1"])]:
+                if values.isna().all():
+                    assert np.isnan(row[column])
+                    continue
+                assert row[column] == pytest.approx(values.mean()), (variant, factor, column)
+                assert row[f"{column}_std"] == pytest.approx(values.std(ddof=1)), (variant, factor, column)
+            cells.append(cell(final["top1"].mean(), final["top1"].std(ddof=1), len(SEEDS)))
+        rule = {"plain": "plain", "pn": "PN τ=1", "logit_adjustment": "post-hoc LA τ=1", "tau_norm": "τ-norm τ=1"}
+        line = f"| {variant} | {spec['training']} | {rule[spec['evaluation']]} | " + " | ".join(cells) + " |"
+        assert line in rendered.splitlines(), line
 
 
 def test_label_free_tau_never_reads_the_labels(two_seeds):
@@ -84,7 +119,7 @@ def png_size(path):
 
 def test_plots_are_written(two_seeds):
     _, results = two_seeds
-    for name in ("tau_sweep", "per_class", "training_curves", "theta"):
+    for name in ("tau_sweep", "per_class", "training_curves", "theta", "methods"):
         width, height = png_size(results / "plots" / f"{name}.png")
         assert width > 300 and height > 200
 
@@ -93,16 +128,16 @@ def test_the_demo_figures_are_readable(two_seeds, tmp_path):
     """scripts/plots.py itself, on the 2-seed demo's files: no two series of a panel look alike, legends, ticks."""
     workdir, results = two_seeds
     inputs = {"evaluations": str(results / "tables" / "evaluations.csv"),
+              "methods": str(results / "tables" / "methods.csv"),
               "per_class": sorted(map(str, results.glob("eval/*/imba*/seed*/per_class.csv"))),
               "metrics": sorted(map(str, results.glob("train/*/imba*/seed*/metrics.csv"))),
               "statistics": sorted(map(str, results.glob("train/*/imba*/seed*/statistics.npz")))}
-    names = ("tau_sweep", "per_class", "curves", "theta")
+    names = ("tau_sweep", "per_class", "curves", "theta", "methods")
     def keys(paths, name):  # the keys the workflow hands the script beside each file
         return [{name: Path(p).parts[-4], "imbalance_factor": float(Path(p).parts[-3].removeprefix("imba")),
                  "seed": int(Path(p).parts[-2].removeprefix("seed"))} for p in paths]
 
-    params = SimpleNamespace(paper=None, per_class_keys=keys(inputs["per_class"], "variant"),
-                             metrics_keys=keys(inputs["metrics"], "training"),
+    params = SimpleNamespace(paper=None, metrics_keys=keys(inputs["metrics"], "training"),
                              statistics_keys=keys(inputs["statistics"], "training"))
     job = SimpleNamespace(input=SimpleNamespace(**inputs), params=params,
                           output=SimpleNamespace(**{name: str(tmp_path / f"{name}.png") for name in names}),
@@ -142,15 +177,17 @@ def test_html_report_holds_the_tables_and_figures(two_seeds, tmp_path):
                        r'"size": "[^"]*", "caption": ("(?:[^"\\]|\\.)*")')
     captions = {path: json.loads(caption) for path, caption in entry.findall(text)}
     expected = {
-        "plots/tau_sweep.png": "Test top-1 of the PN variants against the PN exponent",
+        "plots/tau_sweep.png": "Test top-1 of every post-hoc variant (PN, post-hoc logit adjustment",
         "plots/per_class.png": "Per-class test accuracy against",
         "plots/theta.png": "θ, the accumulated positive gradient",
         "plots/training_curves.png": "Training loss (on BaGMar's adjusted logits",
         "tables/paper_table.csv": "The paper-format table of the headline variant",
         "tables/results.csv": "Every variant at every imbalance factor",
+        "tables/methods.csv": "The standard long-tailed methods beside BaGMar",
+        "plots/methods.png": "Final-epoch top-1 (%) of every variant",
     }
     assert sorted(captions) == sorted(f"results/demo/{path}" for path in expected)
     for path, caption in expected.items():
         assert caption in captions[f"results/demo/{path}"]
     embedded = set(re.findall(r"data:image/png;[^,]*filename=([\w.]+);base64,", text))
-    assert embedded == {"tau_sweep.png", "per_class.png", "training_curves.png", "theta.png"}
+    assert embedded == {"tau_sweep.png", "per_class.png", "training_curves.png", "theta.png", "methods.png"}

@@ -1,6 +1,6 @@
 """The seed's interface (issue 3): config/CIFAR100_LT/*.yaml and `python main.py --cfg ...`.
 
-The 16 seed configs are generated from config/config.yaml (`python main.py --write-seed-configs`);
+The seed configs (one per variant and imbalance factor) are generated from config/config.yaml (`python main.py --write-seed-configs`);
 these tests fail when either changes without the other, check the values against SPEC §3-6, and
 run one seed config end to end on the synthetic data set, where the workflow then reuses its jobs.
 """
@@ -29,14 +29,23 @@ spec.loader.exec_module(main)
 PAPER = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 SEEDS = {path.stem: yaml.safe_load(path.read_text()) for path in sorted(SEED_DIR.glob("*.yaml"))}
 
-# SPEC §3 (recipe), §5 (tau grid), §6 (the four variants).
+# SPEC §3 (recipe), §5 (tau grid), §6 (the four variants), §9 (the comparison methods).
 SPEC_RECIPE = {**spec_recipe(), "width": 16, "padding": 4, "cutout_size": 16, "autoaugment": "released",
                "precision": "float32"}  # SPEC §3: the paper run should use the released AutoAugment policy
-SPEC_VARIANTS = {  # variant: (training, lambda1, lambda2, evaluation)
-    "ce": ("ce", 0.0, 0.0, "plain"),
-    "ce_pn": ("ce", 0.0, 0.0, "pn"),
-    "BaGMar": ("BaGMar", 1.0, 1.0, "plain"),
-    "BaGMar_pn": ("BaGMar_pn", 1.2, 0.9, "pn"),
+CE = {"name": "ce", "lambda1": 0.0, "lambda2": 0.0}
+LA = {"name": "LA", "loss": "logit_adjusted", "tau": 1.0}
+LDAM_DRW = {"name": "LDAM_DRW", "loss": "ldam_drw"}  # s, margin, DRW: the schema's defaults (Cao et al.)
+SPEC_VARIANTS = {  # variant: (training, evaluation)
+    "ce": (CE, "plain"),
+    "ce_pn": (CE, "pn"),
+    "BaGMar": ({"name": "BaGMar", "lambda1": 1.0, "lambda2": 1.0}, "plain"),
+    "BaGMar_pn": ({"name": "BaGMar_pn", "lambda1": 1.2, "lambda2": 0.9}, "pn"),
+    "ce_la": (CE, "logit_adjustment"),
+    "ce_tau_norm": (CE, "tau_norm"),
+    "LA": (LA, "plain"),
+    "LA_pn": (LA, "pn"),
+    "LDAM_DRW": (LDAM_DRW, "plain"),
+    "LDAM_DRW_pn": (LDAM_DRW, "pn"),
 }
 
 
@@ -58,8 +67,8 @@ def disagreements(seeds: dict[str, dict], config: dict) -> list[str]:
     return sorted(problems)
 
 
-def test_there_are_the_seeds_16_configs():
-    names = {f"{v}_imba{f}" for v in ("ce", "ce_pn", "BaGMar", "BaGMar_pn") for f in (200, 100, 50, 10)}
+def test_there_is_a_seed_config_per_variant_and_imbalance_factor():
+    names = {f"{v}_imba{f}" for v in SPEC_VARIANTS for f in (200, 100, 50, 10)}
     assert set(SEEDS) == names
 
 
@@ -84,16 +93,16 @@ def test_a_changed_value_is_reported(tmp_path):
         "BaGMar_pn_imba50.yaml: training.lambda1 is 1.3, the workflow config gives 1.2"]
     changed = copy.deepcopy(PAPER)
     changed["recipe"]["epochs"] = 180
-    assert len(disagreements(SEEDS, changed)) == 16
+    assert len(disagreements(SEEDS, changed)) == len(SEEDS) == 40
 
 
 @pytest.mark.parametrize("name", sorted(SEEDS))
 def test_each_seed_config_has_the_papers_values(name):
     seed = SEEDS[name]
-    training, lambda1, lambda2, evaluation = SPEC_VARIANTS[seed["variant"]]
+    training, evaluation = SPEC_VARIANTS[seed["variant"]]
     assert name == f"{seed['variant']}_imba{seed['imbalance_factor']}"
     assert seed["imbalance_factor"] in (200, 100, 50, 10)
-    assert seed["training"] == {"name": training, "lambda1": lambda1, "lambda2": lambda2}
+    assert seed["training"] == training
     assert seed["evaluation"] == evaluation
     assert seed["recipe"] == SPEC_RECIPE
     assert seed["tau_grid"] == {"start": 0.0, "stop": 2.0, "step": 0.1}
@@ -107,10 +116,10 @@ def test_each_seed_config_is_a_valid_workflow_config(name):
     assert list(config["variants"]) == [SEEDS[name]["variant"]] and len(config["imbalance_factors"]) == 1
 
 
-def test_the_16_seed_configs_are_the_workflows_12_trainings_and_16_evaluations():
+def test_the_40_seed_configs_are_the_workflows_20_trainings_and_40_evaluations():
     trainings = {(s["training"]["name"], s["imbalance_factor"]) for s in SEEDS.values()}
     evaluations = {(s["variant"], s["imbalance_factor"]) for s in SEEDS.values()}
-    assert len(trainings) == 12 and len(evaluations) == 16
+    assert len(trainings) == 20 and len(evaluations) == 40
     assert trainings == {(t, f) for t in PAPER["trainings"] for f in PAPER["imbalance_factors"]}
     assert evaluations == {(v, f) for v in PAPER["variants"] for f in PAPER["imbalance_factors"]}
     for f in PAPER["imbalance_factors"]:  # ce and ce_pn are one training, read twice
@@ -143,13 +152,14 @@ def test_the_seed_command_plans_one_experiments_jobs(tmp_path):
                           "--cores", "2"], cwd=workdir, capture_output=True, text=True, timeout=120)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output
-    n_seeds = len(PAPER["seeds"])
-    # the paper config fuses trainings and seeds: this experiment's seeds train in one GPU job
+    # the paper config fuses trainings and seeds: this experiment's seeds train in one GPU job, and are
+    # evaluated in one job
     assert PAPER["fusion"] == "trainings_and_seeds"
-    assert job_counts(output) == {"cifar100_dataset": 1, "split": 1, "train": 1, "evaluate": n_seeds}
+    assert job_counts(output) == {"cifar100_dataset": 1, "split": 1, "train": 1, "evaluate": 1}
     assert "wildcards: imbalance=100" in output
-    assert "results/cifar100_lt/train/ce/imba100/seed2/model.pt" in output
-    assert "results/cifar100_lt/eval/ce_pn/imba100/seed0/tau_sweep.csv" in output
+    for seed in PAPER["seeds"]:
+        assert f"results/cifar100_lt/train/ce/imba100/seed{seed}/model.pt" in output
+        assert f"results/cifar100_lt/eval/ce/imba100/seed{seed}/tau_sweep.csv" in output  # the training's evaluations
 
 
 # The synthetic stand-in and a tiny network: the same jobs as a CIFAR-100 run, in seconds.
@@ -199,4 +209,5 @@ def test_the_workflow_reuses_what_a_seed_command_made(seed_run):
                          env=env(workdir))
     jobs = job_counts(run.stdout + run.stderr)
     assert "synthetic_dataset" not in jobs
-    assert (jobs["split"], jobs["train"], jobs["evaluate"]) == (3, 11, 15)
+    # 5 trainings x 4 IFs, less the seed command's training and its evaluation job
+    assert (jobs["split"], jobs["train"], jobs["evaluate"]) == (3, 19, 19)

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from bagmar.io import UserError
-from bagmar.render import cell, render_results, splice_readme
-from bagmar.tables import over_seeds, paper_comparison, summarize
+from bagmar.render import cell, methods_rows, render_results, splice_readme
+from bagmar.tables import methods_table, over_seeds, paper_comparison, summarize
 
 TEMPLATE = Path(__file__).parents[1] / "templates" / "results.md.j2"
 
@@ -80,7 +80,8 @@ def test_rendered_section_has_the_paper_format_and_every_variant():
     comparison = paper_comparison(table, "ce_pn", {100: {"tau1": 50.9, "finetuned": 51.0, "tau": 1.5}})
     links = {f: [{"seed": s, "log": f"results/t/logs/{f:g}_{s}.log", "model": f"results/t/m{f:g}_{s}.pt"}
                  for s in (0, 1)] for f in (100.0, 10.0)}
-    text = render_results(table, comparison, TEMPLATE, run_name="t", dataset="synthetic", headline_variant="ce_pn",
+    methods = methods_table(table, VARIANTS, LOSSES, None, "ce_pn", None)
+    text = render_results(table, comparison, methods, TEMPLATE, run_name="t", dataset="synthetic", headline_variant="ce_pn",
                           variants=["ce", "ce_pn"], links=links, link_base="results/t")
     assert "| Imbalance Factor | Top-1 Accuracy (τ=1) | Top-1 Accuracy (fine-tune τ) | Log | Model |" in text
     assert ("| 100 | 46.0 ± 1.4 | 47.0 ± 1.4 (τ=1.5) | [seed 0](logs/100_0.log) [seed 1](logs/100_1.log) | "
@@ -90,9 +91,75 @@ def test_rendered_section_has_the_paper_format_and_every_variant():
     assert "| 10 | ce_pn | PN τ=1 | 46.0 ± 1.4 |" in text and "| 0.5 (45.0 ± 1.4) |" in text
     assert "mean ± std over 2 seeds" in text
     assert "Data:" not in text
-    flagged = render_results(table, comparison, TEMPLATE, run_name="t", dataset="cifar100", headline_variant="ce_pn",
+    flagged = render_results(table, comparison, methods, TEMPLATE, run_name="t", dataset="cifar100", headline_variant="ce_pn",
                              variants=["ce", "ce_pn"], links=links, data_note="CIFAR-100 from /x: UNOFFICIAL COPY")
     assert "(cifar100)\n\nData: CIFAR-100 from /x: UNOFFICIAL COPY\n\nce_pn, top-1" in flagged
+
+
+VARIANTS = {"ce": {"training": "ce", "evaluation": "plain"}, "ce_pn": {"training": "ce", "evaluation": "pn"}}
+LOSSES = {"ce": "bagmar"}
+PUBLISHED = {"ce": {100: {"top1": 39.87, "source": "Menon et al., code README", "note": "0.3987"},
+                    10: {"top1": 55.0, "source": "Another, table 2"}},
+             "ce_pn": {100: {"top1": 40.5, "source": "Menon et al., code README"}}}
+
+
+def test_methods_table_carries_every_variant_and_its_published_figure():
+    table = over_seeds(summarize(sweeps()))
+    methods = methods_table(table, VARIANTS, LOSSES, PUBLISHED, "ce_pn", {10: {"tau1": 60.0, "finetuned": 61.0,
+                                                                               "tau": 1.2}})
+    assert list(methods[["variant", "imbalance_factor"]].itertuples(index=False, name=None)) == [
+        ("ce", 100.0), ("ce_pn", 100.0), ("ce", 10.0), ("ce_pn", 10.0)]  # IF descending, config order
+    row = methods.set_index(["variant", "imbalance_factor"]).loc[("ce", 100.0)]
+    assert (row["training"], row["loss"], row["published_top1"], row["published_note"]) == ("ce", "bagmar", 39.87,
+                                                                                             "0.3987")
+    assert row["top1"] == table.set_index(["variant", "imbalance_factor"]).loc[("ce", 100.0), "top1"]
+    # the headline variant's figure comes from report.paper where report.published has none
+    headline = methods.set_index(["variant", "imbalance_factor"]).loc[("ce_pn", 10.0)]
+    assert headline["published_top1"] == 60.0 and "report.paper" in headline["published_source"]
+    assert methods.set_index(["variant", "imbalance_factor"]).loc[("ce_pn", 100.0), "published_top1"] == 40.5
+
+
+def test_rendered_methods_table_numbers_its_sources():
+    table = over_seeds(summarize(sweeps()))
+    links = {f: [] for f in (100.0, 10.0)}
+    comparison = paper_comparison(table, "ce_pn", None)
+    methods = methods_table(table, VARIANTS, LOSSES, PUBLISHED, "ce_pn", None)
+    text = render_results(table, comparison, methods, TEMPLATE, run_name="t", dataset="cifar100",
+                          headline_variant="ce_pn", variants=["ce", "ce_pn"], links=links)
+    assert "| Variant | Training | Rule | IF 100 | Published | IF 10 | Published |" in text
+    assert "| ce | ce | plain | 41.0 ± 1.4 | 39.87 [1] | 41.0 ± 1.4 | 55 [2] |" in text
+    assert "| ce_pn | ce | PN τ=1 | 46.0 ± 1.4 | 40.5 [1] | 46.0 ± 1.4 | – |" in text
+    assert "1. Menon et al., code README (IF 100: 0.3987)\n2. Another, table 2\n" in text
+    # without any published figure (the demo), no Published columns and no sources
+    bare = render_results(table, comparison, methods_table(table, VARIANTS, LOSSES, None, "ce_pn", None), TEMPLATE,
+                          run_name="t", dataset="synthetic", headline_variant="ce_pn", variants=["ce", "ce_pn"],
+                          links=links)
+    assert "| Variant | Training | Rule | IF 100 | IF 10 |" in bare and "Sources" not in bare
+
+
+def test_the_paper_configs_published_figures_render_with_numbered_sources():
+    """config/config.yaml's report.published and report.paper, on a made-up table of every variant."""
+    import yaml
+    config = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
+    rows = [dict(variant=v, imbalance_factor=float(f), evaluation=spec["evaluation"], top1=50.0, top1_std=0.5, n_seeds=3)
+            for f in config["imbalance_factors"] for v, spec in config["variants"].items()]
+    table = pd.DataFrame(rows)
+    losses = {t: spec.get("loss", "bagmar") for t, spec in config["trainings"].items()}
+    methods = methods_table(table, config["variants"], losses, config["report"]["published"], "BaGMar_pn",
+                            config["report"]["paper"])
+    _, method_rows, sources = methods_rows(methods)
+    assert len(sources) == 5  # Ren et al., Menon et al., Cao et al., Zhang et al., and the paper
+    published = methods.dropna(subset=["published_top1"])
+    assert len(published) == 9 + 4  # the sourced figures of the other methods, and the paper's four
+    by_variant = {row["variant"]: row["cells"] for row in method_rows}
+    factors = sorted(config["imbalance_factors"], reverse=True)
+    for variant, by_factor in config["report"]["published"].items():
+        for factor, entry in by_factor.items():
+            cell = by_variant[variant][factors.index(factor)]
+            number = next(s["number"] for s in sources if s["source"] == " ".join(entry["source"].split()))
+            assert cell["published"] == f"{entry['top1']:g} [{number}]", (variant, factor)
+    assert by_variant["BaGMar_pn"][factors.index(100)]["published"].startswith("50.9 [")
+    assert by_variant["BaGMar"][0]["published"] == "–"  # no source given: no number
 
 
 def test_readme_changes_only_between_its_markers(tmp_path):

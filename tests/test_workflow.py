@@ -24,11 +24,14 @@ def test_paper_config_plans_the_paper_dag(tmp_path):
     config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
     assert len(config["seeds"]) == 3 and config["fusion"] == "trainings_and_seeds"
     once = {"cifar100_dataset": 1, "split": 4, "aggregate": 1, "render": 1, "readme": 1, "plots": 1, "all": 1}
-    # one fused GPU job per imbalance factor: 3 trainings (ce and ce_pn share one) x 3 seeds
-    assert planned_jobs(workdir) == {**once, "train": 4, "evaluate": 16 * 3}
-    # unfused, per seed: 3 trainings per imbalance factor and 4 evaluations
+    trainings = len(config["trainings"])
+    assert set(config["trainings"]) == {"ce", "BaGMar", "BaGMar_pn", "LA", "LDAM_DRW"}
+    # one fused GPU job per imbalance factor: 5 trainings x 3 seeds; one evaluation job per group, evaluating
+    # each model under every variant of its training (ce: plain, PN, post-hoc LA, tau-norm)
+    assert planned_jobs(workdir) == {**once, "train": 4, "evaluate": 4}
     edit_config(workdir / "config" / "config.yaml", lambda c: c.update(seeds=[0], fusion="none"))
-    assert planned_jobs(workdir, "--configfile", "config/config.yaml") == {**once, "train": 12, "evaluate": 16}
+    assert planned_jobs(workdir, "--configfile", "config/config.yaml") == {**once, "train": trainings * 4,
+                                                                           "evaluate": trainings * 4}
 
 
 def planned_trainings(workdir, *args) -> dict[str, list[str]]:
@@ -46,46 +49,50 @@ def planned_trainings(workdir, *args) -> dict[str, list[str]]:
 
 
 def test_one_training_rule_whatever_the_fusion_and_the_same_files(tmp_path):
-    """The paper plan: one rule `train` over {group}; 36, 12 or 4 jobs; every member's files at one path."""
+    """The paper plan: one rule `train` over {group}; 60, 12 or 4 jobs; every member's files at one path."""
     workdir = copy_project(tmp_path)
     plans = {fusion: planned_trainings(workdir, "--config", f"fusion={fusion}")
              for fusion in ("none", "trainings", "trainings_and_seeds")}
-    assert {fusion: len(plan) for fusion, plan in plans.items()} == {"none": 36, "trainings": 12,
+    assert {fusion: len(plan) for fusion, plan in plans.items()} == {"none": 60, "trainings": 12,
                                                                       "trainings_and_seeds": 4}
     assert "group=BaGMar_pn/imba100/seed2" in plans["none"] and "group=imba100/seed2" in plans["trainings"]
     assert "group=imba100" in plans["trainings_and_seeds"]
     files = {fusion: sorted(f for outputs in plan.values() for f in outputs) for fusion, plan in plans.items()}
-    assert len(files["none"]) == 36 * 4 == len(set(files["none"]))
+    assert len(files["none"]) == 60 * 4 == len(set(files["none"]))
     assert files["none"] == files["trainings"] == files["trainings_and_seeds"]
     assert "results/cifar100_lt/train/ce/imba200/seed1/test_logits.npz" in files["none"]
 
 
 def test_the_comparison_methods_are_trainings_and_evaluations_of_the_same_dag(tmp_path):
-    """Logit adjustment and LDAM-DRW as trainings, post-hoc logit adjustment and tau-normalisation as
-    evaluations: one fused job per imbalance factor still."""
+    """Logit adjustment and LDAM-DRW as trainings fused with the paper's (one job per imbalance factor),
+    post-hoc logit adjustment and tau-normalisation as evaluations: in the demo and the paper run."""
     workdir = copy_project(tmp_path)
-    edit_config(workdir / "config" / "demo.yaml", lambda c: (
-        c.update(fusion="trainings_and_seeds"),
-        c["trainings"].update(LA={"loss": "logit_adjusted"}, LDAM_DRW={"loss": "ldam_drw", "scale": 20.0}),
-        c["variants"].update(LA={"training": "LA", "evaluation": "plain"},
-                             LDAM_DRW={"training": "LDAM_DRW", "evaluation": "plain"},
-                             ce_la={"training": "ce", "evaluation": "logit_adjustment"},
-                             ce_tau_norm={"training": "ce", "evaluation": "tau_norm"})))
-    run = snakemake(workdir, "-n", "-p", "--configfile", "config/demo.yaml")
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert job_counts(run.stdout)["train"] == 4 and job_counts(run.stdout)["evaluate"] == 8 * 4
+    for configfile, seeds in (("config/demo.yaml", 1), ("config/config.yaml", 3)):
+        config = yaml.safe_load((workdir / configfile).read_text())
+        rules = {v["evaluation"] for v in config["variants"].values()}
+        assert rules == {"plain", "pn", "logit_adjustment", "tau_norm"}
+        losses = {t.get("loss", "bagmar") for t in config["trainings"].values()}
+        assert losses == {"bagmar", "logit_adjusted", "ldam_drw"}
+        plan = planned_trainings(workdir, "--configfile", configfile)
+        assert sorted(plan) == [f"group=imba{f}" for f in sorted(map(str, config["imbalance_factors"]))]
+        for group, outputs in plan.items():
+            trained = {path.split("/train/")[1].split("/")[0] for path in outputs}
+            assert trained == set(config["trainings"]), group
+            assert len(outputs) == 4 * len(config["trainings"]) * seeds
 
 
 def test_demo_runs_the_whole_dag_and_fills_the_readme(demo):
     workdir = demo
     results = workdir / "results" / "demo"
-    assert len(list((results / "train").glob("*/imba*/seed0/model.pt"))) == 12
-    assert len(list((results / "eval").glob("*/imba*/seed0/tau_sweep.csv"))) == 16
+    config = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())
+    assert len(list((results / "train").glob("*/imba*/seed0/model.pt"))) == 5 * 4 == len(config["trainings"]) * 4
+    assert len(list((results / "eval").glob("*/imba*/seed0/tau_sweep.csv"))) == 5 * 4  # one file per model
+    assert len(pd.read_csv(results / "tables" / "results.csv")) == len(config["variants"]) * 4
     for rule in ("split", "train", "evaluate"):
         assert list((results / "logs" / rule).rglob("*.log")) and list((results / "benchmarks" / rule).rglob("*.tsv"))
     metrics = pd.read_csv(results / "train" / "BaGMar_pn" / "imba100" / "seed0" / "metrics.csv")
     assert list(metrics.columns[:5]) == ["epoch", "lr", "train_loss", "train_acc", "test_acc"]
-    assert len(metrics) == yaml.safe_load((workdir / "config" / "demo.yaml").read_text())["recipe"]["epochs"]
+    assert len(metrics) == config["recipe"]["epochs"]
 
     assert (results / "tables" / "results.md").read_text().startswith("### Results: `demo` (synthetic)")
     readme = (workdir / "README.md").read_text()
@@ -100,10 +107,13 @@ def test_demo_runs_the_whole_dag_and_fills_the_readme(demo):
 
 
 def rerun_plan(demo, tmp_path, change) -> dict[str, int]:
-    """Copy the finished demo (time stamps and Snakemake's metadata too), apply a change, dry-run."""
+    """Copy the finished demo (time stamps and Snakemake's metadata too), apply a change, dry-run.
+
+    The copy plans nothing before the change (test_comments_docstrings_and_formatting_plan_nothing shows it
+    for the demo itself), so every planned job is the change's.
+    """
     workdir = tmp_path / "copy"
     shutil.copytree(demo, workdir)
-    assert planned_jobs(workdir, "--configfile", "config/demo.yaml") == {}
     time.sleep(0.01)
     change(workdir)
     return planned_jobs(workdir, "--configfile", "config/demo.yaml")
@@ -135,7 +145,7 @@ def test_changing_the_loss_arithmetic_reruns_trainings_not_data_or_splits(demo, 
     def change(workdir):
         replace_in(workdir / "src" / "bagmar" / "loss.py", "torch.log(stats.theta + EPS)", "torch.log(stats.theta + 2 * EPS)")
 
-    assert rerun_plan(demo, tmp_path, change) == {"train": 12, "evaluate": 16, "aggregate": 1, "render": 1, "readme": 1,
+    assert rerun_plan(demo, tmp_path, change) == {"train": 4, "evaluate": 4, "aggregate": 1, "render": 1, "readme": 1,
                                                   "plots": 1, "all": 1}
 
 
@@ -143,7 +153,7 @@ def test_changing_the_shot_group_thresholds_reruns_evaluations_and_what_follows(
     def change(workdir):
         replace_in(workdir / "src" / "bagmar" / "evaluate.py", "FEW_SHOT_BELOW = 20", "FEW_SHOT_BELOW = 25")
 
-    assert rerun_plan(demo, tmp_path, change) == {"evaluate": 16, "aggregate": 1, "render": 1, "readme": 1, "plots": 1,
+    assert rerun_plan(demo, tmp_path, change) == {"evaluate": 4, "aggregate": 1, "render": 1, "readme": 1, "plots": 1,
                                                   "all": 1}
 
 
@@ -159,14 +169,27 @@ def test_the_dry_run_says_which_module_changed(demo, tmp_path):
     assert changed == {"bagmar.evaluate"}
 
 
-def test_changing_the_tau_grid_reruns_pn_evaluations_only(demo, tmp_path):
+def test_changing_the_tau_grid_reruns_post_hoc_evaluations_only(demo, tmp_path):
     def change(workdir):
         edit_config(workdir / "config" / "demo.yaml", lambda c: c["tau_grid"].update(stop=3.0))
 
-    assert rerun_plan(demo, tmp_path, change) == {"evaluate": 8, "aggregate": 1, "render": 1, "readme": 1, "plots": 1, "all": 1}
+    # every group holds trainings with a post-hoc variant (ce: PN, LA, tau-norm; BaGMar_pn, LA, LDAM_DRW: PN)
+    assert rerun_plan(demo, tmp_path, change) == {"evaluate": 4, "aggregate": 1, "render": 1, "readme": 1,
+                                                  "plots": 1, "all": 1}
 
 
-def test_changing_lambda1_of_one_variant_reruns_only_its_trainings(demo, tmp_path):
+def test_changing_one_variants_rule_reruns_only_the_evaluations_of_its_trainings_groups(demo, tmp_path):
+    def change(workdir):
+        edit_config(workdir / "config" / "demo.yaml", lambda c: c["variants"]["LA_pn"].update(evaluation="tau_norm"))
+
+    assert rerun_plan(demo, tmp_path, change) == {"evaluate": 4, "aggregate": 1, "render": 1, "readme": 1, "plots": 1,
+                                                  "all": 1}
+
+
+def test_changing_lambda1_of_one_training_reruns_only_the_groups_that_hold_it(demo, tmp_path):
+    """The demo fuses every training of an imbalance factor (as the paper run), so all 4 groups hold
+    BaGMar_pn and rerun, with every model's evaluations; no data or split job does. Unfused, a training's
+    groups hold it alone (tests/test_layout.py), so the same change would rerun its 4 jobs only."""
     def change(workdir):
         edit_config(workdir / "config" / "demo.yaml", lambda c: c["trainings"]["BaGMar_pn"].update(lambda1=1.3))
 
@@ -236,11 +259,12 @@ def test_fused_jobs_write_every_models_own_files(fused_demo):
     workdir = fused_demo
     results = workdir / "results" / "demo"
     factors, seeds = SEEDS_RUN["imbalance_factors"], SEEDS_RUN["seeds"]
-    assert len(list((results / "train").glob("*/imba*/seed*/model.pt"))) == 3 * len(factors) * len(seeds)
+    trainings = list(yaml.safe_load((workdir / "config" / "demo.yaml").read_text())["trainings"])
+    assert len(list((results / "train").glob("*/imba*/seed*/model.pt"))) == len(trainings) * len(factors) * len(seeds)
     logs = sorted(str(p.relative_to(results / "logs" / "train")) for p in (results / "logs" / "train").rglob("*.log"))
     assert logs == sorted(f"imba{f}.log" for f in factors)  # one per group, named after it
     log = (results / "logs" / "train" / f"imba{factors[0]}.log").read_text()
-    for training in ("ce", "BaGMar", "BaGMar_pn"):
+    for training in trainings:
         for seed in seeds:
             assert f"{training} IF {factors[0]} seed {seed} epoch 2/2" in log
     # each model is saved in ResNet32's own layout
@@ -260,8 +284,8 @@ def test_fused_a_variant_change_reruns_its_groups_never_the_splits(fused_demo, t
 
     # every group holds BaGMar_pn, so both rerun and with them every model's evaluations; the splits and the
     # data set do not
-    groups, evaluations = len(SEEDS_RUN["imbalance_factors"]), 4 * len(SEEDS_RUN["imbalance_factors"]) * len(SEEDS_RUN["seeds"])
-    assert rerun_plan(fused_demo, tmp_path, change) == {"train": groups, "evaluate": evaluations, "aggregate": 1,
+    groups = len(SEEDS_RUN["imbalance_factors"])  # each evaluated by one job, as it trained
+    assert rerun_plan(fused_demo, tmp_path, change) == {"train": groups, "evaluate": groups, "aggregate": 1,
                                                         "render": 1, "readme": 1, "plots": 1, "all": 1}
 
 
@@ -270,7 +294,7 @@ def test_fused_a_new_imbalance_factor_runs_only_its_split_and_group(fused_demo, 
         edit_config(workdir / "config" / "demo.yaml",
                     lambda c: c.update(imbalance_factors=[*SEEDS_RUN["imbalance_factors"], 50]))
 
-    assert rerun_plan(fused_demo, tmp_path, change) == {"split": 1, "train": 1, "evaluate": 4 * len(SEEDS_RUN["seeds"]),
+    assert rerun_plan(fused_demo, tmp_path, change) == {"split": 1, "train": 1, "evaluate": 1,
                                                         "aggregate": 1, "render": 1, "readme": 1, "plots": 1, "all": 1}
 
 
@@ -279,5 +303,5 @@ def test_fused_jobs_still_take_the_gpu_one_at_a_time(tmp_path):
     edit_config(workdir / "config" / "config.yaml", lambda c: c.update(fusion="trainings_and_seeds"))
     run = snakemake(workdir, "-n", "--configfile", "config/config.yaml", "--resources", "gpu=1", "--printshellcmds")
     assert run.returncode == 0, run.stderr
-    assert job_counts(run.stdout + run.stderr)["train"] == 4  # 9 models (3 trainings x 3 seeds) per IF
+    assert job_counts(run.stdout + run.stderr)["train"] == 4  # 15 models (5 trainings x 3 seeds) per IF
     assert "gpu=1" in run.stdout + run.stderr

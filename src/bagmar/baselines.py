@@ -41,15 +41,26 @@ def logit_adjusted_loss(logits: torch.Tensor, labels: torch.Tensor, log_prior: t
     return cross_entropy_and_gradient(logit_adjusted_logits(logits, log_prior, tau), labels)
 
 
+def _counts(train_counts: np.ndarray, what: str) -> np.ndarray:
+    """Per-class training counts as float64, each at least 1: a class without images has no margin or weight."""
+    counts = np.asarray(train_counts, dtype=np.float64)
+    if (counts < 1).any():
+        empty = np.flatnonzero(counts < 1)
+        raise ValueError(f"{what} needs at least one training image per class; class(es) "
+                         f"{', '.join(map(str, empty[:5]))}{' ...' if len(empty) > 5 else ''} have none "
+                         "(a long-tailed split keeps at least one image of every class)")
+    return counts
+
+
 def ldam_margins(train_counts: np.ndarray, max_margin: float) -> np.ndarray:
     """m_c = C' * n_c^(-1/4), with C' such that the largest margin (the rarest class's) is ``max_margin``."""
-    margins = 1.0 / np.sqrt(np.sqrt(np.asarray(train_counts, dtype=np.float64)))
+    margins = 1.0 / np.sqrt(np.sqrt(_counts(train_counts, "LDAM's margin n_c^(-1/4)")))
     return margins * (max_margin / margins.max())
 
 
 def class_balanced_weights(train_counts: np.ndarray, beta: float) -> np.ndarray:
     """(1 - beta) / (1 - beta^n_c), normalised so that the C weights sum to C (Cui et al.; LDAM-DRW's code)."""
-    counts = np.asarray(train_counts, dtype=np.float64)
+    counts = _counts(train_counts, "the class-balanced weight (1 - beta) / (1 - beta^n_c)")
     weights = (1.0 - beta) / (1.0 - np.power(beta, counts))
     return weights / weights.sum() * len(counts)
 

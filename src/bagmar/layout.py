@@ -10,10 +10,11 @@ Every training is one (training config, imbalance factor, seed): a *member*. Mem
 - ``trainings``: all trainings of one imbalance factor and seed (one fused network on the GPU);
 - ``trainings_and_seeds``: all trainings and seeds of one imbalance factor (the paper run).
 
-A member's files are the same paths whatever the grouping: ``train/<training>/imba<IF>/seed<seed>/``.
-A group's name is the part of that directory which its members share (``ce/imba100/seed0``,
-``imba100/seed0`` or ``imba100``), so one training rule over a ``{group}`` wildcard lists every member's
-files as outputs.
+A member's files are the same paths whatever the grouping: ``train/<training>/imba<IF>/seed<seed>/``
+and ``eval/<training>/imba<IF>/seed<seed>/``. A group's name is the part of that directory which its
+members share (``ce/imba100/seed0``, ``imba100/seed0`` or ``imba100``), so one training rule and one
+evaluation rule over a ``{group}`` wildcard list every member's files as outputs. The evaluation job of a
+group evaluates its members whose training a variant reads (every variant of each, in one process).
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class Layout:
         self.results = f"results/{config['run_name']}"
         self.fusion = config.get("fusion", "none")  # the schema's default, for a config not yet validated
         self.trainings = list(config["trainings"])
+        read = {variant["training"] for variant in config.get("variants", {}).values()}
+        self.evaluated = [training for training in self.trainings if training in read]  # trainings a variant reads
         self.imbalances = [imbalance_key(f) for f in config["imbalance_factors"]]
         self.seeds = [str(s) for s in config["seeds"]]
         self.groups: dict[str, list[Member]] = {}
@@ -80,8 +83,13 @@ class Layout:
         """One of a training's files (TRAINING_FILES), the same path whatever the fusion."""
         return self.path("train", training, f"imba{imbalance}", f"seed{seed}", TRAINING_FILES[kind])
 
-    def evaluation_file(self, kind: str, variant="{variant}", imbalance="{imbalance}", seed="{seed}") -> str:
-        return self.path("eval", variant, f"imba{imbalance}", f"seed{seed}", EVALUATION_FILES[kind])
+    def evaluation_file(self, kind: str, training="{training}", imbalance="{imbalance}", seed="{seed}") -> str:
+        """One of a training's evaluation files: every variant of that training, one block of rows each.
+
+        Keyed by training, not variant: one job reads the saved outputs once and evaluates them under every
+        rule the config asks of them (a Snakemake job costs seconds of start-up, the evaluation a fraction).
+        """
+        return self.path("eval", training, f"imba{imbalance}", f"seed{seed}", EVALUATION_FILES[kind])
 
     def split_file(self, name: str, imbalance="{imbalance}") -> str:
         return self.path("splits", f"imba{imbalance}", name)
@@ -95,35 +103,55 @@ class Layout:
     def _order(self, member: Member) -> tuple:
         return (self.trainings.index(member.training), self.seeds.index(member.seed))
 
-    def group_outputs(self) -> dict[str, str]:
-        """The training rule's outputs in ``{group}``: ``<kind>_<i>`` is member i's file of that kind.
+    def _member_outputs(self, files: dict[str, str], stage: str, trainings: list[str]) -> dict[str, str]:
+        """A group rule's outputs in ``{group}``: ``<kind>_<i>`` is member i's file of that kind, over the
+        members of ``trainings``.
 
         Every group of a run has the same shape (its members differ only in the keys it does not share),
         so member i of any group is the i-th of the keys the group does not fix, in config order.
         """
         shared = FUSIONS[self.fusion]
         free = [key for key in ("training", "seed") if key not in shared]
-        values = {"training": self.trainings, "seed": self.seeds}
+        values = {"training": trainings, "seed": self.seeds}
         outputs = {}
         for i, combination in enumerate(itertools.product(*(values[key] for key in free))):
             member_dir = [_MEMBER_DIR[key].format(**dict(zip(free, combination))) for key in free]
-            for kind, name in TRAINING_FILES.items():
+            for kind, name in files.items():
                 # the group's part comes first in the directory, except that a training precedes imba<IF>
                 parts = ["{group}", *member_dir] if "training" in shared else [member_dir[0], "{group}",
                                                                                 *member_dir[1:]]
-                outputs[f"{kind}_{i}"] = self.path("train", *parts, name)
+                outputs[f"{kind}_{i}"] = self.path(stage, *parts, name)
         return outputs
+
+    def group_outputs(self) -> dict[str, str]:
+        """The training rule's outputs in ``{group}``: every member's TRAINING_FILES."""
+        return self._member_outputs(TRAINING_FILES, "train", self.trainings)
+
+    def evaluation_outputs(self) -> dict[str, str]:
+        """The evaluation rule's outputs in ``{group}``: the EVALUATION_FILES of every evaluated member."""
+        return self._member_outputs(EVALUATION_FILES, "eval", self.evaluated)
 
     def group_members(self, group: str) -> list[dict]:
         """What a training job trains: each member's keys, name and the names of its outputs."""
         return [{**member.keys(), "name": member.name, "outputs": {kind: f"{kind}_{i}" for kind in TRAINING_FILES}}
                 for i, member in enumerate(self.groups[group])]
 
-    def group_log(self, group="{group}") -> str:
-        return self.path("logs", "train", f"{group}.log")
+    def evaluated_members(self, group: str) -> list[Member]:
+        """The members of a group that its evaluation job evaluates (a variant reads their training)."""
+        return [member for member in self.groups[group] if member.training in self.evaluated]
 
-    def group_benchmark(self, group="{group}") -> str:
-        return self.path("benchmarks", "train", f"{group}.tsv")
+    def evaluation_members(self, group: str) -> list[dict]:
+        """What an evaluation job evaluates: each evaluated member's keys, name and the names of its outputs."""
+        return [{**member.keys(), "name": member.name,
+                 "outputs": {kind: f"{kind}_{i}" for kind in EVALUATION_FILES}}
+                for i, member in enumerate(self.evaluated_members(group))]
+
+    def group_log(self, group="{group}", stage="train") -> str:
+        """The log of a group's job of one stage (train or evaluate)."""
+        return self.path("logs", stage, f"{group}.log")
+
+    def group_benchmark(self, group="{group}", stage="train") -> str:
+        return self.path("benchmarks", stage, f"{group}.tsv")
 
     def group_checkpoints(self, group: str) -> str:
         """Per-epoch checkpoints of a group: not a declared output, so a failed or killed job keeps them."""

@@ -34,8 +34,9 @@ from matplotlib.figure import Figure  # noqa: E402
 # in every figure (the BaGMar_pn training and the BaGMar_pn variant look the same). Names from other
 # configs follow, in sorted order. The order puts the panels' usual companions far apart in colour:
 # the trainings ce/BaGMar/BaGMar_pn are blue/orange/green, and ce_pn (beside BaGMar_pn in the tau
-# sweep) is purple rather than tab10's red next to green.
-KNOWN_NAMES = ("ce", "BaGMar", "BaGMar_pn", "ce_pn")
+# sweep) is purple rather than tab10's red next to green. The comparison methods follow (their own colours).
+KNOWN_NAMES = ("ce", "BaGMar", "BaGMar_pn", "ce_pn", "LA", "LDAM_DRW", "ce_la", "ce_tau_norm", "LA_pn",
+               "LDAM_DRW_pn")
 _COLOURS = tuple(plt.get_cmap("tab10").colors[i] for i in (0, 1, 2, 4, 3, 5, 6, 7, 8, 9))
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 _LINESTYLES = ("-", "--", "-.", ":")
@@ -94,12 +95,13 @@ def _factors(frame: pd.DataFrame) -> list[float]:
 
 
 def tau_sweep(evaluations: pd.DataFrame, paper: dict | None = None) -> Figure:
-    """Top-1 vs tau of every PN variant's final model (mean over seeds), one panel per imbalance factor."""
-    pn = evaluations[(evaluations["evaluation"] == "pn") & (evaluations["model"] == "final")]
+    """Top-1 vs tau of every post-hoc variant's final model (PN, logit adjustment, tau-normalisation; mean
+    over seeds), one panel per imbalance factor; the paper's fine-tuned PN tau as a vertical line."""
+    pn = evaluations[(evaluations["evaluation"] != "plain") & (evaluations["model"] == "final")]
     factors = _factors(pn)
     names = pn["variant"].unique()
     paper = {float(k): v for k, v in (paper or {}).items()}
-    fig, axes = _grid(1, len(factors), "PN: test top-1 vs τ (final-epoch model)")
+    fig, axes = _grid(1, len(factors), "Post-hoc rules: test top-1 vs τ (final-epoch model)")
     for ax, factor in zip(axes[0], factors):
         for variant, rows in pn[pn["imbalance_factor"] == factor].groupby("variant", sort=False):
             curve = rows.groupby("tau")["top1"].mean()
@@ -181,4 +183,33 @@ def theta_per_class(theta: pd.DataFrame) -> Figure:
         ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # class indices are whole numbers
         _readable_log_axis(ax.yaxis)
         ax.legend(fontsize="small")
+    return fig
+
+
+def methods(table: pd.DataFrame) -> Figure:
+    """Final-epoch top-1 of every variant, one panel per imbalance factor: a bar per variant (mean over
+    seeds, in its own colour) with ± one standard deviation as a black range, and a cross at the
+    published figure where a source gives one (bagmar.tables.methods_table)."""
+    factors = _factors(table)
+    names = list(dict.fromkeys(table["variant"]))
+    seeds = int(table["n_seeds"].max())
+    fig, axes = _grid(1, len(factors), "Top-1 of every method (final epoch"
+                      + (f", mean ± std over {seeds} seeds)" if seeds > 1 else ", one seed)"),
+                      height=0.32 * len(names) + 1.6)
+    for ax, factor in zip(axes[0], factors):
+        rows = table[table["imbalance_factor"] == factor].set_index("variant").reindex(names)
+        where = np.arange(len(names))
+        ax.barh(where, rows["top1"], height=0.7, color=[_style(name, names)["color"] for name in names])
+        if seeds > 1:
+            spread = rows["top1_std"].fillna(0.0)
+            ax.hlines(where, rows["top1"] - spread, rows["top1"] + spread, color="black", linewidth=1.5,
+                      label=f"± std over {seeds} seeds")
+        if rows["published_top1"].notna().any():
+            ax.scatter(rows["published_top1"], where, marker="x", s=40, color="black", zorder=3, label="published")
+        ax.set_yticks(where, names)
+        ax.invert_yaxis()  # the config's order, top down
+        ax.set(title=f"IF {factor:g}", xlabel="top-1 accuracy (%)", ylabel="variant")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:  # one legend for all panels, below them, where it hides no bar
+        fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), fontsize="small")
     return fig

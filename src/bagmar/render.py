@@ -25,6 +25,48 @@ def cell(mean: float, std: float = float("nan"), n: int = 1, digits: int = 1) ->
     return f"{mean:.{digits}f}"
 
 
+RULES = {"plain": "plain", "pn": "PN τ=1", "logit_adjustment": "post-hoc LA τ=1", "tau_norm": "τ-norm τ=1"}
+
+
+def rule(evaluation: str) -> str:
+    """An evaluation rule as the tables name it, with the headline τ of a post-hoc rule."""
+    return RULES[evaluation]
+
+
+def _text(value) -> str:
+    """A CSV text cell, '' when it was empty (pandas reads an empty cell as NaN)."""
+    return value if isinstance(value, str) else ""
+
+
+def methods_rows(methods: pd.DataFrame) -> tuple[list[float], list[dict], list[dict]]:
+    """The methods table by variant: imbalance factors (descending), one row per variant with one cell per
+    factor (ours, published, source number), and the numbered sources with their notes per factor."""
+    factors = sorted(methods["imbalance_factor"].unique(), reverse=True)
+    sources: dict[str, dict] = {}
+    rows = []
+    for variant, frame in methods.groupby("variant", sort=False):
+        by_factor = frame.set_index("imbalance_factor")
+        cells = []
+        for factor in factors:
+            if factor not in by_factor.index:
+                cells.append(None)
+                continue
+            r = by_factor.loc[factor]
+            source, note = _text(r["published_source"]), _text(r["published_note"])
+            number = None
+            if source:
+                entry = sources.setdefault(source, {"number": len(sources) + 1, "source": source, "notes": []})
+                number = entry["number"]
+                if note:
+                    entry["notes"].append(f"IF {factor:g}: {note}")
+            cells.append({"ours": cell(r["top1"], r["top1_std"], int(r["n_seeds"])),
+                          "published": f"{r['published_top1']:g} [{number}]" if number else "–"})
+        first = frame.iloc[0]
+        rows.append({"variant": variant, "training": first["training"], "rule": rule(first["evaluation"]),
+                     "cells": cells})
+    return factors, rows, list(sources.values())
+
+
 def signed(value: float) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:+.1f}"
 
@@ -38,19 +80,21 @@ def _template(path: str | Path) -> jinja2.Template:
         trim_blocks=True,  # a line holding only a {% tag %} leaves no blank line behind
         lstrip_blocks=True,
     )
-    env.globals.update(cell=cell, signed=signed)
+    env.globals.update(cell=cell, signed=signed, rule=rule)
     return env.get_template(path.name)
 
 
-def render_results(table: pd.DataFrame, comparison: pd.DataFrame, template: str | Path, *, run_name: str,
-                   dataset: str, headline_variant: str, variants: list[str],
+def render_results(table: pd.DataFrame, comparison: pd.DataFrame, methods: pd.DataFrame, template: str | Path, *,
+                   run_name: str, dataset: str, headline_variant: str, variants: list[str],
                    links: dict[float, list[dict]], link_base: str | Path = ".", data_note: str | None = None) -> str:
     """The markdown results section.
 
     ``links`` maps an imbalance factor to one {"seed", "log", "model"} per seed of the headline
     variant's training; paths are written relative to ``link_base``, where the markdown will live.
-    ``data_note`` says where real data came from (an unofficial copy is flagged there).
+    ``data_note`` says where real data came from (an unofficial copy is flagged there). ``methods`` is
+    bagmar.tables.methods_table: the comparison of methods, with published figures and their sources.
     """
+    factors, method_rows, sources = methods_rows(methods)
     order = {v: i for i, v in enumerate(variants)}
     full = table.assign(_order=table["variant"].map(order)).sort_values(["imbalance_factor", "_order"],
                                                                          ascending=[False, True])
@@ -68,6 +112,9 @@ def render_results(table: pd.DataFrame, comparison: pd.DataFrame, template: str 
         full=full.to_dict("records"),
         links=relative,
         n_seeds=int(table["n_seeds"].max()),
+        factors=factors,
+        methods=method_rows,
+        sources=sources,
         data_note=data_note,
     )
 

@@ -65,3 +65,29 @@ def paper_comparison(table: pd.DataFrame, variant: str, paper: dict | None) -> p
         if ours:
             rows[f"diff_{theirs}"] = rows[ours] - rows[f"paper_{theirs}"]
     return rows.reset_index(drop=True)
+
+
+def methods_table(table: pd.DataFrame, variants: dict[str, dict], losses: dict[str, str], published: dict | None,
+                  headline_variant: str, paper: dict | None) -> pd.DataFrame:
+    """The comparison of methods: every variant (a training's loss under an evaluation rule) at every
+    imbalance factor, with every column of ``table`` (final-epoch top-1 and shot groups, mean ± std over
+    seeds; the test-selected best epoch), and the method's published figure where a source gives one.
+
+    ``published`` maps variant -> imbalance factor -> {top1, source, note}; the headline variant's
+    published figure is the paper's tau = 1 number (``paper``), so that it is written in one place.
+    """
+    rows = table.copy()
+    rows.insert(1, "training", rows["variant"].map(lambda v: variants[v]["training"]))
+    rows.insert(2, "loss", rows["training"].map(losses))
+    published = {v: {float(f): entry for f, entry in by_factor.items()} for v, by_factor in (published or {}).items()}
+    for factor, numbers in (paper or {}).items():
+        published.setdefault(headline_variant, {}).setdefault(float(factor), {
+            "top1": numbers["tau1"], "source": "the paper's table (report.paper, SPEC §8), τ = 1"})
+    found = [published.get(v, {}).get(f, {}) for v, f in zip(rows["variant"], rows["imbalance_factor"])]
+    rows["published_top1"] = [entry.get("top1", np.nan) for entry in found]
+    rows["published_source"] = [entry.get("source", "") for entry in found]
+    rows["published_note"] = [entry.get("note", "") for entry in found]
+    order = {v: i for i, v in enumerate(variants)}
+    rows = rows.assign(_order=rows["variant"].map(order)).sort_values(["imbalance_factor", "_order"],
+                                                                      ascending=[False, True])
+    return rows.drop(columns="_order").reset_index(drop=True)

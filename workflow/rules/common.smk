@@ -94,7 +94,6 @@ wildcard_constraints:
     imbalance=r"\d+(\.\d+)?",
     seed=r"\d+",
     training=r"[A-Za-z0-9_]+",
-    variant=r"[A-Za-z0-9_]+",
     group="|".join(re.escape(name) for name in LAYOUT.groups),
 
 
@@ -143,15 +142,14 @@ def each_training(kind):
 
 
 def each_evaluation(kind):
-    """(keys, path) of one kind of evaluation file, for every variant, imbalance factor and seed."""
+    """(keys, path) of one kind of evaluation file, for every training that a variant evaluates, at every
+    imbalance factor and seed (each file holds all of that training's variants).
+    """
+    evaluated = {variant["training"] for variant in config["variants"].values()}
     return [
-        (
-            {"variant": variant, "imbalance_factor": float(f), "seed": int(s)},
-            LAYOUT.evaluation_file(kind, variant, f, s),
-        )
-        for variant in config["variants"]
-        for f in IMBALANCE_FACTORS
-        for s in SEEDS
+        (member.keys(), LAYOUT.evaluation_file(kind, *astuple(member)))
+        for member in LAYOUT.members()
+        if member.training in evaluated
     ]
 
 
@@ -171,13 +169,30 @@ def group_split(wildcards):
     return LAYOUT.split_file("indices.npy", LAYOUT.groups[wildcards.group][0].imbalance)
 
 
-def variant_taus(wildcards):
-    """Post-hoc rules (PN, logit adjustment, tau-normalisation) sweep the tau grid; plain is tau = 0 alone."""
-    return (
-        TAUS
-        if config["variants"][wildcards.variant]["evaluation"] in POST_HOC
-        else [0.0]
-    )
+def evaluation_members(wildcards):
+    """What an evaluation job computes: for each evaluated member of its group (keys, name, output names),
+    every variant of its training in config order, with its rule and taus (the post-hoc rules, PN, logit
+    adjustment and tau-normalisation, sweep the tau grid; plain is tau = 0).
+
+    A job param, so a change to one variant reruns only the evaluations of the groups that hold its training.
+    """
+    return [
+        {
+            **member,
+            # the columns each of its rows starts with, beside the variant and its rule
+            "key_columns": {k: member[k] for k in ("imbalance_factor", "seed")},
+            "variants": [
+                {
+                    "variant": name,
+                    "evaluation": variant["evaluation"],
+                    "taus": TAUS if variant["evaluation"] in POST_HOC else [0.0],
+                }
+                for name, variant in config["variants"].items()
+                if variant["training"] == member["training"]
+            ],
+        }
+        for member in LAYOUT.evaluation_members(wildcards.group)
+    ]
 
 
 def _check_config():
@@ -194,6 +209,18 @@ def _check_config():
             f"report.headline_variant = '{config['report']['headline_variant']}' is not a key of variants "
             f"(one of: {', '.join(config['variants'])})"
         )
+    for name, by_factor in config["report"].get("published", {}).items():
+        if name not in config["variants"]:
+            problems.append(
+                f"report.published.{name} is not a key of variants (one of: {', '.join(config['variants'])})"
+            )
+        elif name == config["report"]["headline_variant"] and config["report"].get(
+            "paper"
+        ):
+            problems.append(
+                f"report.published.{name}: the headline variant's published figures are report.paper's; "
+                "write them there only"
+            )
     grid = config["tau_grid"]
     if grid["stop"] < grid["start"]:
         problems.append(

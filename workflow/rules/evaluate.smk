@@ -1,29 +1,27 @@
-# Evaluation: per (variant x imbalance factor x seed), PN's tau sweep from the saved test logits.
+# Evaluation: one job per training group (bagmar.layout), as the trainings ran: each member whose training a
+# variant reads, under every variant of that training (plain, or a post-hoc rule with its tau sweep), from
+# the saved test outputs. Each member's files are the same paths whatever the fusion.
 
 
 rule evaluate:
     input:
-        logits=lambda w: training_file(
-            "logits", config["variants"][w.variant]["training"]
+        logits=lambda w: [
+            training_file("logits", *astuple(member))
+            for member in LAYOUT.evaluated_members(w.group)
+        ],
+        counts=lambda w: LAYOUT.split_file(
+            "class_counts.json", LAYOUT.groups[w.group][0].imbalance
         ),
-        counts=LAYOUT.split_file("class_counts.json"),
     output:
-        sweep=LAYOUT.evaluation_file("sweep"),
-        per_class=LAYOUT.evaluation_file("per_class"),
+        **LAYOUT.evaluation_outputs(),
     log:
-        result("logs/evaluate/{variant}_imba{imbalance}_seed{seed}.log"),
+        LAYOUT.group_log(stage="evaluate"),
     benchmark:
-        result("benchmarks/evaluate/{variant}_imba{imbalance}_seed{seed}.tsv")
+        LAYOUT.group_benchmark(stage="evaluate")
     conda:
         "../../envs/bagmar.yaml"
     params:
-        taus=variant_taus,
-        evaluation=lambda w: config["variants"][w.variant]["evaluation"],
-        key_columns=lambda w: {
-            "variant": w.variant,
-            "imbalance_factor": float(w.imbalance),
-            "seed": int(w.seed),
-        },
+        members=evaluation_members,
         code=code("evaluate.py"),
     script:
         "../../scripts/evaluate.py"

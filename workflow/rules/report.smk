@@ -3,12 +3,7 @@
 
 rule aggregate:
     input:
-        sweeps=expand(
-            LAYOUT.evaluation_file("sweep"),
-            variant=config["variants"],
-            imbalance=IMBALANCE_FACTORS,
-            seed=SEEDS,
-        ),
+        sweeps=[path for _, path in each_evaluation("sweep")],
     output:
         evaluations=result("tables/evaluations.csv"),
         summary=result("tables/summary.csv"),
@@ -24,6 +19,12 @@ rule aggregate:
             category="Tables",
             labels={"table": "paper format"},
         ),
+        methods=report(
+            result("tables/methods.csv"),
+            caption="../report/methods_table.rst",
+            category="Tables",
+            labels={"table": "methods"},
+        ),
     log:
         result("logs/aggregate.log"),
     benchmark:
@@ -33,6 +34,9 @@ rule aggregate:
     params:
         headline_variant=config["report"]["headline_variant"],
         paper=config["report"].get("paper"),
+        published=config["report"].get("published"),
+        variants=config["variants"],
+        losses={name: training_recipe(name, 0)["loss"] for name in config["trainings"]},
         code=code("aggregate.py"),
     script:
         "../../scripts/aggregate.py"
@@ -42,6 +46,7 @@ rule render:
     input:
         table=result("tables/results.csv"),
         comparison=result("tables/paper_table.csv"),
+        methods=result("tables/methods.csv"),
         # where real data came from: the tables say so when its official md5 check was skipped
         provenance=(
             []
@@ -96,6 +101,7 @@ rule readme:
 rule plots:
     input:
         evaluations=result("tables/evaluations.csv"),
+        methods=result("tables/methods.csv"),
         per_class=[path for _, path in each_evaluation("per_class")],
         metrics=[path for _, path in each_training("metrics")],
         statistics=[path for _, path in each_training("statistics")],
@@ -120,6 +126,11 @@ rule plots:
             caption="../report/theta.rst",
             category="Figures",
         ),
+        methods=report(
+            result("plots/methods.png"),
+            caption="../report/methods.rst",
+            category="Figures",
+        ),
     log:
         result("logs/plots.log"),
     benchmark:
@@ -128,8 +139,8 @@ rule plots:
         "../../envs/bagmar.yaml"
     params:
         paper=config["report"].get("paper"),
-        # each input file's keys, in the inputs' order: the script never parses a path
-        per_class_keys=[keys for keys, _ in each_evaluation("per_class")],
+        # each training file's keys, in the inputs' order: the script never parses a path (evaluation
+        # files carry their keys as columns)
         metrics_keys=[keys for keys, _ in each_training("metrics")],
         statistics_keys=[keys for keys, _ in each_training("statistics")],
         code=code("plots.py"),

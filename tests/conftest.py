@@ -1,6 +1,6 @@
 """Workflow runs shared by several test modules, each run once per session.
 
-An end-to-end run is the suite's most expensive step (the README demo takes about 2 minutes on 2 cores), so
+An end-to-end run is the suite's most expensive step (the README demo takes about 2.5 minutes on 2 cores), so
 the modules that need a finished run share these; a test that changes anything works on a copy
 (`shutil.copytree` keeps the time stamps and Snakemake's records, so the copy is up to date too).
 """

@@ -64,8 +64,10 @@ def git(workdir, *args: str) -> str:
 def own_run(tmp_path_factory):
     """A run of one's own (its own run_name, the README untouched) in a git checkout of the project."""
     workdir = copy_project(tmp_path_factory.mktemp("own"))
-    edit_config(workdir / "config" / "demo.yaml", lambda c: (  # the demo, cut to one imbalance factor, 2 epochs
-        c.update(run_name="mine", imbalance_factors=[100]), c["recipe"].update(epochs=2)))
+    edit_config(workdir / "config" / "demo.yaml", lambda c: (  # the demo cut to one training, IF and 2 epochs
+        c.update(run_name="mine", imbalance_factors=[100], trainings={"ce": c["trainings"]["ce"]},
+                 variants={"ce_pn": c["variants"]["ce_pn"]}, report={**c["report"], "headline_variant": "ce_pn"}),
+        c["recipe"].update(epochs=2)))
     git(workdir, "init", "-q")
     git(workdir, "add", "-A")
     git(workdir, "commit", "-qm", "the project")

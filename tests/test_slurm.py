@@ -3,18 +3,18 @@
 A one-node cluster (munged, MariaDB, slurmdbd, slurmctld, slurmd; tests/slurm/) is started on
 localhost for this module and stopped after it, and nothing of it may be left running. The demo
 runs through profiles/slurm at one imbalance factor, every job via sbatch, and must give the local
-demo's models and table rows (tests/conftest.py runs the local demo once per session); a training
-cancelled with scancel part-way is submitted again by Snakemake, resumes from its checkpoint and
-ends byte-identical to the uninterrupted training.
+demo's models and table rows (tests/conftest.py runs the local demo once per session); its training
+job is cancelled with scancel part-way, submitted again by Snakemake, resumes from its checkpoint and
+ends byte-identical to the uninterrupted training (one run checks both, which keeps the suite short).
 
 Skipped only where SLURM is not installed and CI is not set; under CI a missing SLURM fails.
 """
 
 import os
 import re
-import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -35,12 +35,12 @@ DEMO = ["--configfile", "config/demo.yaml"]
 # Test-only: the first status check 1 s after a submission instead of the plugin's 40 s (the demo's
 # jobs take seconds, not hours), and no waiting for a network file system.
 FAST = ["--slurm-init-seconds-before-status-checks", "1", "--latency-wait", "5"]
-TABLES = ["results.csv", "summary.csv", "evaluations.csv", "paper_table.csv"]
+TABLES = ["results.csv", "summary.csv", "evaluations.csv", "paper_table.csv", "methods.csv"]
 # The demo through SLURM keeps every rule, profile setting and training size, at one of its imbalance factors
-# (the smallest split: 11 jobs instead of 38, which keeps the default suite near 10 minutes); the local demo of
+# (the smallest split: 12 jobs instead of 33, which keeps the default suite near 10 minutes); the local demo of
 # tests/conftest.py is the reference for its files and table rows.
 DEMO_IMBALANCE_FACTOR = 200
-TRAINING = f"train/BaGMar_pn/imba{DEMO_IMBALANCE_FACTOR}/seed0"  # cancelled part-way and resumed
+GROUP = f"imba{DEMO_IMBALANCE_FACTOR}"  # the demo fuses every training of an imbalance factor: cancelled and resumed
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +89,33 @@ def rule_of(comment: str) -> str:
     return re.fullmatch(r"rule_(.+?)(?:_wildcards_.*)?", comment).group(1)
 
 
+class Canceller(threading.Thread):
+    """Cancels the run's training job with scancel once it has checkpointed its first epoch (its later epochs
+    to come), once; Snakemake (retries >= 1) submits it again and it resumes from that checkpoint."""
+
+    def __init__(self, cluster, checkpoints: Path, process: subprocess.Popen):
+        super().__init__(daemon=True)
+        self.cluster, self.checkpoints, self.process = cluster, checkpoints, process
+        self.job = self.after_epoch = self.error = None
+
+    def run(self):
+        try:
+            while not list(self.checkpoints.glob("epoch*.pt")):  # no clock: load only slows it
+                if self.process.poll() is not None:
+                    raise AssertionError("the SLURM run ended before its training checkpointed")
+                time.sleep(0.05)
+            (self.job,) = [line.split("|")[0] for line in self.cluster.run("squeue", "-h", "-o", "%i|%k").stdout.split()
+                           if line.split("|")[1].startswith("rule_train_")]
+            self.cluster.run("scancel", self.job)
+            self.after_epoch = max(int(p.stem.removeprefix("epoch")) for p in self.checkpoints.glob("epoch*.pt"))
+        except Exception as error:  # reported by the test that reads it
+            self.error = error
+
+
 @pytest.fixture(scope="module")
 def demo(cluster, request, tmp_path_factory):
-    """The demo through SLURM at DEMO_IMBALANCE_FACTOR, and the local demo (the README's command) as reference.
+    """The demo through SLURM at DEMO_IMBALANCE_FACTOR, its training cancelled once part-way; and the local
+    demo (the README's command) as reference.
 
     The local demo is run once per session (tests/conftest.py); when this module is the first to need it, it runs
     while the SLURM run waits for its jobs, to save wall time.
@@ -102,6 +126,8 @@ def demo(cluster, request, tmp_path_factory):
     with open(log, "w") as out:
         process = subprocess.Popen(slurm_command(*DEMO), cwd=workdir, env=cluster.env | package_path(workdir),
                                    stdout=out, stderr=subprocess.STDOUT)
+    canceller = Canceller(cluster, workdir / "results" / "demo" / "checkpoints" / "train" / GROUP, process)
+    canceller.start()
     try:
         local = request.getfixturevalue("demo_run")
         process.wait(timeout=900)
@@ -109,9 +135,10 @@ def demo(cluster, request, tmp_path_factory):
         if process.poll() is None:
             process.kill()
             process.wait()
+    canceller.join(timeout=60)
     output = log.read_text()
     assert process.returncode == 0, output + "\n" + cluster.logs()
-    return workdir, output, local
+    return workdir, output, local, canceller
 
 
 def rows_of(path: Path, imbalance_factor: int) -> list[str]:
@@ -146,7 +173,7 @@ def test_slurm_profile_keeps_the_default_profile_and_asks_one_gpu_per_training_j
     # --profile profiles/slurm loads profiles/default after it, which changes nothing
     assert planned_resources(workdir, "--profile", "profiles/slurm") == paper
     demo = planned_resources(workdir, "--workflow-profile", "profiles/slurm", *DEMO)
-    for plan, training in ((paper, "train"), (demo, "train")):  # fusion: trainings_and_seeds, none
+    for plan, training in ((paper, "train"), (demo, "train")):  # both fuse the trainings of an imbalance factor
         assert set(plan) == {"cifar100_dataset" if plan is paper else "synthetic_dataset", "split", training,
                              "evaluate", "aggregate", "render", "readme", "plots"}
         for rule, resources in plan.items():
@@ -162,12 +189,13 @@ def test_the_cluster_listens_on_localhost_only(cluster):
 
 
 def test_demo_through_slurm_gives_the_local_table(cluster, demo):
-    workdir, output, local = demo
+    workdir, output, local, canceller = demo
     planned = job_counts(output)
     planned.pop("all")  # the target rule has no action, so nothing is submitted for it
+    planned["train"] += 1  # cancelled once and submitted again (test_a_training_cancelled_...)
     jobs = cluster.sacct("JobIDRaw", "State", "Comment", "Account", "Partition", "AllocTRES", name=run_uuid(output))
     assert Counter(rule_of(job["Comment"]) for job in jobs) == planned  # one sbatch job per Snakemake job
-    assert {job["State"] for job in jobs} == {"COMPLETED"}
+    assert {job["State"] for job in jobs if job["JobIDRaw"] != canceller.job} == {"COMPLETED"}
     assert {(job["Account"], job["Partition"]) for job in jobs} == {(ACCOUNT, PARTITION)}
     for job in jobs:  # one GPU per training, none elsewhere
         assert ("gres/gpu=1" in job["AllocTRES"].split(",")) == (rule_of(job["Comment"]) == "train"), job
@@ -182,54 +210,37 @@ def test_demo_through_slurm_gives_the_local_table(cluster, demo):
     assert [line for line in (results / "tables" / "results.md").read_text().splitlines() if line.startswith(row)] == \
            [line for line in (reference / "tables" / "results.md").read_text().splitlines() if line.startswith(row)]
     models = sorted(p.relative_to(results) for p in results.glob("train/*/*/*/model.pt"))
-    assert len(models) == 3
+    assert len(models) == len(yaml.safe_load((workdir / "config" / "demo.yaml").read_text())["trainings"])
     for model in models:
         assert (results / model).read_bytes() == (reference / model).read_bytes(), model
 
 
-def test_a_training_cancelled_with_scancel_resumes_and_ends_as_if_uninterrupted(cluster, demo, tmp_path):
-    # The finished SLURM demo, copied with Snakemake's records; this training is run again from
-    # scratch (its checkpoints removed, --force), alone: one SLURM job, scancel-ed part-way.
-    workdir, _, local = demo
-    shutil.copytree(workdir, tmp_path / "project", symlinks=True)
-    workdir = tmp_path / "project"
-    results = workdir / "results" / "demo"
-    checkpoints = results / "checkpoints" / TRAINING  # fusion: none, so the group is the training's directory
-    shutil.rmtree(checkpoints)
-    shutil.rmtree(workdir / "results" / "slurm_logs")
-    epochs = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())["recipe"]["epochs"]
-    target = f"results/demo/{TRAINING}/model.pt"
-    process = subprocess.Popen(slurm_command(target, "--force", *DEMO), cwd=workdir, env=cluster.env | package_path(workdir), text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        while not list(checkpoints.glob("epoch*.pt")):  # epoch 1 done (epoch0001.pt), the rest to come
-            assert process.poll() is None, "the training never checkpointed"  # no clock: load only slows it
-            time.sleep(0.05)
-        (job,) = [line.split("|")[0] for line in cluster.run("squeue", "-h", "-o", "%i|%k").stdout.split()
-                  if line.split("|")[1].startswith("rule_train_")]
-        assert not (results / TRAINING / "model.pt").exists()  # removed by --force, not yet written again
-        cluster.run("scancel", job)
-        cancelled_after = max(int(p.stem.removeprefix("epoch")) for p in checkpoints.glob("epoch*.pt"))
-        output, _ = process.communicate(timeout=600)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 0, output + "\n" + cluster.logs()
-    assert job_counts(output) == {"train": 1}
-
-    trainings = cluster.sacct("JobIDRaw", "State", "Comment", name=run_uuid(output))
-    assert [rule_of(t["Comment"]) for t in trainings] == ["train", "train"]  # Snakemake submitted it again
-    assert trainings[0]["JobIDRaw"] == job and trainings[0]["State"].startswith("CANCELLED")
+def test_a_training_cancelled_with_scancel_resumes_and_ends_as_if_uninterrupted(cluster, demo):
+    """The run's training job, scancel-ed after its first checkpoint, submitted again by Snakemake, resumed
+    from the newest checkpoint, ends with every member's files byte for byte the local demo's."""
+    workdir, output, local, canceller = demo
+    assert canceller.error is None, canceller.error
+    assert canceller.job is not None, "the training was never cancelled"
+    trainings = [job for job in cluster.sacct("JobIDRaw", "State", "Comment", name=run_uuid(output))
+                 if rule_of(job["Comment"]) == "train"]
+    assert len(trainings) == 2  # Snakemake submitted it again
+    assert trainings[0]["JobIDRaw"] == canceller.job and trainings[0]["State"].startswith("CANCELLED")
     assert trainings[1]["State"] == "COMPLETED"
-    log = results / "logs" / f"{TRAINING}.log"  # the group's log (fusion: none, so the training's)
-    resumed = re.findall(rf"resuming BaGMar_pn IF {DEMO_IMBALANCE_FACTOR} seed 0 after epoch (\d+)", log.read_text())
-    assert len(resumed) == 1 and cancelled_after <= int(resumed[0]) < epochs, (cancelled_after, log)
-    reference = local / "results" / "demo" / TRAINING  # the uninterrupted training of the local demo
-    for name in ("model.pt", "test_logits.npz", "statistics.npz"):
-        assert (results / TRAINING / name).read_bytes() == (reference / name).read_bytes(), name
+    results = workdir / "results" / "demo"
+    epochs = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())["recipe"]["epochs"]
+    log = results / "logs" / "train" / f"{GROUP}.log"
+    resumed = re.findall(rf"resuming .*BaGMar_pn IF {DEMO_IMBALANCE_FACTOR} seed 0.* after epoch (\d+)", log.read_text())
+    assert len(resumed) == 1 and canceller.after_epoch <= int(resumed[0]) < epochs, (canceller.after_epoch, log)
+
     def without_seconds(path):  # metrics.csv: every column byte for byte but the epochs' wall times
         rows = [line.split(",") for line in path.read_text().splitlines()]
         assert rows[0][-2:] == ["seconds", "eval_seconds"], rows[0]
         return [row[:-2] for row in rows]
-    assert without_seconds(results / TRAINING / "metrics.csv") == without_seconds(reference / "metrics.csv")
+
+    members = sorted(p.parent.relative_to(results) for p in results.glob(f"train/*/{GROUP}/seed0/model.pt"))
+    assert len(members) == len(yaml.safe_load((workdir / "config" / "demo.yaml").read_text())["trainings"])
+    for member in members:  # the uninterrupted trainings of the local demo
+        reference = local / "results" / "demo" / member
+        for name in ("model.pt", "test_logits.npz", "statistics.npz"):
+            assert (results / member / name).read_bytes() == (reference / name).read_bytes(), (member, name)
+        assert without_seconds(results / member / "metrics.csv") == without_seconds(reference / "metrics.csv")

@@ -65,7 +65,11 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="front-door-") as tmp:
         clone = Path(tmp) / "clone"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-        python, env = sys.executable, None
+        # without --install, this Python runs the clone's package (as the workflow requires; another checkout
+        # may be the one installed)
+        python = sys.executable
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(clone / "src"),
+                                                                          os.environ.get("PYTHONPATH")]))}
         if args.install:
             venv = Path(tmp) / "venv"
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

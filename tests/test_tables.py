@@ -129,7 +129,7 @@ def test_rendered_methods_table_numbers_its_sources():
     assert "| Variant | Training | Rule | IF 100 | Published | IF 10 | Published |" in text
     assert "| ce | ce | plain | 41.0 ± 1.4 | 39.87 [1] | 41.0 ± 1.4 | 55 [2] |" in text
     assert "| ce_pn | ce | PN τ=1 | 46.0 ± 1.4 | 40.5 [1] | 46.0 ± 1.4 | – |" in text
-    assert "1. Menon et al., code README (IF 100: 0.3987)\n2. Another, table 2\n" in text
+    assert "1. Menon et al., code README (ce, IF 100: 0.3987)\n2. Another, table 2\n" in text
     # without any published figure (the demo), no Published columns and no sources
     bare = render_results(table, comparison, methods_table(table, VARIANTS, LOSSES, None, "ce_pn", None), TEMPLATE,
                           run_name="t", dataset="synthetic", headline_variant="ce_pn", variants=["ce", "ce_pn"],

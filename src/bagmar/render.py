@@ -58,7 +58,7 @@ def methods_rows(methods: pd.DataFrame) -> tuple[list[float], list[dict], list[d
                 entry = sources.setdefault(source, {"number": len(sources) + 1, "source": source, "notes": []})
                 number = entry["number"]
                 if note:
-                    entry["notes"].append(f"IF {factor:g}: {note}")
+                    entry["notes"].append(f"{variant}, IF {factor:g}: {note}")
             cells.append({"ours": cell(r["top1"], r["top1_std"], int(r["n_seeds"])),
                           "published": f"{r['published_top1']:g} [{number}]" if number else "–"})
         first = frame.iloc[0]

@@ -1,0 +1,156 @@
+"""The large long-tailed benchmarks' split lists (issue 15): ImageNet-LT, Places-LT, iNaturalist 2018.
+
+The literature's splits (OLTR's, as the paper's released code ships them) are text lists of
+``relative/path label``, one image a line, under an image root. This module reads them and checks them
+against the facts recorded below, so that a wrong, truncated or edited list stops a run before any
+training, with one line that names the file, the line and the fix:
+
+- ``read_list``: every line is ``<path> <integer label>``; no path twice; labels in ``[0, classes)``;
+- ``verify_list``: the list's sha256 where it is recorded, else its line count, and for a training list
+  the per-class counts (total, largest, smallest) and that every class appears;
+- ``missing_images``: the listed images absent under the image root (the count and the first few).
+
+The lists themselves are not part of the project: a run finds them in a local copy or downloads them
+(workflow, to come), then verifies them here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from .io import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitFacts:
+    """What a split list must hold: its line count, its sha256 where recorded, and for a training split the
+    per-class extremes (the literature's figures)."""
+
+    images: int
+    sha256: str | None = None
+    largest: int | None = None
+    smallest: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetFacts:
+    title: str
+    classes: int
+    splits: dict[str, SplitFacts]
+
+
+# Counts: the papers' and the released code's (train counts also in its per-class json); sha256 of the lists
+# as the literature distributes them (read 2026-11-29 from copies of OLTR's lists). iNaturalist 2018's "val"
+# list is the literature's test set.
+DATASETS = {
+    "imagenet_lt": DatasetFacts("ImageNet-LT", 1000, {
+        "train": SplitFacts(115_846, largest=1280, smallest=5),
+        "val": SplitFacts(20_000, "9af7ba688acf9532ff5845a8fb14a1e97fdc4c51ac48bc72c08ea9c3f7ff142e"),
+        "test": SplitFacts(50_000, "d1590191cf8a71fada7b1aaedaa2d139a2aea93ff2f1b755319d0bd8dbaa55d5"),
+    }),
+    "places_lt": DatasetFacts("Places-LT", 365, {
+        "train": SplitFacts(62_500, "981eb2a3aca124826ee016df1d75fa42d9fd72ada3b5b723c402d0593593790e", 4980, 5),
+        "val": SplitFacts(7_300, "c27e5d755960932fca355e7d644e455474a9d02340b6ad28aafbcb7b7cb7ab71"),
+        "test": SplitFacts(36_500, "44eee8441c8098c59195465abede425721bc35525d75209f9433b161a6eb37bc"),
+    }),
+    "inat2018": DatasetFacts("iNaturalist 2018", 8142, {
+        "train": SplitFacts(437_513, largest=1000, smallest=2),
+        "val": SplitFacts(24_426, "c8ef434df49d049d1b844cfb88ebaf5e419772ba05300d9c1edda9ff8f660358"),
+    }),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageList:
+    """One split: image paths relative to the image root, and their labels (int64)."""
+
+    path: Path
+    images: tuple[str, ...]
+    labels: np.ndarray
+
+    def class_counts(self, classes: int) -> np.ndarray:
+        return np.bincount(self.labels, minlength=classes)
+
+
+def read_list(path: str | Path, classes: int) -> ImageList:
+    """Parse a split list; the first bad line stops it with its file and line number."""
+    path = Path(path)
+    images, labels, seen = [], [], {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            where = f"{path}:{number}"
+            fields = line.rstrip("\n").rsplit(" ", 1)
+            if len(fields) != 2 or not fields[0] or not fields[1].lstrip("-").isdigit():
+                raise DataError(f"{where}: expected '<relative/path> <integer label>', got {line.rstrip()!r}; "
+                                "the list may be truncated or edited: fetch it again")
+            image, label = fields[0], int(fields[1])
+            if not 0 <= label < classes:
+                raise DataError(f"{where}: label {label} is outside 0..{classes - 1} ({image}); "
+                                "this list belongs to another data set, or was edited")
+            if image in seen:
+                raise DataError(f"{where}: {image} is listed twice (first on line {seen[image]}); "
+                                "remove the duplicated line or fetch the list again")
+            seen[image] = number
+            images.append(image)
+            labels.append(label)
+    if not images:
+        raise DataError(f"{path}: the list is empty; fetch it again")
+    return ImageList(path, tuple(images), np.asarray(labels, dtype=np.int64))
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_list(path: str | Path, dataset: str, split: str) -> ImageList:
+    """Read a split list and check it against DATASETS: sha256 where recorded, else the line count, and a
+    training list's per-class counts. Every problem is one line naming the file and what was expected."""
+    if dataset not in DATASETS:
+        raise DataError(f"unknown data set {dataset!r}; one of {', '.join(DATASETS)}")
+    facts = DATASETS[dataset]
+    if split not in facts.splits:
+        raise DataError(f"{facts.title} has no {split!r} list; its lists: {', '.join(facts.splits)}")
+    expected = facts.splits[split]
+    if expected.sha256 is not None and (found := sha256(path)) != expected.sha256:
+        raise DataError(f"{path}: sha256 {found}, not {facts.title}'s {split} list ({expected.sha256}); "
+                        "fetch the official list again")
+    image_list = read_list(path, facts.classes)
+    problems = []
+    if len(image_list.images) != expected.images:
+        problems.append(f"{len(image_list.images):,} images, not {expected.images:,}")
+    counts = image_list.class_counts(facts.classes)
+    if (counts == 0).any():
+        absent = np.flatnonzero(counts == 0)
+        problems.append(f"{len(absent)} of {facts.classes} classes have no image (first: {absent[:5].tolist()})")
+    if expected.largest is not None and counts.max() != expected.largest:
+        problems.append(f"the largest class has {counts.max()} images, not {expected.largest}")
+    if expected.smallest is not None and counts.min() != expected.smallest:
+        problems.append(f"the smallest class has {counts.min()} images, not {expected.smallest}")
+    if problems:
+        raise DataError(f"{path}: not {facts.title}'s {split} list: {'; '.join(problems)}; fetch the official "
+                        "list again")
+    return image_list
+
+
+def missing_images(image_list: ImageList, root: str | Path, show: int = 5) -> tuple[int, list[str]]:
+    """How many listed images are absent under ``root``, and the first ``show`` of them."""
+    root = Path(root)
+    missing = [image for image in image_list.images if not (root / image).is_file()]
+    return len(missing), missing[:show]
+
+
+def require_images(image_list: ImageList, root: str | Path) -> None:
+    """Stop before any training when a listed image is absent, with the count and the first few."""
+    count, first = missing_images(image_list, root)
+    if count:
+        raise DataError(f"{count:,} of the {len(image_list.images):,} images of {image_list.path} are missing "
+                        f"under {root} (first: {', '.join(first)}); point the image root at the extracted "
+                        "data set, or fetch the missing files")

@@ -116,3 +116,26 @@ def test_missing_images_are_counted_and_named_before_any_training(miniature, tmp
     for image in image_list.images[:2]:
         (root / image).write_bytes(b"\xff\xd8")
     require_images(image_list, root)  # all there: no error
+
+
+def test_a_miniature_in_the_benchmarks_layout_verifies_like_the_real_lists(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from bagmar.data import long_tailed_counts
+    facts = image_lists.write_miniature(tmp_path / "a", classes=6, imbalance_factor=10, max_per_class=20,
+                                        val_per_class=2, test_per_class=3, image_size=16)
+    monkeypatch.setitem(DATASETS, "mini", facts)
+    counts = long_tailed_counts(6, 20, 10)
+    assert facts.splits["train"] == SplitFacts(sum(counts), facts.splits["train"].sha256, 20, 2)
+    assert (facts.splits["val"].images, facts.splits["test"].images) == (12, 18)
+    for split in ("train", "val", "test"):
+        image_list = verify_list(tmp_path / "a" / f"Mini_LT_{split}.txt", "mini", split)
+        require_images(image_list, tmp_path / "a")
+    train = read_list(tmp_path / "a" / "Mini_LT_train.txt", 6)
+    assert train.class_counts(6).tolist() == counts
+    with Image.open(tmp_path / "a" / train.images[-1]) as image:
+        assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (16, 16))
+    again = image_lists.write_miniature(tmp_path / "b", classes=6, imbalance_factor=10, max_per_class=20,
+                                        val_per_class=2, test_per_class=3, image_size=16)
+    assert again == facts  # the same lists, byte for byte
+    assert (tmp_path / "b" / train.images[-1]).read_bytes() == (tmp_path / "a" / train.images[-1]).read_bytes()

@@ -154,3 +154,43 @@ def require_images(image_list: ImageList, root: str | Path) -> None:
         raise DataError(f"{count:,} of the {len(image_list.images):,} images of {image_list.path} are missing "
                         f"under {root} (first: {', '.join(first)}); point the image root at the extracted "
                         "data set, or fetch the missing files")
+
+
+def write_miniature(root: str | Path, name: str = "Mini_LT", classes: int = 30, imbalance_factor: float = 50,
+                    max_per_class: int = 100, val_per_class: int = 5, test_per_class: int = 10,
+                    image_size: int = 64, seed: int = 0) -> DatasetFacts:
+    """A miniature data set in the large benchmarks' on-disk layout, for demos and tests: JPEGs under
+    ``root/{train,val,test}/class_<c>/<i>.jpg`` and the lists ``root/<name>_{train,val,test}.txt``.
+
+    The images are bagmar.data.make_synthetic's class patterns; the training split is cut long-tailed
+    (SPEC §1's counts for ``classes``, ``max_per_class`` and ``imbalance_factor``), val and test are balanced.
+    Returns the facts that verify_list checks (counts, per-class extremes, each list's sha256), so that the
+    miniature is verified exactly as the real lists are. The same arguments write the same bytes.
+    """
+    from PIL import Image  # torchvision's JPEG encoder is deprecated (0.29); Pillow is the reference one
+
+    from .data import long_tailed_counts, make_synthetic
+
+    root = Path(root)
+    counts = long_tailed_counts(classes, max_per_class, imbalance_factor)
+    pool = make_synthetic(classes, max_per_class + val_per_class, test_per_class, image_size, seed=seed)
+    by_class = {c: np.flatnonzero(pool.train_labels == c) for c in range(classes)}
+    chosen = {
+        "train": [(c, pool.train_images[i]) for c in range(classes) for i in by_class[c][:counts[c]]],
+        "val": [(c, pool.train_images[i]) for c in range(classes) for i in by_class[c][max_per_class:]],
+        "test": [(c, image) for c, image in zip(pool.test_labels.tolist(), pool.test_images)],
+    }
+    splits = {}
+    for split, items in chosen.items():
+        lines, numbered = [], {}
+        for label, image in items:
+            index = numbered[label] = numbered.get(label, -1) + 1
+            relative = f"{split}/class_{label:03d}/{index:05d}.jpg"
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(root / relative, format="JPEG", quality=90)
+            lines.append(f"{relative} {label}\n")
+        list_path = root / f"{name}_{split}.txt"
+        list_path.write_text("".join(lines))
+        per_class = np.bincount([label for label, _ in items], minlength=classes)
+        splits[split] = SplitFacts(len(items), sha256(list_path), int(per_class.max()), int(per_class.min()))
+    return DatasetFacts(name, classes, splits)

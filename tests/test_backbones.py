@@ -1,0 +1,79 @@
+"""The large benchmarks' networks (issue 15, bagmar.backbones): torchvision's ResNets, stage-1 weights, stage 2.
+
+No weights are downloaded: torchvision builds each network with random weights, and the state dicts here are
+written by the tests.
+"""
+
+import pytest
+import torch
+from torchvision import models
+
+from bagmar.backbones import WeightsError, build, freeze_backbone, load_stage1
+
+
+def test_resnet10_is_basic_blocks_one_per_stage_with_a_biased_classifier():
+    network = build("resnet10", 1000)
+    assert [len(getattr(network, f"layer{i}")) for i in range(1, 5)] == [1, 1, 1, 1]
+    assert isinstance(network.layer1[0], models.resnet.BasicBlock)
+    assert (network.fc.in_features, network.fc.out_features) == (512, 1000) and network.fc.bias is not None
+    assert network(torch.zeros(2, 3, 64, 64)).shape == (2, 1000)
+
+
+def test_a_torchvision_resnet50_state_dict_loads_with_no_missing_or_unexpected_key(tmp_path):
+    reference = models.resnet50()  # torchvision's layout, random weights (nothing downloaded)
+    torch.save(reference.state_dict(), tmp_path / "resnet50.pth")
+    network = build("resnet50", 1000)
+    load_stage1(network, tmp_path / "resnet50.pth")
+    for key, value in reference.state_dict().items():
+        assert torch.equal(network.state_dict()[key], value), key
+    # wrapped as trainers save it: under "state_dict", with DataParallel's "module." prefix
+    torch.save({"state_dict": {f"module.{k}": v for k, v in reference.state_dict().items()}, "epoch": 90},
+               tmp_path / "wrapped.pth")
+    other = build("resnet50", 1000)
+    load_stage1(other, tmp_path / "wrapped.pth")
+    assert torch.equal(other.fc.weight, reference.fc.weight)
+
+
+def test_a_stage1_checkpoint_round_trips_and_another_class_count_keeps_its_own_classifier(tmp_path):
+    network = build("resnet10", 365)
+    torch.save(network.state_dict(), tmp_path / "stage1.pt")
+    again = build("resnet10", 365)
+    load_stage1(again, tmp_path / "stage1.pt")
+    assert all(torch.equal(a, b) for a, b in zip(network.state_dict().values(), again.state_dict().values()))
+    smaller = build("resnet10", 10)
+    fc = smaller.fc.weight.clone()
+    load_stage1(smaller, tmp_path / "stage1.pt", classifier=False)
+    assert torch.equal(smaller.fc.weight, fc) and torch.equal(smaller.conv1.weight, network.conv1.weight)
+
+
+def test_a_mismatched_file_names_its_keys(tmp_path):
+    torch.save(build("resnet10", 10).state_dict(), tmp_path / "r10.pt")
+    with pytest.raises(WeightsError, match=r"r10.pt does not fit ResNet: missing: layer1.0.conv3.weight, .* \(246\); "
+                                          r"other shape: layer1.0.conv1.weight \(64, 64, 3, 3\) \(the network: \(64, 64, 1, 1\)\)"):
+        load_stage1(build("resnet50", 10), tmp_path / "r10.pt")
+    torch.save(build("resnet50", 10).state_dict(), tmp_path / "r50.pt")
+    with pytest.raises(WeightsError, match=r"r50.pt does not fit ResNet: unexpected: layer1.0.conv3.weight, "):
+        load_stage1(build("resnet10", 10), tmp_path / "r50.pt")
+    with pytest.raises(WeightsError, match=r"other shape: fc.weight \(10, 512\) \(the network: \(20, 512\)\)"):
+        load_stage1(build("resnet10", 20), tmp_path / "r10.pt")
+    torch.save({"note": "not weights"}, tmp_path / "bad.pt")
+    with pytest.raises(WeightsError, match="not a state dict"):
+        load_stage1(build("resnet10", 10), tmp_path / "bad.pt")
+
+
+def test_stage2_trains_the_classifier_only_and_leaves_the_backbone_bit_identical():
+    torch.manual_seed(0)
+    network = build("resnet10", 5)
+    network.train()
+    trainable = freeze_backbone(network)
+    assert trainable == [network.fc.weight, network.fc.bias]
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    optimizer = torch.optim.SGD(trainable, lr=0.2, momentum=0.9, weight_decay=5e-4)
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(network(torch.randn(4, 3, 32, 32)), torch.tensor([0, 1, 2, 3]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = network.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"fc.weight", "fc.bias"}  # BatchNorm's running statistics too stay as loaded

@@ -344,6 +344,10 @@ class _GroupedLinear(nn.Module):
 class FusedResNet32(nn.Module):
     """K independent ResNet-32s computed as one network, so that one GPU kernel serves K models.
 
+    Convolutions have ``groups=K``; each BatchNorm normalises K x C channels, each over its own
+    model's batch only; the classifier is block-diagonal. Nothing couples the models: model k's
+    output and gradients depend only on its own input and weights, so training the group with the
+    sum of the K losses trains each model exactly as it would be trained alone (tests/test_fused.py).
     Build it from K ResNet32s (each initialised with its own seed) and take them back out with
     ``member``; parameter names mirror ResNet32's.
     """

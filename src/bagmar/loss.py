@@ -116,10 +116,11 @@ def cross_entropy_and_gradient(
     instead of through an autograd hook.
     """
     c = adjusted.shape[-1]
-    if weights is None:
-        weights = torch.ones(c, dtype=adjusted.dtype, device=adjusted.device)
-    sample_weights = weights.expand(*labels.shape[:-1], c).gather(-1, labels).to(adjusted.dtype)  # (..., B)
-    share = sample_weights / sample_weights.sum(-1, keepdim=True)
+    if weights is None:  # every sample's share is 1/B (what all-ones weights give), without gathering them
+        share = adjusted.new_full(labels.shape, 1.0 / labels.shape[-1])
+    else:
+        sample_weights = weights.expand(*labels.shape[:-1], c).gather(-1, labels).to(adjusted.dtype)  # (..., B)
+        share = sample_weights / sample_weights.sum(-1, keepdim=True)
     per_sample = F.cross_entropy(adjusted.reshape(-1, c), labels.reshape(-1), reduction="none").view(labels.shape)
     loss = (per_sample * share).sum(-1)
     with torch.no_grad():

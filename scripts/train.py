@@ -18,7 +18,8 @@ with log_to(snakemake.log[0]):
     print(f"{len(members)} model(s) on {device}, {len(indices)} training images")
     results = train_group(images.train_images[indices], images.train_labels[indices], images.test_images,
                           images.test_labels, images.num_classes, recipes, device=device,
-                          checkpoint_dir=snakemake.params.checkpoints, names=[m["name"] for m in members])
+                          checkpoint_dir=snakemake.params.checkpoints, names=[m["name"] for m in members],
+                          keep_matrix=snakemake.params.keep_matrix)
     for member, result in zip(members, results):  # each member's files: the outputs Snakemake names for it
         files = {kind: getattr(snakemake.output, name) for kind, name in member["outputs"].items()}
         result.save(**files, test_labels=images.test_labels)

@@ -36,6 +36,42 @@ def test_vectorised_statistics_equal_the_naive_per_sample_spec():
     assert bool((naive.theta > 0).all() and (naive.phi > 0).all())
 
 
+def test_o_c_statistics_equal_the_matrix_statistics_over_many_steps():
+    """Issue 15: theta and phi from two C-vectors are SPEC's three-matrix numbers, with absent classes and
+    repeated labels, for a set that keeps F and one that does not (the same theta and phi bit for bit)."""
+    c, batch = 11, 24
+    rng = np.random.default_rng(3)
+    with_f, without_f, naive = GradientStatistics(c, keep_matrix=True), GradientStatistics(c, keep_matrix=False), \
+        ReferenceStatistics(c, "cpu")
+    for step in range(300):
+        present = c if step % 3 else rng.integers(1, c)  # some steps see only the first few classes
+        labels = torch.as_tensor(rng.choice(rng.integers(0, present, size=4), size=batch))  # heavy repeats
+        _, grad = bagmar_loss(torch.as_tensor(rng.normal(size=(batch, c)) * 3, dtype=torch.float32), labels,
+                              without_f, 1.0, 1.0)
+        for stats in (with_f, without_f, naive):
+            stats.update(grad, labels)
+        assert torch.equal(with_f.theta, without_f.theta) and torch.equal(with_f.phi, without_f.phi)
+        for name in ("theta", "phi"):
+            torch.testing.assert_close(getattr(without_f, name), getattr(naive, name), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(with_f.F, naive.F, rtol=1e-12, atol=1e-12)
+    assert "F" not in without_f.state_dict()
+    with pytest.raises(AttributeError, match="statistics_matrix_max_classes"):
+        without_f.F
+
+
+def test_statistics_at_inaturalists_8142_classes_are_o_c():
+    """The default keeps no C x C matrix past 1,000 classes: at 8,142 the set is four C-vectors (260 kB)."""
+    c = 8142
+    stats = GradientStatistics(c)
+    assert not stats.keeps_matrix
+    labels = torch.randint(0, c, (64,))
+    stats.update(torch.rand(64, c), labels)
+    held = sum(t.numel() for t in stats.state_dict().values())
+    assert held == 4 * c
+    assert bool((stats.theta[labels] > 0).all())
+    assert GradientStatistics(1000).keeps_matrix
+
+
 def test_gradient_for_the_statistics_is_the_autograd_gradient():
     torch.manual_seed(1)
     stats = GradientStatistics(5)
@@ -87,12 +123,20 @@ def test_cross_entropy_is_the_special_case_lambda_zero():
     assert loss.item() == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
 
 
-def test_statistics_round_trip_through_a_state_dict():
-    stats = GradientStatistics(3)
+@pytest.mark.parametrize("keep_matrix", [True, False])
+def test_statistics_round_trip_through_a_state_dict(keep_matrix):
+    stats = GradientStatistics(3, keep_matrix=keep_matrix)
     stats.update(torch.rand(4, 3), torch.tensor([0, 0, 2, 1]))
-    other = GradientStatistics(3)
+    other = GradientStatistics(3, keep_matrix=keep_matrix)
     other.load_state_dict(stats.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(stats.state_dict().values(), other.state_dict().values()))
+    labels = torch.tensor([1, 2])
+    grad = torch.rand(2, 3)
+    stats.update(grad, labels)
+    other.update(grad, labels)  # the running sums came back too: the next step continues alike
+    assert all(torch.equal(a, b) for a, b in zip(stats.state_dict().values(), other.state_dict().values()))
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        GradientStatistics(3, keep_matrix=not keep_matrix).load_state_dict(stats.state_dict())
 
 
 def test_with_cross_entropy_theta_equals_phi():

@@ -55,21 +55,20 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int | Non
 class StackedStatistics(GradientStatistics):
     """K models' loss.GradientStatistics packed into single tensors: one ``index_add_`` per step for all K.
 
-    F is (K, C, C), theta and phi (K, C); ``update`` takes (K, B, C) gradients with (K, B) labels. The
+    theta and phi are (K, C) (F, where kept, (K, C, C)); ``update`` takes (K, B, C) gradients with (K, B) labels. The
     arithmetic is loss.GradientStatistics's, on rows offset by model; ``member(k)`` is model k's set in
     the single-model layout, and tests/test_fused.py checks K stacked sets against K single ones.
     """
 
-    def __init__(self, num_classes: int, device: torch.device | str, members: int):
+    def __init__(self, num_classes: int, device: torch.device | str, members: int, keep_matrix: bool | None = None):
         self.members = members
-        self._allocate((members,), num_classes, device)
+        self._allocate((members,), num_classes, device, keep_matrix)
         self._first_row = torch.arange(0, members * num_classes, num_classes, device=device)[:, None]  # per model
 
     def update(self, grad: torch.Tensor, labels: torch.Tensor) -> None:
         """grad: |dL/dz'| of each model's batch-mean loss, (K, B, C); labels: (K, B)."""
-        k, c = self._theta.shape
-        rows = labels.reshape(k, -1) + self._first_row
-        self._f_by_class.view(k * c, c).index_add_(0, rows.reshape(-1), grad.reshape(-1, c).to(torch.float64))
+        rows = labels.reshape(self.members, -1) + self._first_row
+        self._add(grad, labels, rows.reshape(-1))
         self._accumulate()
 
     def member(self, k: int) -> dict[str, torch.Tensor]:
@@ -194,7 +193,7 @@ class FusedGroup:
     """
 
     def __init__(self, recipes: list, num_classes: int, x_train: torch.Tensor, y_train: torch.Tensor,
-                 device: torch.device | str):
+                 device: torch.device | str, keep_matrix: bool | None = None):
         recipe = recipes[0]
         members = []
         for r in recipes:
@@ -205,7 +204,7 @@ class FusedGroup:
             self.model = self.model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest (grouped) convolution once
         self.optimizer = SGD(self.model.parameters(), recipe.momentum, recipe.weight_decay, device)
-        self.stats = StackedStatistics(num_classes, device, members=len(recipes))
+        self.stats = StackedStatistics(num_classes, device, members=len(recipes), keep_matrix=keep_matrix)
         self.generators = [torch.Generator(device).manual_seed(r.seed) for r in recipes]
         self.terms = LossTerms(recipes, np.bincount(y_train.cpu().numpy(), minlength=num_classes), device)
         self.recipe, self.x_train, self.y_train = recipe, x_train, y_train

@@ -19,31 +19,51 @@ from torch.nn import functional as F
 EPS = 1e-3
 
 
+MATRIX_MAX_CLASSES = 1000  # the config's default (statistics_matrix_max_classes): F of 1,000 classes is 8 MB
+
+
 class GradientStatistics:
-    """SPEC §4's bookkeeping for one model, float64, on the training device.
+    """SPEC §4's bookkeeping for one model, float64, on the training device, in O(C) memory.
 
     SPEC keeps three C x C matrices: F (F[:, y_i] += |g_i| every step, never reset), and
     P += F * I, N += F * (1 - I) after every step, with theta = P.sum(1) and phi = N.sum(0).
-    Since P only ever receives F's diagonal and N its off-diagonal, theta and phi are
-    accumulated directly: theta += diag(F) and phi += F.sum(0) - diag(F) — the same numbers
-    (tests/test_loss.py checks them against the three-matrix version) without two matrices.
+    Since P only ever receives F's diagonal and N its off-diagonal, theta += diag(F) and
+    phi += F.sum(0) - diag(F) — and both of those are running sums of their own: diag(F)[k] gathers each
+    class-k sample's gradient at k, F.sum(0)[k] each class-k sample's whole L1 gradient mass. So two C-vectors
+    (``diagonal`` and ``mass``) give the same theta and phi without any C x C matrix: at iNaturalist's 8,142
+    classes F would be 530 MB and a 66 M-element sum per step. tests/test_loss.py checks this against SPEC's
+    three matrices, and against F kept beside it.
+
+    ``keep_matrix``: also accumulate F itself, to save it with the statistics (the default where
+    C <= MATRIX_MAX_CLASSES). It never enters theta or phi.
     (engine.StackedStatistics packs the sets of K models into single tensors.)
     """
 
-    def __init__(self, num_classes: int, device: torch.device | str = "cpu"):
-        self._allocate((), num_classes, device)
+    def __init__(self, num_classes: int, device: torch.device | str = "cpu", keep_matrix: bool | None = None):
+        self._allocate((), num_classes, device, keep_matrix)
 
-    def _allocate(self, leading: tuple[int, ...], num_classes: int, device: torch.device | str) -> None:
+    def _allocate(self, leading: tuple[int, ...], num_classes: int, device: torch.device | str,
+                  keep_matrix: bool | None) -> None:
         """Zeroed statistics; ``leading`` dimensions (none here) let a subclass hold several sets."""
         zeros = dict(dtype=torch.float64, device=device)
-        # stored as F transposed, [..., sample class k, classifier j], so that one index_add_ over rows adds
-        # every sample's gradient row
-        self._f_by_class = torch.zeros(*leading, num_classes, num_classes, **zeros)
+        if keep_matrix is None:
+            keep_matrix = num_classes <= MATRIX_MAX_CLASSES
+        self._diagonal = torch.zeros(*leading, num_classes, **zeros)  # diag(F): the running positive gradient
+        self._mass = torch.zeros(*leading, num_classes, **zeros)  # F.sum(0): all gradient of a class's samples
         self._theta = torch.zeros(*leading, num_classes, **zeros)
         self._phi = torch.zeros(*leading, num_classes, **zeros)
+        # stored as F transposed, [..., sample class k, classifier j], so that one index_add_ over rows adds
+        # every sample's gradient row
+        self._f_by_class = torch.zeros(*leading, num_classes, num_classes, **zeros) if keep_matrix else None
+
+    @property
+    def keeps_matrix(self) -> bool:
+        return self._f_by_class is not None
 
     @property
     def F(self) -> torch.Tensor:  # noqa: N802 (SPEC's name); rows: classifier j, cols: sample class k
+        if self._f_by_class is None:
+            raise AttributeError("F is not kept for this many classes (statistics_matrix_max_classes)")
         return self._f_by_class.transpose(-1, -2)
 
     @property
@@ -56,21 +76,35 @@ class GradientStatistics:
 
     def update(self, grad: torch.Tensor, labels: torch.Tensor) -> None:
         """grad: |dL/dz'| of the batch-mean loss, (B, C); labels: (B,)."""
-        self._f_by_class.index_add_(0, labels, grad.to(torch.float64))
+        self._add(grad, labels, labels)
         self._accumulate()
 
+    def _add(self, grad: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor) -> None:
+        """One step's gradients (N, C) with their labels (N,) into the running sums, flattened over any leading
+        dimensions; sample n's row is rows[n] (its label, offset by model in a stack)."""
+        c = grad.shape[-1]
+        grad = grad.reshape(-1, c).to(torch.float64)
+        self._diagonal.view(-1).index_add_(0, rows, grad.gather(1, labels.reshape(-1, 1)).squeeze(1))
+        self._mass.view(-1).index_add_(0, rows, grad.sum(1))
+        if self._f_by_class is not None:
+            self._f_by_class.view(-1, c).index_add_(0, rows, grad)
+
     def _accumulate(self) -> None:
-        """theta += diag(F), phi += F.sum(0) - diag(F), after F has received the step's gradients."""
-        diagonal = self._f_by_class.diagonal(dim1=-2, dim2=-1)
-        self._theta += diagonal
-        self._phi += self._f_by_class.sum(-1) - diagonal
+        """theta += diag(F), phi += F.sum(0) - diag(F), after the step's gradients are in."""
+        self._theta += self._diagonal
+        self._phi += self._mass - self._diagonal
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"F": self.F, "theta": self.theta, "phi": self.phi}
+        state = {"diagonal": self._diagonal, "mass": self._mass, "theta": self.theta, "phi": self.phi}
+        return {"F": self.F, **state} if self.keeps_matrix else state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if ("F" in state) != self.keeps_matrix:
+            raise ValueError(f"statistics {'with' if 'F' in state else 'without'} F cannot be loaded into a set "
+                             f"{'with' if self.keeps_matrix else 'without'} it")
         for name, value in state.items():
-            getattr(self, name).copy_(value)
+            target = self.F if name == "F" else {"diagonal": self._diagonal, "mass": self._mass}.get(name)
+            (getattr(self, name) if target is None else target).copy_(value)
 
 
 def adjusted_logits(

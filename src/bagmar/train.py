@@ -101,11 +101,13 @@ def train_group(
     names: list[str] | None = None,
     cuda_graph: bool | None = None,
     stop_after_epoch: int | None = None,
+    keep_matrix: bool | None = None,
 ) -> list[TrainResult]:
     """Train K models (recipes differing only in FUSABLE) as one fused network; each ends as if trained alone.
 
     ``checkpoint_dir``: save every epoch, resume from the newest intact checkpoint (bit-identical on the CPU);
-    ``cuda_graph`` (default: on a GPU); ``stop_after_epoch``: the first epochs of ``recipe.epochs``' schedule.
+    ``cuda_graph`` (default: on a GPU); ``stop_after_epoch``: the first epochs of ``recipe.epochs``' schedule;
+    ``keep_matrix``: keep SPEC §4's matrix F beside theta and phi (loss.GradientStatistics; default: C <= 1,000).
     """
     names = names or [f"training {k}" for k in range(len(recipes))]
     _check_fusable(recipes)
@@ -113,10 +115,10 @@ def train_group(
     x_test = to_device_images(test_images, device)
     y_test = torch.as_tensor(test_labels, dtype=torch.int64, device=device)
     group = FusedGroup(recipes, num_classes, to_device_images(train_images, device),
-                       torch.as_tensor(train_labels, dtype=torch.int64, device=device), device)
+                       torch.as_tensor(train_labels, dtype=torch.int64, device=device), device, keep_matrix)
     steps = _steps_per_epoch(len(train_labels), recipe.batch_size)
     history = _History(len(recipes))
-    saved = _Checkpoints(checkpoint_dir, recipes, train_images, train_labels, device)
+    saved = _Checkpoints(checkpoint_dir, recipes, train_images, train_labels, device, group.stats.keeps_matrix)
     first_epoch = saved.restore(group, history, lambda epoch: progress(
         f"resuming {', '.join(names)} after epoch {epoch} from {checkpoint_dir}"))
     stepper = Stepper(group, cuda_graph=torch.device(device).type == "cuda" and cuda_graph is not False)
@@ -182,7 +184,7 @@ class _History:
     def results(self, group: FusedGroup, test_logits: np.ndarray, num_classes: int, device) -> list[TrainResult]:
         results = []
         for member, (metrics, best) in enumerate(zip(self.metrics, self.best)):
-            stats = GradientStatistics(num_classes, device)
+            stats = GradientStatistics(num_classes, device, keep_matrix=group.stats.keeps_matrix)
             stats.load_state_dict(group.stats.member(member))
             results.append(TrainResult(group.model.member(member), test_logits[member], metrics, stats, best))
         return results
@@ -191,9 +193,11 @@ class _History:
 class _Checkpoints:
     """Per-epoch checkpoints of a group (checkpoint.py), or none without a directory."""
 
-    def __init__(self, directory, recipes: list[Recipe], train_images: np.ndarray, train_labels: np.ndarray, device):
+    def __init__(self, directory, recipes: list[Recipe], train_images: np.ndarray, train_labels: np.ndarray, device,
+                 keep_matrix: bool):
         self.directory, self.device = directory, device
-        self.identity = checkpoint.fingerprint({"format": 3, "recipes": [dataclasses.asdict(r) for r in recipes]},
+        self.identity = checkpoint.fingerprint({"format": 4, "recipes": [dataclasses.asdict(r) for r in recipes],
+                                                "keep_matrix": keep_matrix},
                                                train_images, train_labels)
 
     def restore(self, group: FusedGroup, history: _History, announce: Callable[[int], None]) -> int:

@@ -86,6 +86,11 @@ IMBALANCE_FACTORS = LAYOUT.imbalances
 SEEDS = LAYOUT.seeds
 TAUS = tau_grid(**config["tau_grid"])
 FUSION = config["fusion"]
+if config["dataset"]["name"] == "synthetic":
+    NUM_CLASSES = config["dataset"]["synthetic"]["num_classes"]
+    PER_CLASS = config["dataset"]["synthetic"]["train_per_class"]
+else:
+    NUM_CLASSES, PER_CLASS = REAL_DATASETS[config["dataset"]["name"]]
 result = LAYOUT.path
 training_file = LAYOUT.training_file
 
@@ -254,16 +259,8 @@ def _check_config():
                 f"variants.{name}: tau_norm rescales a linear classifier's weights; {variant['training']} "
                 "trains LDAM's cosine classifier, whose weights all have the same norm"
             )
-    dataset = config["dataset"]
-    if dataset["name"] == "synthetic":
-        classes, per_class = (
-            dataset["synthetic"]["num_classes"],
-            dataset["synthetic"]["train_per_class"],
-        )
-    else:
-        classes, per_class = REAL_DATASETS[dataset["name"]]
     smallest = min(
-        sum(long_tailed_counts(classes, per_class, f))
+        sum(long_tailed_counts(NUM_CLASSES, PER_CLASS, f))
         for f in config["imbalance_factors"]
     )
     if config["recipe"]["batch_size"] > smallest:

@@ -21,6 +21,7 @@ rule train:
     params:
         members=group_members,
         checkpoints=lambda w: LAYOUT.group_checkpoints(w.group),
+        keep_matrix=lambda w: NUM_CLASSES <= config["statistics_matrix_max_classes"],
         code=code("train.py"),
     script:
         "../../scripts/train.py"

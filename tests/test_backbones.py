@@ -48,11 +48,11 @@ def test_a_stage1_checkpoint_round_trips_and_another_class_count_keeps_its_own_c
 
 def test_a_mismatched_file_names_its_keys(tmp_path):
     torch.save(build("resnet10", 10).state_dict(), tmp_path / "r10.pt")
-    with pytest.raises(WeightsError, match=r"r10.pt does not fit ResNet: missing: layer1.0.conv3.weight, .* \(246\); "
+    with pytest.raises(WeightsError, match=r"r10.pt does not fit resnet50: missing: layer1.0.conv3.weight, .* \(246\); "
                                           r"other shape: layer1.0.conv1.weight \(64, 64, 3, 3\) \(the network: \(64, 64, 1, 1\)\)"):
         load_stage1(build("resnet50", 10), tmp_path / "r10.pt")
     torch.save(build("resnet50", 10).state_dict(), tmp_path / "r50.pt")
-    with pytest.raises(WeightsError, match=r"r50.pt does not fit ResNet: unexpected: layer1.0.conv3.weight, "):
+    with pytest.raises(WeightsError, match=r"r50.pt does not fit resnet10: unexpected: layer1.0.conv3.weight, "):
         load_stage1(build("resnet10", 10), tmp_path / "r50.pt")
     with pytest.raises(WeightsError, match=r"other shape: fc.weight \(10, 512\) \(the network: \(20, 512\)\)"):
         load_stage1(build("resnet10", 20), tmp_path / "r10.pt")

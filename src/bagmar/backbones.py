@@ -1,9 +1,9 @@
 """The large benchmarks' networks (issue 15): torchvision's ResNet family with a dot-product classifier.
 
-- ``resnet10`` (BasicBlock, [1, 1, 1, 1]: the literature's ImageNet-LT ResNet-10), ``resnet50``,
-  ``resnext50_32x4d`` and ``resnet152``, built by torchvision with random weights (nothing is downloaded);
-- ``Classifier``: features -> ``fc`` (a linear layer with bias), torchvision's own name for it, so that a
-  torchvision state dict loads as it is;
+- ``Network``: ``resnet10`` (BasicBlock, [1, 1, 1, 1]: the literature's ImageNet-LT ResNet-10), ``resnet50``,
+  ``resnext50_32x4d`` and ``resnet152``, torchvision's ResNet class with random weights (nothing is downloaded),
+  and the classifier ``fc`` (a linear layer with bias; LDAM's cosine one for LDAM-DRW) under torchvision's own
+  name for it, so that a torchvision state dict loads as it is;
 - ``load_stage1``: stage-1 weights from a file the user gives (``torch.load(weights_only=True)``; a full
   state dict, or one under "state_dict" / "model"; a "module." prefix from DataParallel is dropped), every
   missing or unexpected key reported by name;
@@ -21,25 +21,64 @@ from torchvision import models
 
 from .io import UserError
 
+from .model import CosineClassifier
+
+# name -> torchvision's block, blocks per stage and keyword arguments, as its own factory functions build them
 ARCHITECTURES = {
-    "resnet10": lambda: models.ResNet(models.resnet.BasicBlock, [1, 1, 1, 1]),
-    "resnet50": models.resnet50,
-    "resnext50_32x4d": models.resnext50_32x4d,
-    "resnet152": models.resnet152,
+    "resnet10": (models.resnet.BasicBlock, [1, 1, 1, 1], {}),
+    "resnet50": (models.resnet.Bottleneck, [3, 4, 6, 3], {}),
+    "resnext50_32x4d": (models.resnet.Bottleneck, [3, 4, 6, 3], {"groups": 32, "width_per_group": 4}),
+    "resnet152": (models.resnet.Bottleneck, [3, 8, 36, 3], {}),
 }
+TORCHVISION_WIDTH = 64  # the first stage's channels in torchvision's ResNets
 
 
 class WeightsError(UserError, ValueError):
     """A stage-1 weights file that does not fit the network: the message names the keys."""
 
 
-def build(architecture: str, num_classes: int) -> nn.Module:
-    """A torchvision network of ``architecture`` with a ``num_classes``-way dot-product classifier ``fc``."""
-    if architecture not in ARCHITECTURES:
-        raise UserError(f"unknown architecture {architecture!r}; one of {', '.join(ARCHITECTURES)}")
-    network = ARCHITECTURES[architecture]()
-    network.fc = nn.Linear(network.fc.in_features, num_classes, bias=True)
-    return network
+class Network(models.ResNet):
+    """torchvision's ResNet of ``architecture`` (its parameter names, so torchvision state dicts load as they
+    are), with ``fc`` a ``num_classes``-way linear classifier with bias, or LDAM's CosineClassifier of scale
+    ``cosine_scale``.
+
+    ``width`` scales every stage's channels from torchvision's 64 (64, 128, 256, 512 x expansion): the demo's
+    narrow ResNet-10 on a CPU. At 64 the network is torchvision's own.
+    """
+
+    def __init__(self, architecture: str, num_classes: int, width: int = TORCHVISION_WIDTH,
+                 cosine_scale: float | None = None):
+        if architecture not in ARCHITECTURES:
+            raise UserError(f"unknown architecture {architecture!r}; one of {', '.join(ARCHITECTURES)}")
+        block, layers, options = ARCHITECTURES[architecture]
+        self.__dict__["width"] = width  # read by _make_layer during torchvision's __init__
+        super().__init__(block, layers, **options)
+        self.architecture, self.cosine_scale = architecture, cosine_scale
+        if width != TORCHVISION_WIDTH:  # torchvision's stem is 64 wide: rebuilt at this width, initialised as it is
+            self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+            self.bn1 = nn.BatchNorm2d(width)
+        features = self.fc.in_features * width // TORCHVISION_WIDTH
+        self.fc = (nn.Linear(features, num_classes) if cosine_scale is None
+                   else CosineClassifier(features, num_classes, cosine_scale))
+
+    def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
+        if planes == TORCHVISION_WIDTH:  # the first stage: its input is the stem's width
+            self.inplanes = self.width
+        return super()._make_layer(block, planes * self.width // TORCHVISION_WIDTH, blocks, stride, dilate)
+
+    def classifier_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The classifier's bias and each class's weight norm, (C,) each (model.ResNet32.classifier_terms)."""
+        weight = self.fc.weight.detach()
+        if self.cosine_scale is not None:
+            return torch.zeros(len(weight)), torch.full((len(weight),), float(self.cosine_scale))
+        return self.fc.bias.detach().clone(), weight.norm(dim=1)
+
+
+def build(architecture: str, num_classes: int, width: int = TORCHVISION_WIDTH,
+          cosine_scale: float | None = None) -> Network:
+    """A network of ``architecture`` with a ``num_classes``-way classifier ``fc`` (random weights)."""
+    return Network(architecture, num_classes, width, cosine_scale)
 
 
 def _state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -68,7 +107,8 @@ def load_stage1(network: nn.Module, path: str | Path, *, classifier: bool = True
     problems = [f"{label}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''} ({len(keys)})"
                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", shapes)) if keys]
     if problems:
-        raise WeightsError(f"{path} does not fit {type(network).__name__}: {'; '.join(problems)}")
+        raise WeightsError(f"{path} does not fit {getattr(network, 'architecture', type(network).__name__)}: "
+                           f"{'; '.join(problems)}")
     network.load_state_dict(state, strict=classifier)
 
 

@@ -34,6 +34,12 @@ def recipe_defaults() -> dict:
     return {key: spec["default"] for key, spec in _schema()["properties"]["recipe"]["properties"].items()}
 
 
+def image_list_defaults() -> dict:
+    """The image-list recipe's defaults (the settings every data set shares unless its config says otherwise)."""
+    properties = _schema()["properties"]["image_list_recipe"]["properties"]
+    return {key: spec["default"] for key, spec in properties.items() if "default" in spec}
+
+
 def training_defaults() -> dict:
     """Each loss's own settings (LOSS_SETTINGS) as the config schema's defaults for a training."""
     properties = _schema()["definitions"]["training"]["properties"]
@@ -91,6 +97,65 @@ def learning_rate(epoch: int, recipe: Recipe) -> float:
     if epoch < warmup:
         return recipe.base_lr + (recipe.peak_lr - recipe.base_lr) * (epoch - 1) / (warmup - 1)
     return recipe.peak_lr * (1 + math.cos(math.pi * (epoch - warmup) / max(epochs - warmup, 1))) / 2
+
+
+_IMAGE_LIST = image_list_defaults()
+PROTOCOLS = ("end_to_end", "classifier_retraining")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageListRecipe:
+    """One training on an image-list data set (ImageNet-LT, Places-LT, iNaturalist 2018, the miniature): a
+    torchvision ResNet, ImageNet-style augmentation, a cosine schedule, and the same losses as CIFAR.
+
+    The numbers without a default are each data set's own (its config gives them with their source). ``stage1``
+    is the weights file of a classifier re-training (stage 2): the workflow resolves "training:<name>".
+    """
+
+    architecture: str
+    epochs: int
+    batch_size: int
+    lr: float  # epoch 1's rate; cosine to 0 over the epochs (cosine_learning_rate)
+    weight_decay: float
+    width: int = _IMAGE_LIST["width"]
+    momentum: float = _IMAGE_LIST["momentum"]
+    protocol: str = _IMAGE_LIST["protocol"]
+    stage1: str | None = None
+    sampler: str = _IMAGE_LIST["sampler"]
+    samples_per_class: int = _IMAGE_LIST["samples_per_class"]
+    image_size: int = _IMAGE_LIST["image_size"]
+    resize_size: int = _IMAGE_LIST["resize_size"]
+    color_jitter: float = _IMAGE_LIST["color_jitter"]
+    mean: tuple[float, float, float] = tuple(_IMAGE_LIST["mean"])
+    std: tuple[float, float, float] = tuple(_IMAGE_LIST["std"])
+    precision: str = _IMAGE_LIST["precision"]
+    loss: str = _TRAINING["loss"]
+    lambda1: float = _TRAINING["lambda1"]
+    lambda2: float = _TRAINING["lambda2"]
+    tau: float = _TRAINING["tau"]
+    max_margin: float = _TRAINING["max_margin"]
+    scale: float = _TRAINING["scale"]
+    drw_after: float = _TRAINING["drw_after"]
+    beta: float = _TRAINING["beta"]
+    seed: int = 0  # model init, data order and every image's augmentation
+
+    def __post_init__(self):
+        for key in ("mean", "std"):  # lists in a config; tuples here, so that the recipe stays hashable
+            object.__setattr__(self, key, tuple(float(v) for v in getattr(self, key)))
+        Recipe.__post_init__(self)
+        if self.protocol not in PROTOCOLS:
+            raise RecipeError(f"protocol '{self.protocol}' is not one of {', '.join(PROTOCOLS)}")
+        if (self.protocol == "classifier_retraining") != (self.stage1 is not None):
+            raise RecipeError("a classifier_retraining training needs its stage-1 weights (stage1), and only it "
+                              f"takes them; got protocol {self.protocol} with stage1 {self.stage1!r}")
+        if self.resize_size < self.image_size:
+            raise RecipeError(f"resize_size {self.resize_size} is smaller than the crop image_size {self.image_size}")
+
+
+def cosine_learning_rate(epoch: int, recipe: ImageListRecipe) -> float:
+    """Epoch 1..E of torch's CosineAnnealingLR(T_max=E, eta_min=0) stepped per epoch, as the released
+    large-scale code schedules it: lr * (1 + cos(pi * (epoch - 1) / E)) / 2."""
+    return recipe.lr * (1 + math.cos(math.pi * (epoch - 1) / recipe.epochs)) / 2
 
 
 # What may differ between the members of a fused group: the loss and its settings, and the seed.

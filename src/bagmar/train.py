@@ -160,10 +160,18 @@ class _History:
     def add_epoch(self, epoch: int, lr: float, group: FusedGroup, test_logits: torch.Tensor,
                   test_labels: torch.Tensor, steps: int, batch_size: int, started: float, evaluated: float) -> None:
         """``started``: the epoch's start; ``evaluated``: the test pass's start (perf_counter seconds)."""
+        self.add(epoch, lr, group.loss_sum, group.correct, group.model.classifier.terms(), test_logits, test_labels,
+                 steps, batch_size, started, evaluated)
+
+    def add(self, epoch: int, lr: float, loss_sum: torch.Tensor, train_correct: torch.Tensor,
+            classifier_terms: tuple[torch.Tensor, torch.Tensor], test_logits: torch.Tensor, test_labels: torch.Tensor,
+            steps: int, batch_size: int, started: float, evaluated: float) -> None:
+        """One epoch of K models: their summed step losses and correct training predictions (K,), classifier bias
+        and weight norms (K, C) each (what tau-normalisation of a best epoch needs), and test logits (K, N, C)."""
         correct = pn_correct(test_logits, test_labels).tolist()  # waits for the test pass
         now = time.perf_counter()
-        losses, train_correct = group.loss_sum.tolist(), group.correct.tolist()
-        bias, norms = group.model.classifier.terms()  # what tau-normalisation of a best epoch needs
+        losses, train_correct = loss_sum.tolist(), train_correct.tolist()
+        bias, norms = classifier_terms
         for member, rows in enumerate(self.metrics):
             rows.append({
                 "epoch": epoch,

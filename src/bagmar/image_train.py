@@ -1,0 +1,190 @@
+"""Training on an image-list data set (issue 15): a torchvision ResNet (bagmar.backbones), end to end (stage 1) or
+as classifier re-training on a frozen feature model (stage 2), with any of the losses of the CIFAR runs.
+
+The step is the CIFAR one (engine.train_step with loss.GradientStatistics's O(C) statistics, engine.LossTerms,
+engine.SGD), on a group of one; the result is a train.TrainResult, saved in the same files, so evaluation, the
+tables and the report read an image-list training exactly as a CIFAR one. What differs is the data: JPEGs
+decoded and cropped by DataLoader workers (bagmar.image_data), colour jitter and normalisation on the device.
+
+Checkpoints are written after every epoch, outside the job's outputs; a killed training resumes from the newest
+one and ends with the same weights, bit for bit on the CPU (every random draw follows from the seed and epoch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import backbones, checkpoint
+from .engine import SGD, LossTerms, StackedStatistics, train_step
+from .image_data import TestImages, TrainImages, epoch_order, prepare, test_loader, train_loader
+from .image_lists import ImageList
+from .loss import GradientStatistics
+from .recipe import LOSS_SETTINGS, ImageListRecipe, RecipeError, cosine_learning_rate
+from .train import NonFiniteError, TrainResult, _History, _Progress
+
+
+class _Stacked(nn.Module):
+    """A single network as a group of one, the layout engine.train_step works in: (1, B, ...) -> (1, B, C)."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x[0])[None]
+
+
+def build_network(recipe: ImageListRecipe, num_classes: int) -> tuple[backbones.Network, list[nn.Parameter]]:
+    """The recipe's network, initialised from its seed, and the parameters it trains: all of them (stage 1), or
+    the classifier only, on the stage-1 feature model (stage 2; the classifier starts from random weights)."""
+    torch.manual_seed(recipe.seed)
+    network = backbones.build(recipe.architecture, num_classes, recipe.width,
+                              recipe.scale if recipe.loss == "ldam_drw" else None)
+    if recipe.protocol == "end_to_end":
+        return network, list(network.parameters())
+    backbones.load_stage1(network, recipe.stage1, classifier=False)
+    return network, backbones.freeze_backbone(network)
+
+
+def train_image_list(
+    root: str | Path,
+    train_list: ImageList,
+    test_list: ImageList,
+    num_classes: int,
+    recipe: ImageListRecipe,
+    device: str = "cpu",
+    progress: Callable[[str], None] = print,
+    checkpoint_dir: str | Path | None = None,
+    name: str = "training",
+    workers: int = 0,
+    keep_matrix: bool | None = None,
+    stop_after_epoch: int | None = None,
+) -> TrainResult:
+    """Train one network on ``train_list``'s images under ``root``; test after every epoch on ``test_list``.
+
+    ``workers``: JPEG-decoding processes (the numbers do not depend on it); ``checkpoint_dir``: save every epoch
+    and resume from the newest intact checkpoint; ``stop_after_epoch``: the first epochs of the schedule only.
+    """
+    labels = train_list.labels
+    if len(labels) < recipe.batch_size:
+        raise RecipeError(f"batch_size {recipe.batch_size} is larger than the training list ({len(labels)} images)")
+    steps = len(labels) // recipe.batch_size  # the last incomplete batch is dropped
+    network, trainable = build_network(recipe, num_classes)
+    network.to(device)
+    model = _Stacked(network)
+    optimizer = SGD(trainable, recipe.momentum, recipe.weight_decay, device)
+    stats = StackedStatistics(num_classes, device, members=1, keep_matrix=keep_matrix)
+    terms = LossTerms([recipe], np.bincount(labels, minlength=num_classes), device)
+    train_images = TrainImages(root, train_list, recipe.seed, recipe.image_size, recipe.color_jitter)
+    test_images = TestImages(root, test_list, recipe.image_size, recipe.resize_size)
+    y_test = torch.as_tensor(test_list.labels, device=device)
+    history = _History(1)
+    saved = _Checkpoints(checkpoint_dir, recipe, train_list, test_list, stats.keeps_matrix, device)
+    first_epoch = saved.restore(network, optimizer, stats, history, lambda epoch: progress(
+        f"resuming {name} after epoch {epoch} from {checkpoint_dir}"))
+    report = _Progress(progress, [name], recipe.epochs, steps)
+    last_epoch = recipe.epochs if stop_after_epoch is None else min(stop_after_epoch, recipe.epochs)
+    loss_sum, correct = torch.zeros(1, device=device), torch.zeros(1, dtype=torch.int64, device=device)
+    step_index, first_bad = (torch.zeros((), dtype=torch.int64, device=device) for _ in range(2))
+    test_logits = None
+    for epoch in range(first_epoch, last_epoch + 1):
+        started, lr = time.perf_counter(), cosine_learning_rate(epoch, recipe)
+        optimizer.lr.fill_(lr)
+        terms.start_epoch(epoch)
+        _train_mode(network, recipe)
+        for tensor in (loss_sum, correct, step_index):
+            tensor.zero_()
+        first_bad.fill_(-1)
+        order = epoch_order(labels, num_classes, recipe.seed, epoch, recipe.sampler, recipe.samples_per_class)
+        for step, (images, y, jitter) in enumerate(train_loader(train_images, order, epoch, recipe.batch_size,
+                                                                 workers, device)):
+            x = prepare(images.to(device, non_blocking=True), recipe.mean, recipe.std,
+                        jitter.to(device) if recipe.color_jitter else None)
+            y = y.to(device, non_blocking=True)
+            loss, logits = train_step(model, optimizer, stats, x[None], y[None], terms, recipe.precision)
+            loss_sum += loss
+            correct += (logits.argmax(-1) == y).sum(-1)
+            step_index += 1
+            finite = torch.isfinite(loss).all() & torch.isfinite(logits).all()  # read once an epoch, not per step
+            first_bad.copy_(torch.where(finite | (first_bad >= 0), first_bad, step_index))
+            report.step(epoch, step)
+        if (bad := int(first_bad)) >= 0:
+            settings = ", ".join(f"{key}={getattr(recipe, key)}" for key in LOSS_SETTINGS[recipe.loss])
+            raise NonFiniteError(f"{name}: non-finite loss or logits in epoch {epoch}, step {bad} of {steps} "
+                                 f"({recipe.loss}: {settings}, lr={lr:.4g}); nothing was saved for this training. "
+                                 "Lower the learning rate or check the input data.")
+        evaluated = time.perf_counter()
+        test_logits = predict(network, test_images, recipe, workers, device)[None]
+        history.add(epoch, lr, loss_sum, correct, tuple(t[None] for t in network.classifier_terms()), test_logits,
+                    y_test, steps, recipe.batch_size, started, evaluated)
+        saved.save(epoch, network, optimizer, stats, history)
+        report.epoch(epoch, history)
+    if test_logits is None:  # every epoch was in the checkpoint: only the test logits are missing
+        test_logits = predict(network, test_images, recipe, workers, device)[None]
+    single = GradientStatistics(num_classes, device, keep_matrix=stats.keeps_matrix)
+    single.load_state_dict(stats.member(0))
+    network.eval()
+    return TrainResult(network, test_logits[0].cpu().numpy(), history.metrics[0], single, history.best[0])
+
+
+def _train_mode(network: backbones.Network, recipe: ImageListRecipe) -> None:
+    network.train()
+    if recipe.protocol == "classifier_retraining":
+        backbones.freeze_backbone(network)  # the feature model's BatchNorm stays in eval mode
+
+
+@torch.no_grad()
+def predict(network: nn.Module, images: TestImages, recipe: ImageListRecipe, workers: int,
+            device: torch.device | str) -> torch.Tensor:
+    """Plain logits (N, C) of the test images (resize, centre crop, normalise), float32."""
+    network.eval()
+    outputs = [network(prepare(x.to(device, non_blocking=True), recipe.mean, recipe.std)).float()
+               for x, _ in test_loader(images, recipe.batch_size, workers, device)]
+    return torch.cat(outputs)
+
+
+def _list_digest(image_list: ImageList) -> np.ndarray:
+    """The list's images and labels, as bytes a checkpoint's fingerprint can take."""
+    digest = hashlib.sha256("\n".join(image_list.images).encode())
+    digest.update(np.ascontiguousarray(image_list.labels).tobytes())
+    return np.frombuffer(digest.digest(), dtype=np.uint8)
+
+
+class _Checkpoints:
+    """Per-epoch checkpoints of one image-list training (checkpoint.py), or none without a directory."""
+
+    def __init__(self, directory, recipe: ImageListRecipe, train_list: ImageList, test_list: ImageList,
+                 keep_matrix: bool, device):
+        self.directory, self.device = directory, device
+        settings = {"format": 1, "kind": "image_list", "recipe": dataclasses.asdict(recipe), "keep_matrix": keep_matrix}
+        if recipe.stage1 is not None:  # other stage-1 weights under the same path are another training
+            settings["stage1_sha256"] = hashlib.sha256(Path(recipe.stage1).read_bytes()).hexdigest()
+        self.identity = checkpoint.fingerprint(settings, _list_digest(train_list), _list_digest(test_list))
+
+    def restore(self, network, optimizer: SGD, stats: StackedStatistics, history: _History,
+                announce: Callable[[int], None]) -> int:
+        """Load the newest intact checkpoint of this training; the first epoch still to train."""
+        state = self.directory is not None and checkpoint.load_latest(self.directory, self.identity, self.device)
+        if not state:
+            return 1
+        network.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        stats.load_state_dict(state["statistics"])
+        history.metrics, history.best = state["metrics"], state["best"]
+        announce(state["epoch"])
+        return state["epoch"] + 1
+
+    def save(self, epoch: int, network, optimizer: SGD, stats: StackedStatistics, history: _History) -> None:
+        if self.directory is not None:
+            checkpoint.save(self.directory, epoch, {
+                "fingerprint": self.identity, "epoch": epoch, "model": network.state_dict(),
+                "optimizer": optimizer.state_dict(), "statistics": stats.state_dict(),
+                "metrics": history.metrics, "best": history.best})

@@ -1,0 +1,130 @@
+"""Issue 15: training on an image-list data set (bagmar.image_train, bagmar.image_data) on a generated miniature.
+
+Stage 2 leaves the feature model bit-identical; a stage-1 model round-trips through its saved file; a training
+stopped after a checkpoint resumes to the uninterrupted weights bit for bit (with another number of decoding
+workers); a truncated JPEG stops training with its list, line and path.
+"""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from bagmar import backbones
+from bagmar.image_data import epoch_order, read_image, TrainImages
+from bagmar.image_lists import read_list, write_miniature
+from bagmar.image_train import build_network, train_image_list
+from bagmar.io import DataError
+from bagmar.recipe import ImageListRecipe, RecipeError
+
+CLASSES = 10
+
+
+@pytest.fixture(scope="module")
+def miniature(tmp_path_factory):
+    root = tmp_path_factory.mktemp("miniature")
+    write_miniature(root, classes=CLASSES, imbalance_factor=10, max_per_class=40, val_per_class=2,
+                    test_per_class=6, image_size=32)
+    return root, read_list(root / "Mini_LT_train.txt", CLASSES), read_list(root / "Mini_LT_test.txt", CLASSES)
+
+
+def recipe(**changes) -> ImageListRecipe:
+    settings = dict(architecture="resnet10", epochs=3, batch_size=32, lr=0.1, weight_decay=5e-4, width=8,
+                    image_size=24, resize_size=28, lambda1=1.0, lambda2=1.0, seed=3)
+    return ImageListRecipe(**{**settings, **changes})
+
+
+def quiet(line):
+    pass
+
+
+def states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_stopped_training_resumes_to_the_uninterrupted_weights_bit_for_bit(miniature, tmp_path):
+    root, train, test = miniature
+    whole = train_image_list(root, train, test, CLASSES, recipe(), progress=quiet)
+    first = train_image_list(root, train, test, CLASSES, recipe(), progress=quiet, checkpoint_dir=tmp_path,
+                             stop_after_epoch=1)
+    assert len(first.metrics) == 1
+    lines = []
+    resumed = train_image_list(root, train, test, CLASSES, recipe(), progress=lines.append, checkpoint_dir=tmp_path,
+                               workers=2)  # decoded in two worker processes: the same draws
+    assert any("resuming training after epoch 1" in line for line in lines)
+    assert states_equal(whole.model.state_dict(), resumed.model.state_dict())
+    assert states_equal(whole.stats.state_dict(), resumed.stats.state_dict())
+    assert np.array_equal(whole.test_logits, resumed.test_logits)
+    assert [row["train_loss"] for row in whole.metrics] == [row["train_loss"] for row in resumed.metrics]
+    other_seed = train_image_list(root, train, test, CLASSES, recipe(seed=4), progress=quiet, stop_after_epoch=1)
+    assert not torch.equal(other_seed.model.fc.weight, first.model.fc.weight)  # the comparison can fail
+
+
+def test_stage2_trains_the_classifier_only_on_a_stage1_model_that_round_trips(miniature, tmp_path):
+    root, train, test = miniature
+    stage1 = train_image_list(root, train, test, CLASSES, recipe(epochs=1), progress=quiet)
+    files = {kind: tmp_path / name for kind, name in
+             {"model": "model.pt", "logits": "l.npz", "metrics": "m.csv", "statistics": "s.npz"}.items()}
+    stage1.save(**files, test_labels=test.labels)
+    loaded = backbones.build("resnet10", CLASSES, width=8)
+    backbones.load_stage1(loaded, files["model"])  # the saved stage-1 model round-trips, classifier included
+    assert states_equal(loaded.state_dict(), stage1.model.state_dict())
+
+    second = recipe(epochs=2, protocol="classifier_retraining", stage1=str(files["model"]), sampler="class_aware",
+                    loss="logit_adjusted", lambda1=0.0, lambda2=0.0)
+    network, trainable = build_network(second, CLASSES)
+    assert {id(p) for p in trainable} == {id(network.fc.weight), id(network.fc.bias)}
+    result = train_image_list(root, train, test, CLASSES, second, progress=quiet)
+    after = result.model.state_dict()
+    before = stage1.model.state_dict()
+    backbone = [key for key in before if not key.startswith("fc.")]
+    assert all(torch.equal(after[key], before[key]) for key in backbone)  # BatchNorm statistics included
+    assert any(key.endswith("running_mean") for key in backbone)
+    assert not torch.equal(after["fc.weight"], before["fc.weight"])
+
+
+def test_classifier_retraining_needs_its_stage1_weights():
+    with pytest.raises(RecipeError, match="needs its stage-1 weights"):
+        recipe(protocol="classifier_retraining")
+    with pytest.raises(RecipeError, match="only it takes them"):
+        recipe(stage1="model.pt")
+
+
+def test_a_truncated_jpeg_stops_training_with_its_list_line_and_path(miniature, tmp_path):
+    root, train, test = miniature
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    victim = copy / train.images[7]
+    victim.write_bytes(victim.read_bytes()[:300])
+    with pytest.raises(DataError, match=rf"Mini_LT_train.txt:8: {victim} cannot be decoded \(300 bytes; .*truncated"):
+        train_image_list(copy, train, test, CLASSES, recipe(epochs=1, batch_size=len(train.labels)), progress=quiet)
+    victim.unlink()
+    with pytest.raises(DataError, match=rf"Mini_LT_train.txt:8: cannot read {victim}"):
+        read_image(copy, train, 7)
+
+
+def test_augmentation_draws_follow_the_seed_epoch_and_position_only(miniature):
+    root, train, _ = miniature
+    images = TrainImages(root, train, seed=0, image_size=24, color_jitter=0.4)
+    a, label, jitter = images[(5, 2, 17)]
+    b, _, again = images[(5, 2, 17)]
+    c, _, _ = images[(5, 3, 17)]
+    assert a.shape == (3, 24, 24) and a.dtype == torch.uint8 and label == train.labels[5]
+    assert torch.equal(a, b) and torch.equal(jitter, again) and not torch.equal(a, c)
+    assert bool(((jitter >= 0.6) & (jitter <= 1.4)).all())
+
+
+def test_the_class_aware_order_visits_classes_in_shuffled_cycles_of_four_images():
+    labels = np.repeat(np.arange(5), [50, 20, 8, 3, 3])
+    order = epoch_order(labels, 5, seed=0, epoch=1, sampler="class_aware", samples_per_class=4)
+    assert len(order) == len(labels)
+    visits = labels[order].reshape(-1, 4)
+    assert (visits == visits[:, :1]).all()  # each visit: four images of one class
+    first_cycle = visits[:5, 0]
+    assert sorted(first_cycle.tolist()) == [0, 1, 2, 3, 4]  # every class once per cycle, whatever its size
+    assert np.array_equal(order, epoch_order(labels, 5, seed=0, epoch=1, sampler="class_aware", samples_per_class=4))
+    assert not np.array_equal(order, epoch_order(labels, 5, seed=0, epoch=2, sampler="class_aware",
+                                                 samples_per_class=4))
+    instance = epoch_order(labels, 5, seed=0, epoch=1, sampler="instance", samples_per_class=4)
+    assert sorted(instance.tolist()) == list(range(len(labels)))

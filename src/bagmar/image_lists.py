@@ -38,9 +38,30 @@ class SplitFacts:
 
 @dataclasses.dataclass(frozen=True)
 class DatasetFacts:
+    """A data set's class count, its splits' facts, the list files' names (as the released code names them,
+    ``data/<name>/<name>_<split>.txt``) and the split the literature tests on."""
+
     title: str
     classes: int
     splits: dict[str, SplitFacts]
+    stem: str = ""  # list file names: <stem>_<split>.txt
+    test_split: str = "test"
+
+    def file(self, split: str) -> str:
+        return f"{self.stem}_{split}.txt"
+
+    @property
+    def imbalance_factor(self) -> float:
+        """The training list's largest over smallest class: the imbalance factor its results are filed under."""
+        train = self.splits["train"]
+        return train.largest / train.smallest
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "DatasetFacts":
+        return cls(**{**data, "splits": {k: SplitFacts(**v) for k, v in data["splits"].items()}})
 
 
 # Counts: the papers' and the released code's (train counts also in its per-class json); sha256 of the lists
@@ -51,16 +72,16 @@ DATASETS = {
         "train": SplitFacts(115_846, largest=1280, smallest=5),
         "val": SplitFacts(20_000, "9af7ba688acf9532ff5845a8fb14a1e97fdc4c51ac48bc72c08ea9c3f7ff142e"),
         "test": SplitFacts(50_000, "d1590191cf8a71fada7b1aaedaa2d139a2aea93ff2f1b755319d0bd8dbaa55d5"),
-    }),
+    }, stem="ImageNet_LT"),
     "places_lt": DatasetFacts("Places-LT", 365, {
         "train": SplitFacts(62_500, "981eb2a3aca124826ee016df1d75fa42d9fd72ada3b5b723c402d0593593790e", 4980, 5),
         "val": SplitFacts(7_300, "c27e5d755960932fca355e7d644e455474a9d02340b6ad28aafbcb7b7cb7ab71"),
         "test": SplitFacts(36_500, "44eee8441c8098c59195465abede425721bc35525d75209f9433b161a6eb37bc"),
-    }),
+    }, stem="Places_LT"),
     "inat2018": DatasetFacts("iNaturalist 2018", 8142, {
         "train": SplitFacts(437_513, largest=1000, smallest=2),
         "val": SplitFacts(24_426, "c8ef434df49d049d1b844cfb88ebaf5e419772ba05300d9c1edda9ff8f660358"),
-    }),
+    }, stem="iNaturalist18", test_split="val"),
 }
 
 
@@ -110,12 +131,15 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def verify_list(path: str | Path, dataset: str, split: str) -> ImageList:
-    """Read a split list and check it against DATASETS: sha256 where recorded, else the line count, and a
-    training list's per-class counts. Every problem is one line naming the file and what was expected."""
-    if dataset not in DATASETS:
+def verify_list(path: str | Path, dataset: str | DatasetFacts, split: str) -> ImageList:
+    """Read a split list and check it against DATASETS (or the facts given): sha256 where recorded, else the line
+    count, and a training list's per-class counts. Every problem is one line naming the file and what was expected."""
+    if isinstance(dataset, DatasetFacts):
+        facts = dataset
+    elif dataset in DATASETS:
+        facts = DATASETS[dataset]
+    else:
         raise DataError(f"unknown data set {dataset!r}; one of {', '.join(DATASETS)}")
-    facts = DATASETS[dataset]
     if split not in facts.splits:
         raise DataError(f"{facts.title} has no {split!r} list; its lists: {', '.join(facts.splits)}")
     expected = facts.splits[split]
@@ -193,4 +217,64 @@ def write_miniature(root: str | Path, name: str = "Mini_LT", classes: int = 30, 
         list_path.write_text("".join(lines))
         per_class = np.bincount([label for label, _ in items], minlength=classes)
         splits[split] = SplitFacts(len(items), sha256(list_path), int(per_class.max()), int(per_class.min()))
-    return DatasetFacts(name, classes, splits)
+    return DatasetFacts(name, classes, splits, stem=name)
+
+
+def miniature_imbalance_factor(classes: int, max_per_class: int, imbalance_factor: float) -> float:
+    """The miniature training list's largest over smallest class (SPEC §1's truncated counts), as planned."""
+    from .data import long_tailed_counts
+
+    counts = long_tailed_counts(classes, max_per_class, imbalance_factor)
+    return max(counts) / min(counts)
+
+
+def fetch_list(file: str, lists: str | Path, url: str | None) -> Path:
+    """A list file from the local folder ``lists``, else downloaded from ``url`` (``{file}`` in it) into that folder
+    (written whole or not at all); neither: one error naming the file, the folder and the fix."""
+    local = Path(lists) / file
+    if local.is_file():
+        return local
+    if not url:
+        raise DataError(f"{file} is not in {lists} and no dataset.image_list.url is set to download it from; copy "
+                        f"the list there (the literature's split lists, e.g. from the released code's data/ folder)")
+    import shutil
+    import tempfile
+    import urllib.request
+
+    source = url.format(file=file)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(source, timeout=60) as response, \
+                tempfile.NamedTemporaryFile(dir=local.parent, prefix=f".{file}.", delete=False) as part:
+            shutil.copyfileobj(response, part)
+    except OSError as error:
+        raise DataError(f"{file}: download from {source} failed ({error}); copy the list into {lists} instead, "
+                        "or fix dataset.image_list.url") from None
+    Path(part.name).replace(local)
+    return local
+
+
+def prepare(facts: DatasetFacts, lists: str | Path, url: str | None, images: str | Path, destination: str | Path,
+            reference: str = "") -> dict:
+    """Find, verify and copy a data set's lists before any training: every list (sha256 or counts), every listed
+    image present under ``images``, the test list's labels in range. Writes ``destination/<split>.txt`` for
+    each split and returns the provenance (what was checked, where from, the training counts)."""
+    destination = Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    provenance = {"title": facts.title, "location": str(images), "images_root": str(Path(images).resolve()),
+                  "test_split": facts.test_split, "lists": {}}
+    for split in facts.splits:
+        found = fetch_list(facts.file(split), lists, url)
+        image_list = verify_list(found, facts, split)
+        require_images(image_list, images)
+        (destination / f"{split}.txt").write_bytes(found.read_bytes())
+        provenance["lists"][split] = {"file": str(found), "images": len(image_list.images), "sha256": sha256(found)}
+        if split == "train":
+            provenance["class_counts"] = image_list.class_counts(facts.classes).tolist()
+    recorded = all(split.sha256 for split in facts.splits.values())
+    provenance["note"] = (f"every list matched its recorded sha256{reference}, and every listed image was found"
+                          if recorded else
+                          f"lists checked by line count and per-class counts{reference} (sha256 recorded for "
+                          f"{', '.join(s for s, f in facts.splits.items() if f.sha256) or 'none'}), and every "
+                          "listed image was found")
+    return provenance

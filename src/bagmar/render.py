@@ -108,7 +108,7 @@ def render_results(table: pd.DataFrame, comparison: pd.DataFrame, methods: pd.Da
         dataset=dataset,
         headline_variant=headline_variant,
         headline=comparison.to_dict("records"),
-        has_paper=bool(comparison["paper_tau1"].notna().any()),
+        has_paper=bool(comparison["paper_finetuned"].notna().any()),
         full=full.to_dict("records"),
         links=relative,
         n_seeds=int(table["n_seeds"].max()),

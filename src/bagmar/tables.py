@@ -61,7 +61,7 @@ def paper_comparison(table: pd.DataFrame, variant: str, paper: dict | None) -> p
     rows = table[table["variant"] == variant].sort_values("imbalance_factor", ascending=False).copy()
     paper = {float(k): v for k, v in (paper or {}).items()}
     for ours, theirs in [("top1", "tau1"), ("test_best_top1", "finetuned"), (None, "tau")]:
-        rows[f"paper_{theirs}"] = [paper.get(f, {}).get(theirs, np.nan) for f in rows["imbalance_factor"]]
+        rows[f"paper_{theirs}"] = [paper.get(f, {}).get(theirs, np.nan) for f in rows["imbalance_factor"]]  # tau1 may be absent
         if ours:
             rows[f"diff_{theirs}"] = rows[ours] - rows[f"paper_{theirs}"]
     return rows.reset_index(drop=True)
@@ -81,6 +81,8 @@ def methods_table(table: pd.DataFrame, variants: dict[str, dict], losses: dict[s
     rows.insert(2, "loss", rows["training"].map(losses))
     published = {v: {float(f): entry for f, entry in by_factor.items()} for v, by_factor in (published or {}).items()}
     for factor, numbers in (paper or {}).items():
+        if "tau1" not in numbers:  # a paper that gives only its tuned-tau figure for this data set
+            continue
         published.setdefault(headline_variant, {}).setdefault(float(factor), {
             "top1": numbers["tau1"], "source": "the paper's table (report.paper, SPEC §8), τ = 1"})
     found = [published.get(v, {}).get(f, {}) for v, f in zip(rows["variant"], rows["imbalance_factor"])]

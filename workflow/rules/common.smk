@@ -75,18 +75,48 @@ _check_package()
 from bagmar.data import REAL_DATASETS, long_tailed_counts  # noqa: E402
 from bagmar.evaluate import tau_grid  # noqa: E402
 from bagmar.fingerprint import code_fingerprint  # noqa: E402
-from bagmar.layout import Layout, Member  # noqa: E402
-from bagmar.recipe import FUSABLE, LOSS_SETTINGS, training_defaults  # noqa: E402
+from bagmar.image_lists import DATASETS as LIST_DATASETS, miniature_imbalance_factor  # noqa: E402
+from bagmar.layout import Layout, Member, imbalance_key  # noqa: E402
+from bagmar.recipe import FUSABLE, LOSS_SETTINGS, ImageListRecipe, training_defaults  # noqa: E402
 
 TRAINING_DEFAULTS = training_defaults()
 POST_HOC = ("pn", "logit_adjustment", "tau_norm")  # evaluations that sweep tau
+# training keys that only image-list trainings take (the schema's training definition lists both kinds)
+IMAGE_LIST_ONLY = {"protocol", "stage1", "lr", "sampler", "samples_per_class"}
 
 LAYOUT = Layout(config)  # every path and the group table (src/bagmar/layout.py)
 IMBALANCE_FACTORS = LAYOUT.imbalances
 SEEDS = LAYOUT.seeds
 TAUS = tau_grid(**config["tau_grid"])
 FUSION = config["fusion"]
-if config["dataset"]["name"] == "synthetic":
+# An image-list data set's split is its training list: one imbalance factor (largest over smallest class),
+# the literature's test split, and trainings of torchvision ResNets under image_list_recipe.
+IMAGE_LISTS = config["dataset"]["name"] in (*LIST_DATASETS, "miniature")
+if config["dataset"]["name"] == "miniature":
+    _miniature = config["dataset"]["miniature"]
+    NUM_CLASSES = _miniature["classes"]
+    LIST_SPLITS, TEST_SPLIT = ("train", "val", "test"), "test"
+    LIST_IMBALANCE = miniature_imbalance_factor(
+        _miniature["classes"],
+        _miniature["max_per_class"],
+        _miniature["imbalance_factor"],
+    )
+    TRAIN_IMAGES = sum(
+        long_tailed_counts(
+            _miniature["classes"],
+            _miniature["max_per_class"],
+            _miniature["imbalance_factor"],
+        )
+    )
+elif IMAGE_LISTS:
+    _facts = LIST_DATASETS[config["dataset"]["name"]]
+    NUM_CLASSES, LIST_SPLITS, TEST_SPLIT = (
+        _facts.classes,
+        tuple(_facts.splits),
+        _facts.test_split,
+    )
+    LIST_IMBALANCE, TRAIN_IMAGES = _facts.imbalance_factor, _facts.splits["train"].images
+elif config["dataset"]["name"] == "synthetic":
     NUM_CLASSES = config["dataset"]["synthetic"]["num_classes"]
     PER_CLASS = config["dataset"]["synthetic"]["train_per_class"]
 else:
@@ -135,7 +165,33 @@ def training_recipe(training, seed):
     settings = config["trainings"][training]
     loss = settings.get("loss", TRAINING_DEFAULTS["loss"])
     defaults = {key: TRAINING_DEFAULTS[key] for key in ("loss", *LOSS_SETTINGS[loss])}
-    return {**config["recipe"], **defaults, **settings, "seed": int(seed)}
+    shared = config["image_list_recipe"] if IMAGE_LISTS else config["recipe"]
+    return {**shared, **defaults, **settings, "seed": int(seed)}
+
+
+STAGE1_TRAINING = "training:"  # a stage1 naming another training of the run, not a file
+
+
+def stage1_model(member):
+    """The stage-1 weights file of a member's classifier re-training: another training's model at the same
+    imbalance factor and seed, or the file the config names; None for an end-to-end training."""
+    stage1 = config["trainings"][member["training"]].get(
+        "stage1", config.get("image_list_recipe", {}).get("stage1")
+    )
+    if stage1 is None or not stage1.startswith(STAGE1_TRAINING):
+        return stage1
+    return training_file(
+        "model",
+        stage1.removeprefix(STAGE1_TRAINING),
+        imbalance_key(member["imbalance_factor"]),
+        member["seed"],
+    )
+
+
+def stage1_inputs(wildcards):
+    """The stage-1 models that a group's classifier re-trainings read (trained by this run, or given)."""
+    found = [stage1_model(member) for member in LAYOUT.group_members(wildcards.group)]
+    return [path for path in found if path is not None]
 
 
 def each_training(kind):
@@ -163,10 +219,14 @@ def group_members(wildcards):
 
     A job param, so a change to any member's settings reruns the job (and no other).
     """
-    return [
+    members = [
         {**member, "recipe": training_recipe(member["training"], member["seed"])}
         for member in LAYOUT.group_members(wildcards.group)
     ]
+    for member in members:
+        if IMAGE_LISTS and (stage1 := stage1_model(member)) is not None:
+            member["recipe"]["stage1"] = stage1
+    return members
 
 
 def group_split(wildcards):
@@ -241,7 +301,7 @@ def _check_config():
     for name, training in config["trainings"].items():
         loss = training.get("loss", TRAINING_DEFAULTS["loss"])
         for key, value in training.items():
-            if key == "loss":
+            if isinstance(value, str):  # loss, protocol, sampler, stage1: the schema checked them
                 continue
             if not math.isfinite(value):
                 problems.append(
@@ -259,6 +319,32 @@ def _check_config():
                 f"variants.{name}: tau_norm rescales a linear classifier's weights; {variant['training']} "
                 "trains LDAM's cosine classifier, whose weights all have the same norm"
             )
+    problems += _image_list_problems() if IMAGE_LISTS else _cifar_problems()
+    if FUSION != "none":
+        for name, training in config["trainings"].items():
+            for key in sorted(training.keys() - set(FUSABLE)):
+                problems.append(
+                    f"trainings.{name}.{key}: fused trainings share every recipe setting but their loss and its "
+                    f"settings (fusion: {FUSION}); set recipe.{key} for all, or fusion: none"
+                )
+    if problems:
+        _refuse(problems)
+
+
+def _cifar_problems():
+    """The CIFAR recipe's cross-field rules (CIFAR-10/100 and the synthetic set)."""
+    problems = []
+    if "image_list_recipe" in config:
+        problems.append(
+            "image_list_recipe is for the image-list data sets (imagenet_lt, places_lt, inat2018, miniature); "
+            f"dataset {config['dataset']['name']} trains under recipe"
+        )
+    for name, training in config["trainings"].items():
+        for key in sorted(training.keys() & IMAGE_LIST_ONLY):
+            problems.append(
+                f"trainings.{name}.{key} is a setting of image-list trainings; {config['dataset']['name']} "
+                "trains ResNet-32 under recipe"
+            )
     smallest = min(
         sum(long_tailed_counts(NUM_CLASSES, PER_CLASS, f))
         for f in config["imbalance_factors"]
@@ -272,15 +358,57 @@ def _check_config():
         problems.append(
             f"recipe.warmup_epochs ({config['recipe']['warmup_epochs']}) exceeds recipe.epochs ({config['recipe']['epochs']})"
         )
+    return problems
+
+
+def _image_list_problems():
+    """An image-list run: one training per job, the list's own imbalance factor, stage-1 weights that exist."""
+    problems = []
+    name = config["dataset"]["name"]
+    if "recipe" in config:
+        problems.append(
+            f"recipe is the CIFAR recipe; dataset {name} trains under image_list_recipe (bagmar.recipe.ImageListRecipe)"
+        )
     if FUSION != "none":
-        for name, training in config["trainings"].items():
-            for key in sorted(training.keys() - set(FUSABLE)):
+        problems.append(
+            f"fusion: {FUSION}: image-list trainings run one network per job; set fusion: none"
+        )
+    if [float(f) for f in config["imbalance_factors"]] != [LIST_IMBALANCE]:
+        problems.append(
+            f"imbalance_factors: {name}'s split is its training list, whose largest class over its smallest is "
+            f"{LIST_IMBALANCE:g}; set imbalance_factors: [{LIST_IMBALANCE:g}]"
+        )
+    for training in config["trainings"]:
+        recipe = {**training_recipe(training, 0)}
+        where = f"trainings.{training}"
+        stage1 = recipe.get("stage1")
+        if recipe["protocol"] == "classifier_retraining" and stage1 is None:
+            problems.append(
+                f"{where}: protocol classifier_retraining needs stage1 (\"training:<name>\" or a weights file)"
+            )
+        if recipe["protocol"] == "end_to_end" and stage1 is not None:
+            problems.append(f"{where}.stage1 is set, but the training is end_to_end; set protocol: classifier_retraining")
+        if stage1 is not None and stage1.startswith(STAGE1_TRAINING):
+            source = stage1.removeprefix(STAGE1_TRAINING)
+            if source not in config["trainings"] or source == training:
                 problems.append(
-                    f"trainings.{name}.{key}: fused trainings share every recipe setting but their loss and its "
-                    f"settings (fusion: {FUSION}); set recipe.{key} for all, or fusion: none"
+                    f"{where}.stage1 = '{stage1}' names no other training (one of: {', '.join(config['trainings'])})"
                 )
-    if problems:
-        _refuse(problems)
+            elif training_recipe(source, 0)["protocol"] != "end_to_end":
+                problems.append(f"{where}.stage1 = '{stage1}' is not an end_to_end training")
+        elif stage1 is not None and not Path(stage1).is_file():
+            problems.append(
+                f"{where}.stage1 = '{stage1}': no such file; give the stage-1 weights' path, or \"training:<name>\""
+            )
+        if recipe["batch_size"] > TRAIN_IMAGES:
+            problems.append(
+                f"{where}: batch_size {recipe['batch_size']} is larger than the training list ({TRAIN_IMAGES} images)"
+            )
+        if recipe["resize_size"] < recipe["image_size"]:
+            problems.append(
+                f"{where}: resize_size {recipe['resize_size']} is smaller than image_size {recipe['image_size']}"
+            )
+    return problems
 
 
 _check_config()

@@ -1,27 +1,59 @@
 # Training: one job per training group (bagmar.layout: a single training with fusion: none, else all
 # trainings of one imbalance factor and seed, or of one imbalance factor, fused into one network by
 # bagmar.train.train_group). Each member's files are the same paths whatever the fusion.
+# Image-list data sets: one network per job (bagmar.image_train), the same files.
 
+if IMAGE_LISTS:
 
-rule train:
-    input:
-        images=result("data/images.npz"),
-        indices=group_split,
-    output:
-        **LAYOUT.group_outputs(),
-    log:
-        LAYOUT.group_log(),
-    benchmark:
-        LAYOUT.group_benchmark()
-    conda:
-        "../../envs/bagmar.yaml"
-    threads: config["threads"]["train"]
-    resources:
-        gpu=1,
-    params:
-        members=group_members,
-        checkpoints=lambda w: LAYOUT.group_checkpoints(w.group),
-        keep_matrix=lambda w: NUM_CLASSES <= config["statistics_matrix_max_classes"],
-        code=code("train.py"),
-    script:
-        "../../scripts/train.py"
+    # A classifier re-training (stage 2) whose stage1 is "training:<name>" takes that training's model at the
+    # same seed as an input, so the DAG trains it first.
+    rule train:
+        input:
+            train=result("data/lists/train.txt"),
+            test=result(f"data/lists/{TEST_SPLIT}.txt"),
+            provenance=result("data/provenance.json"),
+            stage1=stage1_inputs,
+        output:
+            **LAYOUT.group_outputs(),
+        log:
+            LAYOUT.group_log(),
+        benchmark:
+            LAYOUT.group_benchmark()
+        conda:
+            "../../envs/bagmar.yaml"
+        threads: config["threads"]["train"]
+        resources:
+            gpu=1,
+        params:
+            members=group_members,
+            classes=NUM_CLASSES,
+            checkpoints=lambda w: LAYOUT.group_checkpoints(w.group),
+            keep_matrix=NUM_CLASSES <= config["statistics_matrix_max_classes"],
+            code=code("train_image_list.py"),
+        script:
+            "../../scripts/train_image_list.py"
+
+else:
+
+    rule train:
+        input:
+            images=result("data/images.npz"),
+            indices=group_split,
+        output:
+            **LAYOUT.group_outputs(),
+        log:
+            LAYOUT.group_log(),
+        benchmark:
+            LAYOUT.group_benchmark()
+        conda:
+            "../../envs/bagmar.yaml"
+        threads: config["threads"]["train"]
+        resources:
+            gpu=1,
+        params:
+            members=group_members,
+            checkpoints=lambda w: LAYOUT.group_checkpoints(w.group),
+            keep_matrix=NUM_CLASSES <= config["statistics_matrix_max_classes"],
+            code=code("train.py"),
+        script:
+            "../../scripts/train.py"

@@ -111,7 +111,7 @@ def test_missing_images_are_counted_and_named_before_any_training(miniature, tmp
         (root / image).parent.mkdir(parents=True, exist_ok=True)
         (root / image).write_bytes(b"\xff\xd8")
     with pytest.raises(DataError, match=r"2 of the 7 images of .*train.txt are missing under .*images "
-                                        r"\(first: train/0/0.jpg, train/0/1.jpg\)"):
+                                        r"\(first: .*train.txt:1 train/0/0.jpg, .*train.txt:2 train/0/1.jpg\)"):
         require_images(image_list, root)
     for image in image_list.images[:2]:
         (root / image).write_bytes(b"\xff\xd8")

@@ -165,14 +165,14 @@ def verify_list(path: str | Path, dataset: str | DatasetFacts, split: str) -> Im
 
 
 def missing_images(image_list: ImageList, root: str | Path, show: int = 5) -> tuple[int, list[str]]:
-    """How many listed images are absent under ``root``, and the first ``show`` of them."""
+    """How many listed images are absent under ``root``, and the first ``show`` of them as '<list>:<line> <path>'."""
     root = Path(root)
-    missing = [image for image in image_list.images if not (root / image).is_file()]
-    return len(missing), missing[:show]
+    missing = [number for number, image in enumerate(image_list.images, start=1) if not (root / image).is_file()]
+    return len(missing), [f"{image_list.path}:{n} {image_list.images[n - 1]}" for n in missing[:show]]
 
 
 def require_images(image_list: ImageList, root: str | Path) -> None:
-    """Stop before any training when a listed image is absent, with the count and the first few."""
+    """Stop before any training when a listed image is absent, with the count and the first few (list and line)."""
     count, first = missing_images(image_list, root)
     if count:
         raise DataError(f"{count:,} of the {len(image_list.images):,} images of {image_list.path} are missing "
@@ -261,7 +261,9 @@ def prepare(facts: DatasetFacts, lists: str | Path, url: str | None, images: str
     each split and returns the provenance (what was checked, where from, the training counts)."""
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
-    provenance = {"title": facts.title, "location": str(images), "images_root": str(Path(images).resolve()),
+    # as given (relative to the working directory, where Snakemake runs every job): a moved or copied project
+    # keeps finding its images
+    provenance = {"title": facts.title, "location": str(images), "images_root": str(images),
                   "test_split": facts.test_split, "lists": {}}
     for split in facts.splits:
         found = fetch_list(facts.file(split), lists, url)

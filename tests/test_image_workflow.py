@@ -1,0 +1,167 @@
+"""Issue 15: the image-list data sets in the workflow.
+
+The miniature demo (config/miniature.yaml) runs the whole DAG (generated JPEGs and lists, verification, stage 1
+and a stage-2 classifier re-training, PN, tables, README section); a list with a missing image, an out-of-range
+label or a duplicated line stops the verification job, and a truncated JPEG stops training, each with one line
+naming the file and line; the ImageNet-LT, Places-LT and iNaturalist 2018 configs dry-run to their plans.
+"""
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from project import copy_project, edit_config, job_counts, planned_jobs, snakemake
+
+CONFIG = "config/miniature.yaml"
+
+
+@pytest.fixture(scope="module")
+def miniature_run(tmp_path_factory):
+    workdir = copy_project(tmp_path_factory.mktemp("miniature"))
+    run = snakemake(workdir, "--configfile", CONFIG)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return workdir
+
+
+def test_the_miniature_demo_runs_the_whole_dag_and_fills_the_readme(miniature_run):
+    results = miniature_run / "results" / "miniature"
+    provenance = json.loads((results / "data" / "provenance.json").read_text())
+    assert provenance["lists"].keys() == {"train", "val", "test"} and "every listed image was found" in provenance["note"]
+    counts = json.loads((results / "splits" / "imba50" / "class_counts.json").read_text())
+    assert (len(counts), max(counts), min(counts)) == (30, 150, 3)  # the config's miniature, IF 50
+
+    table = pd.read_csv(results / "tables" / "results.csv")
+    assert sorted(table["variant"]) == sorted(["ce", "ce_pn", "BaGMar", "BaGMar_pn", "BaGMar_crt", "BaGMar_crt_pn"])
+    assert set(table["imbalance_factor"]) == {50.0} and table["top1"].between(0, 100).all()
+    for variant in ("ce", "BaGMar_crt"):  # the table's cell is the per-model evaluation's final-epoch number
+        training = variant
+        sweep = pd.read_csv(results / "eval" / training / "imba50" / "seed0" / "tau_sweep.csv")
+        plain = sweep[(sweep["variant"] == variant) & (sweep["tau"] == 0)]
+        assert table.set_index("variant").loc[variant, "top1"] == pytest.approx(plain["top1"].iloc[0])
+    readme = (miniature_run / "README.md").read_text()
+    section = readme[readme.index("<!-- BEGIN results: miniature -->"):readme.index("<!-- END results: miniature -->")]
+    headline = table.set_index("variant").loc["BaGMar_pn"]
+    assert f"| 50 | {headline.top1:.1f} | {headline.test_best_top1:.1f} (τ={headline.test_best_tau:g}) |" in section
+    for stage in ("train", "evaluate"):
+        assert len(list((results / "logs" / stage).rglob("*.log"))) == 4
+        assert len(list((results / "benchmarks" / stage).rglob("*.tsv"))) == 4
+    assert planned_jobs(miniature_run, "--configfile", CONFIG) == {}  # finished: nothing to redo
+
+
+def test_the_stage2_training_kept_its_stage1_feature_model_bit_for_bit(miniature_run):
+    train = miniature_run / "results" / "miniature" / "train"
+    stage1 = torch.load(train / "ce" / "imba50" / "seed0" / "model.pt", weights_only=True)
+    stage2 = torch.load(train / "BaGMar_crt" / "imba50" / "seed0" / "model.pt", weights_only=True)
+    assert stage1.keys() == stage2.keys()
+    assert all(torch.equal(stage1[k], stage2[k]) for k in stage1 if not k.startswith("fc."))
+    assert not torch.equal(stage1["fc.weight"], stage2["fc.weight"])
+    with np.load(train / "BaGMar_crt" / "imba50" / "seed0" / "statistics.npz") as stats:
+        assert stats["theta"].shape == (30,) and stats["F"].shape == (30, 30)  # 30 classes: F is kept
+
+
+@pytest.fixture
+def broken(miniature_run, tmp_path):
+    """A copy of the finished run whose data a test breaks (shutil.copytree keeps the time stamps)."""
+    return shutil.copytree(miniature_run, tmp_path / "run", symlinks=True)
+
+
+def one_error_line(run) -> str:
+    assert run.returncode != 0, run.stdout + run.stderr
+    lines = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error: ")]
+    assert len(lines) == 1, run.stdout + run.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("missing", r"Error: 1 of the 1,\d+ images of .*Mini_LT_train.txt are missing under .* \(first: "
+                r".*Mini_LT_train.txt:\d+ train/class_004/00002.jpg\)"),
+    ("label", r"Error: .*Mini_LT_train.txt:7: label 30 is outside 0\.\.29 \(train/class_000/00006.jpg\)"),
+    ("duplicate", r"Error: .*Mini_LT_train.txt:8: train/class_000/00000.jpg is listed twice \(first on line 1\)"),
+])
+def test_a_broken_list_stops_the_verification_job_with_one_line(broken, problem, message):
+    listed = broken / "results" / "miniature" / "data" / "miniature" / "Mini_LT_train.txt"
+    lines = listed.read_text().splitlines(keepends=True)
+    if problem == "missing":
+        (listed.parent / "train" / "class_004" / "00002.jpg").unlink()
+    elif problem == "label":
+        lines[6] = lines[6].rsplit(" ", 1)[0] + " 30\n"
+    else:
+        lines[7] = lines[0]
+    listed.write_text("".join(lines))
+    # the generator recorded the list's sha256: the list problems are checked before the digest, which names no line
+    facts = json.loads((listed.parent / "facts.json").read_text())
+    facts["splits"]["train"]["sha256"] = None
+    (listed.parent / "facts.json").write_text(json.dumps(facts))
+    run = snakemake(broken, "--configfile", CONFIG, "--forcerun", "miniature_lists")
+    assert re.match(message, one_error_line(run)), one_error_line(run)
+
+
+def test_a_truncated_jpeg_stops_training_with_its_list_line_and_path(broken):
+    results = broken / "results" / "miniature"
+    victim = results / "data" / "miniature" / "train" / "class_001" / "00003.jpg"
+    victim.write_bytes(victim.read_bytes()[:200])
+    model = results / "train" / "ce" / "imba50" / "seed0" / "model.pt"
+    shutil.rmtree(results / "checkpoints" / "train" / "ce" / "imba50" / "seed0")  # else it resumes, reading no image
+    run = snakemake(broken, "--configfile", CONFIG, "--forcerun", "train", "--", str(model.relative_to(broken)))
+    line = one_error_line(run)
+    assert re.fullmatch(r"Error: results/miniature/data/lists/train.txt:\d+: \S+/class_001/00003.jpg cannot be decoded "
+                        r"\(200 bytes; .*\); the file is truncated or corrupt: fetch it again", line), line
+    number = int(re.search(r"train.txt:(\d+):", line).group(1))
+    listed = (results / "data" / "lists" / "train.txt").read_text().splitlines()[number - 1]
+    assert listed.startswith("train/class_001/00003.jpg ")
+
+
+LARGE = {  # config -> (lists rule, trainings, stage-2 trainings and the stage-1 model each reads)
+    "imagenet_lt": ("imagenet_lt_lists", 3, {"ce_crt": "train/ce/imba256/seed0/model.pt",
+                                             "BaGMar": "train/ce/imba256/seed0/model.pt"}),
+    "places_lt": ("places_lt_lists", 2, {}),
+    "inat2018": ("inat2018_lists", 3, {"ce_crt": "train/ce/imba500/seed0/model.pt",
+                                       "BaGMar": "train/ce/imba500/seed0/model.pt"}),
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    workdir = copy_project(tmp_path_factory.mktemp("large"))
+    stage1 = workdir / "data" / "Places_LT" / "resnet152_stage1.pth"  # the user's file; a dry run reads nothing
+    stage1.parent.mkdir(parents=True)
+    stage1.touch()
+    return workdir
+
+
+@pytest.mark.parametrize("name", sorted(LARGE))
+def test_the_large_benchmarks_configs_dry_run_to_their_plans(project, name):
+    lists_rule, trainings, stage2 = LARGE[name]
+    config = f"config/{name}.yaml"
+    run = snakemake(project, "-n", "--configfile", config)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert job_counts(run.stdout + run.stderr) == {
+        lists_rule: 1, "train": trainings, "evaluate": trainings, "aggregate": 1, "plots": 1, "render": 1, "all": 1}
+    for training, stage1 in stage2.items():  # a stage-2 job reads the stage-1 model that this run trains
+        job = re.search(rf"rule train:\n    input: ([^\n]*)\n    output: [^\n]*train/{training}/", run.stdout)
+        assert job and f"results/{name}/{stage1}" in job.group(1), run.stdout
+
+
+def test_a_places_lt_run_without_its_stage1_weights_is_refused_before_any_job(tmp_path):
+    workdir = copy_project(tmp_path / "p")
+    run = snakemake(workdir, "-n", "--configfile", "config/places_lt.yaml")
+    assert run.returncode != 0
+    assert ("trainings.BaGMar.stage1 = 'data/Places_LT/resnet152_stage1.pth': no such file; give the stage-1 "
+            "weights' path, or \"training:<name>\"") in run.stderr
+
+
+def test_image_list_runs_refuse_fusion_another_imbalance_factor_and_a_stage1_that_is_not_a_training(tmp_path):
+    workdir = copy_project(tmp_path / "p")
+    edit_config(workdir / CONFIG, lambda c: (c.update(fusion="trainings", imbalance_factors=[100]),
+                                            c["trainings"]["BaGMar_crt"].update(stage1="training:nope")))
+    run = snakemake(workdir, "-n", "--configfile", CONFIG)
+    assert run.returncode != 0
+    for expected in ("fusion: trainings: image-list trainings run one network per job; set fusion: none",
+                     "imbalance_factors: miniature's split is its training list, whose largest class over its "
+                     "smallest is 50; set imbalance_factors: [50]",
+                     "trainings.BaGMar_crt.stage1 = 'training:nope' names no other training"):
+        assert expected in run.stderr, run.stderr

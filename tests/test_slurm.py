@@ -117,8 +117,8 @@ def demo(cluster, request, tmp_path_factory):
     """The demo through SLURM at DEMO_IMBALANCE_FACTOR, its training cancelled once part-way; and the local
     demo (the README's command) as reference.
 
-    The local demo is run once per session (tests/conftest.py); when this module is the first to need it, it runs
-    while the SLURM run waits for its jobs, to save wall time.
+    The local demo and the session's other shared runs (tests/conftest.py, which puts this module first) run while
+    the SLURM run waits for its jobs, which it mostly does: that saves their wall time.
     """
     workdir = slurm_project(tmp_path_factory.mktemp("slurm"))
     edit_config(workdir / "config" / "demo.yaml", lambda c: c.update(imbalance_factors=[DEMO_IMBALANCE_FACTOR]))
@@ -130,6 +130,8 @@ def demo(cluster, request, tmp_path_factory):
     canceller.start()
     try:
         local = request.getfixturevalue("demo_run")
+        for shared in ("miniature_run", "seeds_run"):  # needed later by other modules; meanwhile SLURM waits
+            request.getfixturevalue(shared)
         process.wait(timeout=900)
     finally:
         if process.poll() is None:

@@ -89,10 +89,7 @@ def train(
 
 
 def train_group(
-    train_images: np.ndarray,
-    train_labels: np.ndarray,
-    test_images: np.ndarray,
-    test_labels: np.ndarray,
+    train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray, test_labels: np.ndarray,
     num_classes: int,
     recipes: list[Recipe],
     device: str = "cpu",

@@ -75,9 +75,17 @@ _check_package()
 from bagmar.data import REAL_DATASETS, long_tailed_counts  # noqa: E402
 from bagmar.evaluate import tau_grid  # noqa: E402
 from bagmar.fingerprint import code_fingerprint  # noqa: E402
-from bagmar.image_lists import DATASETS as LIST_DATASETS, miniature_imbalance_factor  # noqa: E402
+from bagmar.image_lists import (
+    DATASETS as LIST_DATASETS,
+    miniature_imbalance_factor,
+)  # noqa: E402
 from bagmar.layout import Layout, Member, imbalance_key  # noqa: E402
-from bagmar.recipe import FUSABLE, LOSS_SETTINGS, ImageListRecipe, training_defaults  # noqa: E402
+from bagmar.recipe import (
+    FUSABLE,
+    LOSS_SETTINGS,
+    ImageListRecipe,
+    training_defaults,
+)  # noqa: E402
 
 TRAINING_DEFAULTS = training_defaults()
 POST_HOC = ("pn", "logit_adjustment", "tau_norm")  # evaluations that sweep tau
@@ -115,7 +123,10 @@ elif IMAGE_LISTS:
         tuple(_facts.splits),
         _facts.test_split,
     )
-    LIST_IMBALANCE, TRAIN_IMAGES = _facts.imbalance_factor, _facts.splits["train"].images
+    LIST_IMBALANCE, TRAIN_IMAGES = (
+        _facts.imbalance_factor,
+        _facts.splits["train"].images,
+    )
 elif config["dataset"]["name"] == "synthetic":
     NUM_CLASSES = config["dataset"]["synthetic"]["num_classes"]
     PER_CLASS = config["dataset"]["synthetic"]["train_per_class"]
@@ -174,7 +185,8 @@ STAGE1_TRAINING = "training:"  # a stage1 naming another training of the run, no
 
 def stage1_model(member):
     """The stage-1 weights file of a member's classifier re-training: another training's model at the same
-    imbalance factor and seed, or the file the config names; None for an end-to-end training."""
+    imbalance factor and seed, or the file the config names; None for an end-to-end training.
+    """
     stage1 = config["trainings"][member["training"]].get(
         "stage1", config.get("image_list_recipe", {}).get("stage1")
     )
@@ -301,7 +313,9 @@ def _check_config():
     for name, training in config["trainings"].items():
         loss = training.get("loss", TRAINING_DEFAULTS["loss"])
         for key, value in training.items():
-            if isinstance(value, str):  # loss, protocol, sampler, stage1: the schema checked them
+            if isinstance(
+                value, str
+            ):  # loss, protocol, sampler, stage1: the schema checked them
                 continue
             if not math.isfinite(value):
                 problems.append(
@@ -384,10 +398,12 @@ def _image_list_problems():
         stage1 = recipe.get("stage1")
         if recipe["protocol"] == "classifier_retraining" and stage1 is None:
             problems.append(
-                f"{where}: protocol classifier_retraining needs stage1 (\"training:<name>\" or a weights file)"
+                f'{where}: protocol classifier_retraining needs stage1 ("training:<name>" or a weights file)'
             )
         if recipe["protocol"] == "end_to_end" and stage1 is not None:
-            problems.append(f"{where}.stage1 is set, but the training is end_to_end; set protocol: classifier_retraining")
+            problems.append(
+                f"{where}.stage1 is set, but the training is end_to_end; set protocol: classifier_retraining"
+            )
         if stage1 is not None and stage1.startswith(STAGE1_TRAINING):
             source = stage1.removeprefix(STAGE1_TRAINING)
             if source not in config["trainings"] or source == training:
@@ -395,7 +411,9 @@ def _image_list_problems():
                     f"{where}.stage1 = '{stage1}' names no other training (one of: {', '.join(config['trainings'])})"
                 )
             elif training_recipe(source, 0)["protocol"] != "end_to_end":
-                problems.append(f"{where}.stage1 = '{stage1}' is not an end_to_end training")
+                problems.append(
+                    f"{where}.stage1 = '{stage1}' is not an end_to_end training"
+                )
         elif stage1 is not None and not Path(stage1).is_file():
             problems.append(
                 f"{where}.stage1 = '{stage1}': no such file; give the stage-1 weights' path, or \"training:<name>\""

@@ -3,6 +3,8 @@
 Used by tests/test_resume.py: the kill points are injected here, from outside the package, by
 wrapping the functions the trainer calls — the trainer itself has no test hooks.
 usage: python resume_worker.py CHECKPOINT_DIR OUT_FILE [step:EPOCH:STEP | checkpoint:EPOCH | evaluate:EPOCH]
+       python resume_worker.py --image-list ROOT CHECKPOINT_DIR OUT_FILE [POINT]
+(--image-list: a training on the miniature image-list data set under ROOT, bagmar.image_train.)
 """
 
 import os
@@ -13,6 +15,7 @@ import torch
 
 import bagmar.checkpoint
 import bagmar.engine
+import bagmar.image_train
 import bagmar.train
 from bagmar.data import make_synthetic
 from bagmar.train import Recipe, train
@@ -51,25 +54,52 @@ def arm(point: str) -> None:
 
         bagmar.checkpoint.torch.save = killing_save
     elif kind == "evaluate":  # during EPOCH's test-set evaluation
-        calls, predict = [0], bagmar.train.predict_logits
+        for module, name in ((bagmar.train, "predict_logits"), (bagmar.image_train, "predict")):
+            calls, predict = [0], getattr(module, name)
 
-        def killing_predict(*args, **kwargs):
-            calls[0] += 1
-            if calls[0] == epoch:
-                die()
-            return predict(*args, **kwargs)
+            def killing_predict(*args, _calls=calls, _predict=predict, **kwargs):
+                _calls[0] += 1
+                if _calls[0] == epoch:
+                    die()
+                return _predict(*args, **kwargs)
 
-        bagmar.train.predict_logits = killing_predict
+            setattr(module, name, killing_predict)
 
 
-def main(checkpoint_dir: str, out: str, point: str | None = None) -> None:
+IMAGE_LIST_CLASSES = 10  # tests/test_image_train.py's miniature: 10 classes, 40 .. 4 images, batch 32: 5 steps
+
+
+def image_list_training(root: str, checkpoint_dir: str):
+    from bagmar.image_lists import read_list
+    from bagmar.recipe import ImageListRecipe
+
+    train_list = read_list(f"{root}/Mini_LT_train.txt", IMAGE_LIST_CLASSES)
+    test_list = read_list(f"{root}/Mini_LT_test.txt", IMAGE_LIST_CLASSES)
+    recipe = ImageListRecipe("resnet10", 3, 32, 0.1, 5e-4, width=8, image_size=24, resize_size=28, lambda1=1.2,
+                             lambda2=0.9, seed=3)
+    return bagmar.image_train.train_image_list(root, train_list, test_list, IMAGE_LIST_CLASSES, recipe,
+                                               checkpoint_dir=checkpoint_dir, name="worker")
+
+
+def main(*args: str) -> None:
     torch.set_num_threads(1)
+    root = None
+    if args[0] == "--image-list":
+        root, *args = args[1:]
+    checkpoint_dir, out, point = (*args, None)[:3]
+    if root:
+        global STEPS
+        STEPS = 4  # 159 images, batch 32
     if point:
         arm(point)
-    images = make_synthetic(4, 20, 5, 8, seed=0)
-    recipe = Recipe(epochs=EPOCHS, batch_size=16, width=2, padding=1, cutout_size=4, lambda1=1.2, lambda2=0.9, seed=3)
-    result = train(images.train_images, images.train_labels, images.test_images, images.test_labels, 4, recipe,
-                   checkpoint_dir=checkpoint_dir, name="worker")
+    if root:
+        result = image_list_training(root, checkpoint_dir)
+    else:
+        images = make_synthetic(4, 20, 5, 8, seed=0)
+        recipe = Recipe(epochs=EPOCHS, batch_size=16, width=2, padding=1, cutout_size=4, lambda1=1.2, lambda2=0.9,
+                        seed=3)
+        result = train(images.train_images, images.train_labels, images.test_images, images.test_labels, 4, recipe,
+                       checkpoint_dir=checkpoint_dir, name="worker")
     torch.save({"model": result.model.state_dict(), "logits": torch.from_numpy(result.test_logits),
                 "theta": result.stats.theta, "metrics": [{k: v for k, v in row.items() if k not in ("seconds", "eval_seconds")}
                                                          for row in result.metrics]}, out)

@@ -6,6 +6,9 @@ workers); a truncated JPEG stops training with its list, line and path.
 """
 
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,6 +62,31 @@ def test_a_stopped_training_resumes_to_the_uninterrupted_weights_bit_for_bit(min
     assert [row["train_loss"] for row in whole.metrics] == [row["train_loss"] for row in resumed.metrics]
     other_seed = train_image_list(root, train, test, CLASSES, recipe(seed=4), progress=quiet, stop_after_epoch=1)
     assert not torch.equal(other_seed.model.fc.weight, first.model.fc.weight)  # the comparison can fail
+
+
+def test_sigkill_mid_epoch_then_rerun_is_bit_identical(miniature, tmp_path):
+    """As for CIFAR (tests/test_resume.py, whose worker runs this training too): killed in epoch 2's third step,
+    the rerun resumes after epoch 1 and ends with the uninterrupted weights, statistics, logits and metrics."""
+    root = miniature[0]
+    worker = Path(__file__).with_name("resume_worker.py")
+
+    def run(name, *point):
+        out = tmp_path / f"{name}.pt"
+        done = subprocess.run([sys.executable, str(worker), "--image-list", str(root), str(tmp_path / name), str(out),
+                               *point], capture_output=True, text=True, timeout=300)
+        return done, out
+
+    whole, whole_out = run("whole")
+    assert whole.returncode == 0, whole.stderr
+    killed, killed_out = run("killed", "step:2:3")
+    assert killed.returncode == -9 and not killed_out.exists()
+    resumed, resumed_out = run("killed")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming worker after epoch 1 " in resumed.stdout
+    expected, result = torch.load(whole_out, weights_only=True), torch.load(resumed_out, weights_only=True)
+    assert states_equal(expected["model"], result["model"])
+    assert torch.equal(expected["logits"], result["logits"]) and torch.equal(expected["theta"], result["theta"])
+    assert expected["metrics"] == result["metrics"]
 
 
 def test_stage2_trains_the_classifier_only_on_a_stage1_model_that_round_trips(miniature, tmp_path):

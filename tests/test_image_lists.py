@@ -139,3 +139,22 @@ def test_a_miniature_in_the_benchmarks_layout_verifies_like_the_real_lists(tmp_p
                                         val_per_class=2, test_per_class=3, image_size=16)
     assert again == facts  # the same lists, byte for byte
     assert (tmp_path / "b" / train.images[-1]).read_bytes() == (tmp_path / "a" / train.images[-1]).read_bytes()
+
+
+def test_a_list_absent_locally_is_downloaded_whole_else_the_error_names_file_folder_and_fix(tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "Places_LT_val.txt").write_text("val/a/1.jpg 0\n")
+    lists = tmp_path / "lists"
+    fetched = image_lists.fetch_list("Places_LT_val.txt", lists, f"{mirror.as_uri()}/{{file}}")
+    assert fetched == lists / "Places_LT_val.txt" and fetched.read_text() == "val/a/1.jpg 0\n"
+    assert not list(lists.glob(".*"))  # no partial file left
+    (mirror / "Places_LT_val.txt").write_text("changed 1\n")
+    assert image_lists.fetch_list("Places_LT_val.txt", lists, f"{mirror.as_uri()}/{{file}}").read_text() == \
+        "val/a/1.jpg 0\n"  # a local copy is used first
+    with pytest.raises(DataError, match=r"Places_LT_test.txt is not in .*lists and no dataset.image_list.url is set"):
+        image_lists.fetch_list("Places_LT_test.txt", lists, None)
+    with pytest.raises(DataError, match=r"Places_LT_test.txt: download from file://.*mirror/Places_LT_test.txt failed "
+                                        r"\(.*\); copy the list into .*lists instead"):
+        image_lists.fetch_list("Places_LT_test.txt", lists, f"{mirror.as_uri()}/{{file}}")
+    assert not list(lists.glob(".*"))

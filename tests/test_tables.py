@@ -162,6 +162,42 @@ def test_the_paper_configs_published_figures_render_with_numbered_sources():
     assert by_variant["BaGMar"][0]["published"] == "–"  # no source given: no number
 
 
+@pytest.mark.parametrize("name", ["places_lt", "inat2018", "imagenet_lt"])
+def test_the_large_benchmarks_paper_figures_render_beside_ours(name):
+    """Issue 15: their configs give the paper's PN figure at its tuned tau (no tau = 1 figure) and the BaGMar loss's
+    figure without PN; both render beside ours, and the missing one shows as n/a, never as a number."""
+    import yaml
+    config = yaml.safe_load((Path(__file__).parents[1] / "config" / f"{name}.yaml").read_text())
+    (factor,) = config["imbalance_factors"]
+    paper = config["report"]["paper"]
+    rows = [dict(variant=v, imbalance_factor=float(factor), evaluation=spec["evaluation"], top1=40.0, top1_std=np.nan,
+                 n_seeds=1, test_best_top1=41.0, test_best_top1_std=np.nan, test_best_tau=1.2)
+            for v, spec in config["variants"].items()]
+    table = pd.DataFrame(rows)
+    comparison = paper_comparison(table, "BaGMar_pn", paper)
+    losses = {t: spec.get("loss", "bagmar") for t, spec in config["trainings"].items()}
+    methods = methods_table(table, config["variants"], losses, config["report"]["published"], "BaGMar_pn", paper)
+    _, method_rows, sources = methods_rows(methods)
+    finetuned, tau = paper[factor]["finetuned"], paper[factor]["tau"]
+    text = render_template_section(table, comparison, methods)
+    assert f"| {factor} | 40.0 | n/a | – | 41.0 (τ=1.2) | {finetuned} (τ={tau:g}) | {41.0 - finetuned:.1f} |" in text
+    by_variant = {row["variant"]: row["cells"] for row in method_rows}
+    entry = config["report"]["published"]["BaGMar"][factor]
+    number = next(s["number"] for s in sources if s["source"] == " ".join(entry["source"].split()))
+    assert by_variant["BaGMar"][0]["published"] == f"{entry['top1']:g} [{number}]"
+    assert by_variant["BaGMar_pn"][0]["published"] == "–"
+
+
+def render_template_section(table, comparison, methods):
+    factors = sorted(set(table["imbalance_factor"]))
+    links = {f: [{"seed": 0, "log": "l.log", "model": "m.pt"}] for f in factors}
+    full = table.assign(**{c: np.nan for c in ("many", "medium", "few", "best_epoch_top1", "label_free_top1")},
+                        many_std=np.nan, medium_std=np.nan, few_std=np.nan, best_epoch=1, best_epoch_top1_std=np.nan,
+                        label_free_tau=1.0, label_free_top1_std=np.nan)
+    return render_results(full, comparison, methods, TEMPLATE, run_name="t", dataset="d", headline_variant="BaGMar_pn",
+                          variants=list(table["variant"]), links=links)
+
+
 def test_readme_changes_only_between_its_markers(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- BEGIN results: a -->\nold\n<!-- END results: a -->\noutro\n")

@@ -20,6 +20,7 @@ that fixed order (torchvision draws a random order per image), on the device.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import warnings
 from pathlib import Path
@@ -196,9 +197,14 @@ def prepare(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...
         x = ((x - gray.mean((-3, -2, -1), keepdim=True)) * c + gray.mean((-3, -2, -1), keepdim=True)).clamp_(0, 1)
         gray = _grayscale(x)
         x = ((x - gray) * s + gray).clamp_(0, 1)
-    mean_t = torch.tensor(mean, device=x.device)[:, None, None]
-    std_t = torch.tensor(std, device=x.device)[:, None, None]
+    mean_t, std_t = _normaliser(tuple(mean), tuple(std), x.device)
     return (x - mean_t) / std_t
+
+
+@functools.lru_cache(maxsize=8)
+def _normaliser(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device):
+    """Mean and std as (3, 1, 1) device tensors, made once: a copy to the GPU every step would wait for it."""
+    return (torch.tensor(mean, device=device)[:, None, None], torch.tensor(std, device=device)[:, None, None])
 
 
 def _grayscale(x: torch.Tensor) -> torch.Tensor:

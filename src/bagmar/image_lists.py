@@ -243,14 +243,18 @@ def fetch_list(file: str, lists: str | Path, url: str | None) -> Path:
 
     source = url.format(file=file)
     local.parent.mkdir(parents=True, exist_ok=True)
+    part = None
     try:
-        with urllib.request.urlopen(source, timeout=60) as response, \
-                tempfile.NamedTemporaryFile(dir=local.parent, prefix=f".{file}.", delete=False) as part:
-            shutil.copyfileobj(response, part)
+        with urllib.request.urlopen(source, timeout=60) as response:
+            with tempfile.NamedTemporaryFile(dir=local.parent, prefix=f".{file}.", delete=False) as handle:
+                part = Path(handle.name)
+                shutil.copyfileobj(response, handle)
     except OSError as error:
+        if part is not None:  # a download cut short leaves nothing behind
+            part.unlink(missing_ok=True)
         raise DataError(f"{file}: download from {source} failed ({error}); copy the list into {lists} instead, "
                         "or fix dataset.image_list.url") from None
-    Path(part.name).replace(local)
+    part.replace(local)
     return local
 
 

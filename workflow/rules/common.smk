@@ -187,9 +187,7 @@ def stage1_model(member):
     """The stage-1 weights file of a member's classifier re-training: another training's model at the same
     imbalance factor and seed, or the file the config names; None for an end-to-end training.
     """
-    stage1 = config["trainings"][member["training"]].get(
-        "stage1", config.get("image_list_recipe", {}).get("stage1")
-    )
+    stage1 = config["trainings"][member["training"]].get("stage1")
     if stage1 is None or not stage1.startswith(STAGE1_TRAINING):
         return stage1
     return training_file(

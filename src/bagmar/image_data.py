@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
+from .distributed import World, rank_positions
 from .image_lists import ImageList
 from .io import DataError
 
@@ -158,24 +159,24 @@ def epoch_order(labels: np.ndarray, classes: int, seed: int, epoch: int, sampler
 
 
 class _EpochBatches:
-    """The batch sampler of one epoch: lists of (index, epoch, position) from step ``first_step`` on."""
+    """The batch sampler of one epoch: lists of (index, epoch, position), this rank's share of each global batch."""
 
-    def __init__(self, order: np.ndarray, epoch: int, batch_size: int, steps: int, first_step: int = 0):
-        self.order, self.epoch, self.batch_size, self.steps, self.first_step = order, epoch, batch_size, steps, first_step
+    def __init__(self, order: np.ndarray, epoch: int, batch_size: int, steps: int, world: World):
+        self.order, self.epoch, self.batch_size, self.steps, self.world = order, epoch, batch_size, steps, world
 
     def __len__(self) -> int:
-        return self.steps - self.first_step
+        return self.steps
 
     def __iter__(self):
-        for step in range(self.first_step, self.steps):
-            positions = range(step * self.batch_size, (step + 1) * self.batch_size)
-            yield [(int(self.order[p]), self.epoch, p) for p in positions]
+        for step in range(self.steps):
+            yield [(int(self.order[p]), self.epoch, p) for p in rank_positions(step, self.batch_size, self.world)]
 
 
 def train_loader(images: TrainImages, order: np.ndarray, epoch: int, batch_size: int, workers: int,
-                 device: torch.device | str) -> DataLoader:
-    """The epoch's batches (the last incomplete one dropped), decoded by ``workers`` processes ahead of the step."""
-    return DataLoader(images, batch_sampler=_EpochBatches(order, epoch, batch_size, len(order) // batch_size),
+                 device: torch.device | str, world: World = World()) -> DataLoader:
+    """The epoch's batches (the last incomplete one dropped), decoded by ``workers`` processes ahead of the step;
+    in a data-parallel training, this rank's B / N images of each (bagmar.distributed.rank_positions)."""
+    return DataLoader(images, batch_sampler=_EpochBatches(order, epoch, batch_size, len(order) // batch_size, world),
                       num_workers=workers, pin_memory=torch.device(device).type == "cuda",
                       persistent_workers=False, prefetch_factor=4 if workers else None)
 

@@ -21,8 +21,11 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from . import backbones, checkpoint
+
+from .distributed import GlobalStatistics, World
 from .engine import SGD, LossTerms, StackedStatistics, train_step
 from .image_data import TestImages, TrainImages, epoch_order, prepare, test_loader, train_loader
 from .image_lists import ImageList
@@ -67,27 +70,34 @@ def train_image_list(
     workers: int = 0,
     keep_matrix: bool | None = None,
     stop_after_epoch: int | None = None,
-) -> TrainResult:
+    world: World = World(),
+) -> TrainResult | None:
     """Train one network on ``train_list``'s images under ``root``; test after every epoch on ``test_list``.
 
     ``workers``: JPEG-decoding processes (the numbers do not depend on it); ``checkpoint_dir``: save every epoch
-    and resume from the newest intact checkpoint; ``stop_after_epoch``: the first epochs of the schedule only.
+    and resume from the newest intact checkpoint; ``stop_after_epoch``: the first epochs of the schedule only;
+    ``world``: this process's rank in a data-parallel training (bagmar.distributed; every rank calls this, each
+    trains on its share of every global batch, and rank 0 tests, writes the checkpoints and returns the result,
+    the others None).
     """
     labels = train_list.labels
     if len(labels) < recipe.batch_size:
         raise RecipeError(f"batch_size {recipe.batch_size} is larger than the training list ({len(labels)} images)")
     steps = len(labels) // recipe.batch_size  # the last incomplete batch is dropped
+    device = world.device(device)
     network, trainable = build_network(recipe, num_classes)
     network.to(device)
-    model = _Stacked(network)
+    model = _Stacked(DistributedDataParallel(network, device_ids=[world.local_rank] if "cuda" in device else None)
+                     if world.distributed else network)
     optimizer = SGD(trainable, recipe.momentum, recipe.weight_decay, device)
-    stats = StackedStatistics(num_classes, device, members=1, keep_matrix=keep_matrix)
+    stats = (GlobalStatistics(num_classes, device, world, keep_matrix=keep_matrix) if world.distributed
+             else StackedStatistics(num_classes, device, members=1, keep_matrix=keep_matrix))
     terms = LossTerms([recipe], np.bincount(labels, minlength=num_classes), device)
     train_images = TrainImages(root, train_list, recipe.seed, recipe.image_size, recipe.color_jitter)
     test_images = TestImages(root, test_list, recipe.image_size, recipe.resize_size)
     y_test = torch.as_tensor(test_list.labels, device=device)
     history = _History(1)
-    saved = _Checkpoints(checkpoint_dir, recipe, train_list, test_list, stats.keeps_matrix, device)
+    saved = _Checkpoints(checkpoint_dir, recipe, train_list, test_list, stats.keeps_matrix, device, world)
     first_epoch = saved.restore(network, optimizer, stats, history, lambda epoch: progress(
         f"resuming {name} after epoch {epoch} from {checkpoint_dir}"))
     report = _Progress(progress, [name], recipe.epochs, steps)
@@ -105,7 +115,7 @@ def train_image_list(
         first_bad.fill_(-1)
         order = epoch_order(labels, num_classes, recipe.seed, epoch, recipe.sampler, recipe.samples_per_class)
         for step, (images, y, jitter) in enumerate(train_loader(train_images, order, epoch, recipe.batch_size,
-                                                                 workers, device)):
+                                                                 workers, device, world)):
             x = prepare(images.to(device, non_blocking=True), recipe.mean, recipe.std,
                         jitter.to(device) if recipe.color_jitter else None)
             y = y.to(device, non_blocking=True)
@@ -116,17 +126,26 @@ def train_image_list(
             finite = torch.isfinite(loss).all() & torch.isfinite(logits).all()  # read once an epoch, not per step
             first_bad.copy_(torch.where(finite | (first_bad >= 0), first_bad, step_index))
             report.step(epoch, step)
-        if (bad := int(first_bad)) >= 0:
+        # every rank stops if any rank saw a non-finite value (one host read an epoch); metrics of the global batch
+        bad = int(first_bad)
+        if int(world.all_reduce(torch.tensor([int(bad >= 0)], device=device))[0]):
             settings = ", ".join(f"{key}={getattr(recipe, key)}" for key in LOSS_SETTINGS[recipe.loss])
-            raise NonFiniteError(f"{name}: non-finite loss or logits in epoch {epoch}, step {bad} of {steps} "
+            where = f"step {bad} of {steps}" if bad >= 0 else f"a step of another rank than {world.rank}"
+            raise NonFiniteError(f"{name}: non-finite loss or logits in epoch {epoch}, {where} "
                                  f"({recipe.loss}: {settings}, lr={lr:.4g}); nothing was saved for this training. "
                                  "Lower the learning rate or check the input data.")
-        evaluated = time.perf_counter()
-        test_logits = predict(network, test_images, recipe, workers, device)[None]
-        history.add(epoch, lr, loss_sum, correct, tuple(t[None] for t in network.classifier_terms()), test_logits,
-                    y_test, steps, recipe.batch_size, started, evaluated)
-        saved.save(epoch, network, optimizer, stats, history)
-        report.epoch(epoch, history)
+        world.all_reduce(correct)
+        world.all_reduce(loss_sum).div_(world.size)  # the mean over ranks of their batch means
+        if world.leader:  # the others wait at the barrier: one test pass, one writer
+            evaluated = time.perf_counter()
+            test_logits = predict(network, test_images, recipe, workers, device)[None]
+            history.add(epoch, lr, loss_sum, correct, tuple(t[None] for t in network.classifier_terms()), test_logits,
+                        y_test, steps, recipe.batch_size, started, evaluated)
+            saved.save(epoch, network, optimizer, stats, history)
+            report.epoch(epoch, history)
+        world.barrier()
+    if not world.leader:
+        return None
     if test_logits is None:  # every epoch was in the checkpoint: only the test logits are missing
         test_logits = predict(network, test_images, recipe, workers, device)[None]
     single = GradientStatistics(num_classes, device, keep_matrix=stats.keeps_matrix)
@@ -162,8 +181,8 @@ class _Checkpoints:
     """Per-epoch checkpoints of one image-list training (checkpoint.py), or none without a directory."""
 
     def __init__(self, directory, recipe: ImageListRecipe, train_list: ImageList, test_list: ImageList,
-                 keep_matrix: bool, device):
-        self.directory, self.device = directory, device
+                 keep_matrix: bool, device, world: World):
+        self.directory, self.device, self.world = directory, device, world
         settings = {"format": 1, "kind": "image_list", "recipe": dataclasses.asdict(recipe), "keep_matrix": keep_matrix}
         if recipe.stage1 is not None:  # other stage-1 weights under the same path are another training
             settings["stage1_sha256"] = hashlib.sha256(Path(recipe.stage1).read_bytes()).hexdigest()
@@ -183,7 +202,8 @@ class _Checkpoints:
         return state["epoch"] + 1
 
     def save(self, epoch: int, network, optimizer: SGD, stats: StackedStatistics, history: _History) -> None:
-        if self.directory is not None:
+        """Rank 0's: every rank holds the same weights, optimizer state and statistics."""
+        if self.directory is not None and self.world.leader:
             checkpoint.save(self.directory, epoch, {
                 "fingerprint": self.identity, "epoch": epoch, "model": network.state_dict(),
                 "optimizer": optimizer.state_dict(), "statistics": stats.state_dict(),

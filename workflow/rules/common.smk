@@ -234,9 +234,20 @@ def group_members(wildcards):
         for member in LAYOUT.group_members(wildcards.group)
     ]
     for member in members:
-        if IMAGE_LISTS and (stage1 := stage1_model(member)) is not None:
-            member["recipe"]["stage1"] = stage1
+        if (
+            IMAGE_LISTS
+        ):  # processes are the job's resources, not a recipe setting: a rerun may use other counts
+            member["gpus"] = member["recipe"].pop("gpus")
+            if (stage1 := stage1_model(member)) is not None:
+                member["recipe"]["stage1"] = stage1
     return members
+
+
+def group_gpus(wildcards):
+    """The processes (GPUs) a training job asks for: its member's gpus (image-list trainings), else 1."""
+    return (
+        max(member["gpus"] for member in group_members(wildcards)) if IMAGE_LISTS else 1
+    )
 
 
 def group_split(wildcards):
@@ -419,6 +430,11 @@ def _image_list_problems():
         if recipe["batch_size"] > TRAIN_IMAGES:
             problems.append(
                 f"{where}: batch_size {recipe['batch_size']} is larger than the training list ({TRAIN_IMAGES} images)"
+            )
+        if recipe["batch_size"] % recipe["gpus"]:
+            problems.append(
+                f"{where}: batch_size {recipe['batch_size']} does not divide over gpus: {recipe['gpus']} (the global "
+                "batch is the recipe's; each process takes batch_size / gpus)"
             )
         if recipe["resize_size"] < recipe["image_size"]:
             problems.append(

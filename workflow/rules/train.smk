@@ -23,7 +23,7 @@ if IMAGE_LISTS:
             "../../envs/bagmar.yaml"
         threads: config["threads"]["train"]
         resources:
-            gpu=1,
+            gpu=group_gpus,
         params:
             members=group_members,
             classes=NUM_CLASSES,

@@ -1,0 +1,134 @@
+"""Data-parallel training of one image-list model across processes (issue 16): torchrun starts them, this module
+makes the method run in them exactly as on one GPU.
+
+- ``World``: this process's rank among ``size`` (from torchrun's environment), its device, and the collectives
+  the trainer needs, each under a timeout (a rank that dies takes the job down with an error, never a hang);
+- ``rank_positions``: which positions of a step's global batch this rank trains on: the ranks' batches together
+  are exactly the single-process batch of that step, so the data order is the single-process order;
+- ``GlobalStatistics``: BaGMar's statistics with every step's increments all-reduced (summed) before they are
+  added, so every rank adjusts its logits with the same theta and phi, equal (to float rounding) to one process
+  that sees the whole global batch.
+
+Gradients are averaged over the ranks by torch's DistributedDataParallel; each rank's loss is the mean over its
+own batch of B / N images, so the average is the global batch mean. BatchNorm stays per rank (the literature's
+practice): in end-to-end training a rank normalises over its own B / N images, which differs from one process
+over B. A classifier re-training (stage 2) keeps BatchNorm in eval mode, so there the ranks compute exactly the
+single-process numbers (to float rounding; tests/test_distributed.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+from .engine import StackedStatistics
+from .io import UserError
+
+
+class DistributedError(UserError, RuntimeError):
+    """A distributed setting that cannot train: the message says which and what to change."""
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+    """One process of a data-parallel training (rank 0 of 1 when not launched by torchrun)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @property
+    def leader(self) -> bool:
+        """Rank 0: the one that writes checkpoints and outputs, and evaluates."""
+        return self.rank == 0
+
+    def device(self, device: str) -> str:
+        """Each rank its own GPU (torchrun's LOCAL_RANK), whatever CUDA_VISIBLE_DEVICES leaves visible."""
+        return f"cuda:{self.local_rank}" if device == "cuda" and self.distributed else device
+
+    def per_rank_batch(self, batch_size: int) -> int:
+        if batch_size % self.size:
+            raise DistributedError(f"batch_size {batch_size} does not divide over {self.size} processes; the global "
+                                   f"batch is the recipe's, so choose a batch size that is a multiple of {self.size}")
+        return batch_size // self.size
+
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum over the ranks, in place (a no-op for one process)."""
+        if self.distributed:
+            dist.all_reduce(tensor)
+        return tensor
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+def init_world(device: str, timeout_seconds: float = 600.0) -> World:
+    """The World torchrun launched this process into (its RANK, WORLD_SIZE, LOCAL_RANK), with the process group up:
+    NCCL on GPUs, gloo on CPUs. Without torchrun's environment: a world of one, no process group.
+
+    ``timeout_seconds`` bounds every collective: a rank that dies or hangs ends the others' wait with an error.
+    """
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return World()
+    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+    if device == "cuda":
+        torch.cuda.set_device(world.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo",
+                                timeout=datetime.timedelta(seconds=timeout_seconds))
+    return world
+
+
+def rank_positions(step: int, batch_size: int, world: World) -> range:
+    """Positions in the epoch's order of this rank's share of step ``step``: the global batch of that step is
+    positions [step * B, (step + 1) * B), and rank r takes the r-th of its N contiguous slices of B / N."""
+    per_rank = world.per_rank_batch(batch_size)
+    start = step * batch_size + world.rank * per_rank
+    return range(start, start + per_rank)
+
+
+class GlobalStatistics(StackedStatistics):
+    """StackedStatistics whose every update is the sum over the ranks of their increments, as one process seeing
+    the global batch would add them.
+
+    A rank's loss is the mean over its B / N images, so its |dL/dz'| is N times the global mean's: each rank's
+    gradients are divided by N, the increments (diagonal and mass; F's rows where kept) summed over the ranks in one
+    all-reduce, then added on every rank. ``reduce=False`` skips the all-reduce (tests show that the ranks then
+    drift apart); it is not a setting of any training.
+    """
+
+    def __init__(self, num_classes: int, device, world: World, members: int = 1, keep_matrix: bool | None = None,
+                 reduce: bool = True):
+        super().__init__(num_classes, device, members=members, keep_matrix=keep_matrix)
+        self.world, self.reduce = world, reduce
+        self._increment = StackedStatistics(num_classes, device, members=members, keep_matrix=keep_matrix)
+
+    def update(self, grad: torch.Tensor, labels: torch.Tensor) -> None:
+        increment = self._increment
+        for tensor in (increment._diagonal, increment._mass, increment._f_by_class):
+            if tensor is not None:
+                tensor.zero_()
+        rows = labels.reshape(self.members, -1) + self._first_row
+        increment._add(grad.to(torch.float64) / self.world.size, labels, rows.reshape(-1))
+        parts = [increment._diagonal.reshape(-1), increment._mass.reshape(-1)]
+        if increment._f_by_class is not None:
+            parts.append(increment._f_by_class.reshape(-1))
+        packed = torch.cat(parts)
+        if self.reduce:
+            self.world.all_reduce(packed)
+        diagonal, mass, *matrix = packed.split([p.numel() for p in parts])
+        self._diagonal += diagonal.view_as(self._diagonal)
+        self._mass += mass.view_as(self._mass)
+        if matrix:
+            self._f_by_class += matrix[0].view_as(self._f_by_class)
+        self._accumulate()

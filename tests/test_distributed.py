@@ -1,0 +1,180 @@
+"""Issue 16: one image-list model trained by several processes (torchrun, gloo on the CPU), with BaGMar's
+statistics kept global (bagmar.distributed).
+
+Two ranks give the single process's statistics after every step (float rounding apart), the same on both ranks,
+and its weights; without the all-reduce the ranks' theta drift apart; the ranks' batches of a step are together
+the single-process batch of that step.
+"""
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bagmar import backbones
+from bagmar.distributed import DistributedError, World, rank_positions
+from bagmar.image_job import LaunchError, launch, torchrun_command
+from bagmar.image_data import epoch_order
+from bagmar.image_lists import read_list, write_miniature
+from bagmar.recipe import ImageListRecipe
+
+CLASSES = 10
+WORKER = Path(__file__).with_name("ddp_worker.py")
+
+
+def recipe(stage1: str) -> ImageListRecipe:
+    """A classifier re-training (BatchNorm in eval mode: no per-rank BatchNorm difference), 2 epochs of 4 steps."""
+    return ImageListRecipe("resnet10", epochs=2, batch_size=32, lr=0.1, weight_decay=5e-4, width=8, image_size=24,
+                           resize_size=28, lambda1=1.2, lambda2=0.9, seed=3, protocol="classifier_retraining",
+                           stage1=stage1)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    write_miniature(root, classes=CLASSES, imbalance_factor=10, max_per_class=40, val_per_class=2,
+                    test_per_class=6, image_size=32)
+    torch.manual_seed(11)
+    stage1 = root / "stage1.pt"
+    torch.save(backbones.build("resnet10", CLASSES, width=8).state_dict(), stage1)
+    return root, stage1
+
+
+def torchrun(root, stage1, run_dir: Path, processes: int, *flags: str, check: bool = True):
+    """The worker under torchrun; its records (and checkpoints, in run_dir/checkpoints) in run_dir."""
+    out = run_dir / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          f"--nproc_per_node={processes}", str(WORKER), str(root), str(stage1), str(out), *flags],
+                         capture_output=True, text=True, timeout=300)
+    if not check:
+        return run
+    assert run.returncode == 0, run.stdout + run.stderr
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(processes)]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(setup, tmp_path_factory):
+    return torchrun(*setup, tmp_path_factory.mktemp("reduced"), 2)
+
+
+@pytest.fixture(scope="module")
+def single(setup, tmp_path_factory):
+    """The same training in one process (world of one), recorded the same way."""
+    root, stage1 = setup
+    sys.path.insert(0, str(WORKER.parent))
+    import ddp_worker
+
+    record = {"theta": [], "phi": [], "indices": []}
+    from bagmar import distributed, engine, image_data
+    saved = (engine.StackedStatistics.update, distributed.GlobalStatistics.update, image_data._EpochBatches.__iter__)
+    try:
+        ddp_worker.record_into(record, no_reduce=False)
+        from bagmar.image_train import train_image_list
+        train = read_list(root / "Mini_LT_train.txt", CLASSES)
+        test = read_list(root / "Mini_LT_test.txt", CLASSES)
+        result = train_image_list(root, train, test, CLASSES, recipe(str(stage1)), progress=lambda line: None)
+    finally:
+        engine.StackedStatistics.update, distributed.GlobalStatistics.update, image_data._EpochBatches.__iter__ = saved
+    record["model"] = result.model.state_dict()
+    return record
+
+
+def test_two_ranks_keep_the_single_process_statistics_and_weights(setup, single, two_ranks, tmp_path):
+    root, stage1 = setup
+    ranks = two_ranks
+    steps = len(single["theta"])
+    assert steps == 8 and all(len(r["theta"]) == steps for r in ranks)
+    for step in range(steps):
+        for name in ("theta", "phi"):
+            assert torch.equal(ranks[0][name][step], ranks[1][name][step]), (name, step)  # the same on both ranks
+            # float32 rounding: a rank's network sees 16 images where the single process sees 32, and the CPU's
+            # convolutions round a batch of another size differently
+            torch.testing.assert_close(ranks[0][name][step], single[name][step], rtol=1e-6, atol=1e-9)
+    for step in range(steps):  # data order: the ranks' batches of a step are the single-process batch
+        assert ranks[0]["indices"][step] + ranks[1]["indices"][step] == single["indices"][step]
+    model = ranks[0]["model"]
+    assert not ranks[1]["model"]  # rank 0 alone returns (and the workflow writes) the result
+    for key, value in single["model"].items():
+        if key.startswith("fc."):  # the classifier trained: gradients averaged over ranks, float rounding apart
+            torch.testing.assert_close(model[key], value, rtol=1e-4, atol=1e-5)
+        else:  # the frozen feature model
+            assert torch.equal(model[key], value), key
+
+    apart = torchrun(root, stage1, tmp_path / "apart", 2, "--no-reduce")
+    drift = [(apart[0]["theta"][s] - apart[1]["theta"][s]).abs().max().item() for s in range(steps)]
+    assert drift[0] > 1e-3 and drift[-1] > drift[0]  # each rank counts only its own images: the test can fail
+
+
+@pytest.mark.slow  # three torchrun runs, 12 s: python -m pytest -m slow tests/test_distributed.py
+def test_a_killed_rank_fails_the_job_naming_it_and_a_rerun_resumes_to_the_uninterrupted_weights(setup, two_ranks,
+                                                                                                 tmp_path):
+    started = time.perf_counter()
+    killed = torchrun(*setup, tmp_path, 2, "--kill", "1:2:2", check=False)  # rank 1, epoch 2, step 2
+    assert killed.returncode != 0
+    assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)\s*\n\s*exitcode\s*:\s*-9", killed.stderr), killed.stderr
+    assert time.perf_counter() - started < 120  # torchrun ends the surviving rank: no hang
+    resumed = torchrun(*setup, tmp_path, 2)
+    assert resumed[0]["resumed_after"] == 1
+    for key, value in two_ranks[0]["model"].items():
+        assert torch.equal(resumed[0]["model"][key], value), key  # gloo sums in a fixed order: bit for bit
+    assert len(resumed[0]["theta"]) == 4  # only epoch 2 was trained again
+    assert torch.equal(resumed[0]["theta"][-1], two_ranks[0]["theta"][-1])
+
+
+def test_the_ranks_batches_of_a_step_are_the_single_process_batch():
+    labels = np.repeat(np.arange(6), [40, 20, 10, 6, 3, 2])
+    for sampler in ("instance", "class_aware"):
+        order = epoch_order(labels, 6, seed=1, epoch=2, sampler=sampler, samples_per_class=4)
+        for step in range(len(labels) // 24):
+            for size in (1, 2, 3, 4):
+                shares = [order[list(rank_positions(step, 24, World(rank, size)))] for rank in range(size)]
+                assert np.array_equal(np.concatenate(shares), order[step * 24:(step + 1) * 24])
+    with pytest.raises(DistributedError, match="batch_size 30 does not divide over 4 processes"):
+        rank_positions(0, 30, World(1, 4))
+
+
+def job(setup, tmp_path, root=None) -> dict:
+    """What scripts/train_image_list.py hands bagmar.image_job: the test's recipe on the miniature."""
+    data, stage1 = setup
+    return {"name": "t", "recipe": {**vars(recipe(str(stage1)))}, "root": str(root or data), "classes": CLASSES,
+            "train": str(data / "Mini_LT_train.txt"), "test": str(data / "Mini_LT_test.txt"),
+            "checkpoints": str(tmp_path / "checkpoints"),
+            "outputs": {kind: str(tmp_path / name) for kind, name in
+                        {"model": "model.pt", "logits": "l.npz", "metrics": "m.csv", "statistics": "s.npz"}.items()},
+            "device": "cpu", "workers": 0, "threads": 1, "keep_matrix": True, "timeout_seconds": 60}
+
+
+def test_the_job_launcher_runs_two_processes_under_torchrun_and_rank_0_writes_the_outputs(setup, single, tmp_path,
+                                                                                           capsys):
+    launch(job(setup, tmp_path), tmp_path / "job.json", processes=2)
+    out = capsys.readouterr().out
+    assert "torch.distributed.run --nproc_per_node=2 --max_restarts=0 --standalone -m bagmar.image_job" in out
+    model = torch.load(tmp_path / "model.pt", weights_only=True)
+    for key, value in single["model"].items():
+        torch.testing.assert_close(model[key], value, rtol=1e-4, atol=1e-5)
+    assert len(pd.read_csv(tmp_path / "m.csv")) == 2
+
+
+@pytest.mark.slow  # a torchrun run of two failing ranks, 6 s
+def test_a_failing_rank_fails_the_job_with_an_error_naming_it(setup, tmp_path):
+    with pytest.raises(LaunchError, match=r"t: the 2-process training failed: rank 0, 1 exited with an error "
+                                          r"\(torchrun's report above, in the job's log\); finished epochs are in"):
+        launch(job(setup, tmp_path, root=tmp_path / "nowhere"), tmp_path / "job.json", processes=2)
+
+
+def test_several_nodes_meet_at_the_first_node_of_the_slurm_allocation():
+    environ = {"SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_JOB_ID": "4711"}
+    command = torchrun_command("job.json", 4, restarts=1, environ=environ, host_of=lambda nodes: "gpu07")
+    assert command[:3] == ["srun", "--nodes=2", "--ntasks-per-node=1"]
+    assert command[3:] == [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=4", "--max_restarts=1",
+                           "--nnodes=2", "--rdzv_backend=c10d", "--rdzv_endpoint=gpu07:29500", "--rdzv_id=4711",
+                           "-m", "bagmar.image_job", "job.json"]
+    assert torchrun_command("job.json", 8, environ={})[-5:] == ["--max_restarts=0", "--standalone", "-m",
+                                                                "bagmar.image_job", "job.json"]

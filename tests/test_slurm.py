@@ -12,6 +12,7 @@ Skipped only where SLURM is not installed and CI is not set; under CI a missing 
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -66,11 +67,33 @@ def slurm_project(directory: Path) -> Path:
     They are set where the README tells users to set theirs: default-resources in profiles/slurm.
     """
     workdir = copy_project(directory)
+    use_test_cluster(workdir)
+    return workdir
+
+
+def use_test_cluster(workdir: Path) -> None:
     path = workdir / "profiles" / "slurm" / "config.yaml"
     profile = yaml.safe_load(path.read_text())
     profile["default-resources"].update(slurm_partition=PARTITION, slurm_account=ACCOUNT)
     path.write_text(yaml.safe_dump(profile, sort_keys=False))
-    return workdir
+
+
+# Issue 16: the miniature's stage-2 training on 2 processes (gpus: 2), retrained through SLURM in a copy of the
+# finished local miniature run: one sbatch job asking for 2 GPUs, torchrun's 2 gloo ranks on the CPU inside it.
+TWO_RANKS = "results/miniature/train/BaGMar_crt/imba50/seed0"
+
+
+def start_two_rank_job(cluster, miniature: Path, directory: Path) -> tuple[Path, subprocess.Popen]:
+    workdir = Path(shutil.copytree(miniature, directory, symlinks=True))
+    use_test_cluster(workdir)
+    edit_config(workdir / "config" / "miniature.yaml", lambda c: c["trainings"]["BaGMar_crt"].update(gpus=2))
+    shutil.rmtree(workdir / "results" / "miniature" / "checkpoints" / "train" / "BaGMar_crt")  # train, not resume
+    log = directory.parent / "two_ranks.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(slurm_command("--configfile", "config/miniature.yaml", "--", f"{TWO_RANKS}/model.pt"),
+                                   cwd=workdir, env=cluster.env | package_path(workdir), stdout=out,
+                                   stderr=subprocess.STDOUT)
+    return workdir, process
 
 
 def slurm_command(*args: str) -> list[str]:
@@ -130,17 +153,20 @@ def demo(cluster, request, tmp_path_factory):
     canceller.start()
     try:
         local = request.getfixturevalue("demo_run")
-        for shared in ("miniature_run", "seeds_run"):  # needed later by other modules; meanwhile SLURM waits
-            request.getfixturevalue(shared)
+        miniature = request.getfixturevalue("miniature_run")  # needed later by other modules; meanwhile SLURM waits
+        two_ranks = start_two_rank_job(cluster, miniature, tmp_path_factory.mktemp("two_ranks") / "run")
+        request.getfixturevalue("seeds_run")
         process.wait(timeout=900)
+        two_ranks[1].wait(timeout=600)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        for running in (process, two_ranks[1] if "two_ranks" in locals() else None):
+            if running is not None and running.poll() is None:
+                running.kill()
+                running.wait()
     canceller.join(timeout=60)
     output = log.read_text()
     assert process.returncode == 0, output + "\n" + cluster.logs()
-    return workdir, output, local, canceller
+    return workdir, output, local, canceller, two_ranks[0], miniature
 
 
 def rows_of(path: Path, imbalance_factor: int) -> list[str]:
@@ -191,7 +217,7 @@ def test_the_cluster_listens_on_localhost_only(cluster):
 
 
 def test_demo_through_slurm_gives_the_local_table(cluster, demo):
-    workdir, output, local, canceller = demo
+    workdir, output, local, canceller, *_ = demo
     planned = job_counts(output)
     planned.pop("all")  # the target rule has no action, so nothing is submitted for it
     planned["train"] += 1  # cancelled once and submitted again (test_a_training_cancelled_...)
@@ -220,7 +246,7 @@ def test_demo_through_slurm_gives_the_local_table(cluster, demo):
 def test_a_training_cancelled_with_scancel_resumes_and_ends_as_if_uninterrupted(cluster, demo):
     """The run's training job, scancel-ed after its first checkpoint, submitted again by Snakemake, resumed
     from the newest checkpoint, ends with every member's files byte for byte the local demo's."""
-    workdir, output, local, canceller = demo
+    workdir, output, local, canceller, *_ = demo
     assert canceller.error is None, canceller.error
     assert canceller.job is not None, "the training was never cancelled"
     trainings = [job for job in cluster.sacct("JobIDRaw", "State", "Comment", name=run_uuid(output))
@@ -246,3 +272,24 @@ def test_a_training_cancelled_with_scancel_resumes_and_ends_as_if_uninterrupted(
         for name in ("model.pt", "test_logits.npz", "statistics.npz"):
             assert (results / member / name).read_bytes() == (reference / name).read_bytes(), (member, name)
         assert without_seconds(results / member / "metrics.csv") == without_seconds(reference / "metrics.csv")
+
+
+def test_a_two_process_training_runs_as_one_sbatch_job_and_writes_what_one_process_writes(cluster, demo):
+    """Issue 16: gpus: 2 makes the training job ask SLURM for 2 GPUs (sacct), torchrun runs 2 gloo ranks in it (the
+    test node's GPUs are placeholders), and rank 0 writes the outputs: a classifier re-training gives the one-process
+    local run's weights to float rounding (its BatchNorm is frozen), and its log names both ranks' launch."""
+    import torch
+
+    *_, workdir, local = demo
+    output = (workdir.parent / "two_ranks.log").read_text()
+    jobs = cluster.sacct("JobIDRaw", "State", "Comment", "AllocTRES", name=run_uuid(output))
+    assert [(rule_of(job["Comment"]), job["State"]) for job in jobs] == [("train", "COMPLETED")], output
+    assert "gres/gpu=2" in jobs[0]["AllocTRES"].split(","), jobs
+    log = (workdir / "results" / "miniature" / "logs" / "train" / "BaGMar_crt" / "imba50" / "seed0.log").read_text()
+    assert "torch.distributed.run --nproc_per_node=2" in log and "on 2 x cpu" in log, log
+    two, one = (torch.load(root / TWO_RANKS / "model.pt", weights_only=True) for root in (workdir, local))
+    for key, value in one.items():
+        if key.startswith("fc."):
+            torch.testing.assert_close(two[key], value, rtol=1e-4, atol=1e-5)
+        else:
+            assert torch.equal(two[key], value), key  # the frozen feature model

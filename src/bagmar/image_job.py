@@ -20,7 +20,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+import torch.distributed as dist
+
+from .distributed import init_world
+from .image_lists import read_list
+from .image_train import train_image_list
 from .io import UserError
+from .recipe import ImageListRecipe
 
 
 class LaunchError(UserError, RuntimeError):
@@ -29,13 +36,6 @@ class LaunchError(UserError, RuntimeError):
 
 def run(job: dict) -> None:
     """Train the job's member (in this process's rank when torchrun started it) and, on rank 0, write its outputs."""
-    import torch
-
-    from .distributed import init_world
-    from .image_lists import read_list
-    from .image_train import train_image_list
-    from .recipe import ImageListRecipe
-
     torch.set_num_threads(job["threads"])
     world = init_world(job["device"], job["timeout_seconds"])
     recipe = ImageListRecipe(**job["recipe"])
@@ -50,8 +50,6 @@ def run(job: dict) -> None:
     if result is not None:
         result.save(**job["outputs"], test_labels=test.labels)
     if world.distributed:
-        import torch.distributed as dist
-
         dist.destroy_process_group()
 
 

@@ -151,6 +151,7 @@ def job(setup, tmp_path, root=None) -> dict:
             "device": "cpu", "workers": 0, "threads": 1, "keep_matrix": True, "timeout_seconds": 60}
 
 
+@pytest.mark.slow  # 5 s; tests/test_slurm.py runs the same launch through the workflow in the default suite
 def test_the_job_launcher_runs_two_processes_under_torchrun_and_rank_0_writes_the_outputs(setup, single, tmp_path,
                                                                                            capsys):
     launch(job(setup, tmp_path), tmp_path / "job.json", processes=2)

@@ -152,9 +152,11 @@ def demo(cluster, request, tmp_path_factory):
     canceller = Canceller(cluster, workdir / "results" / "demo" / "checkpoints" / "train" / GROUP, process)
     canceller.start()
     try:
-        local = request.getfixturevalue("demo_run")
-        miniature = request.getfixturevalue("miniature_run")  # needed later by other modules; meanwhile SLURM waits
+        # the shared runs, needed later by other modules, while SLURM waits; the miniature first, so that the
+        # 2-process SLURM job made from it waits on SLURM while the others run too
+        miniature = request.getfixturevalue("miniature_run")
         two_ranks = start_two_rank_job(cluster, miniature, tmp_path_factory.mktemp("two_ranks") / "run")
+        local = request.getfixturevalue("demo_run")
         request.getfixturevalue("seeds_run")
         process.wait(timeout=900)
         two_ranks[1].wait(timeout=600)

@@ -117,7 +117,7 @@ def train_image_list(
         for step, (images, y, jitter) in enumerate(train_loader(train_images, order, epoch, recipe.batch_size,
                                                                  workers, device, world)):
             x = prepare(images.to(device, non_blocking=True), recipe.mean, recipe.std,
-                        jitter.to(device) if recipe.color_jitter else None)
+                        jitter.to(device, non_blocking=True) if recipe.color_jitter else None)
             y = y.to(device, non_blocking=True)
             loss, logits = train_step(model, optimizer, stats, x[None], y[None], terms, recipe.precision)
             loss_sum += loss

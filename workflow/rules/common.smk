@@ -83,14 +83,13 @@ from bagmar.layout import Layout, Member, imbalance_key  # noqa: E402
 from bagmar.recipe import (
     FUSABLE,
     LOSS_SETTINGS,
-    ImageListRecipe,
     training_defaults,
 )  # noqa: E402
 
 TRAINING_DEFAULTS = training_defaults()
 POST_HOC = ("pn", "logit_adjustment", "tau_norm")  # evaluations that sweep tau
 # training keys that only image-list trainings take (the schema's training definition lists both kinds)
-IMAGE_LIST_ONLY = {"protocol", "stage1", "lr", "sampler", "samples_per_class"}
+IMAGE_LIST_ONLY = {"protocol", "stage1", "lr", "sampler", "samples_per_class", "gpus"}
 
 LAYOUT = Layout(config)  # every path and the group table (src/bagmar/layout.py)
 IMBALANCE_FACTORS = LAYOUT.imbalances

@@ -17,13 +17,18 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.module.__name__ != "test_slurm")  # stable: the rest keep their order
 
 
-@pytest.fixture(scope="session")
-def demo_run(tmp_path_factory) -> Path:
-    """The README's demo command (config/demo.yaml as committed), run to the end in a fresh copy of the project."""
-    workdir = copy_project(tmp_path_factory.mktemp("demo"))
-    run = snakemake(workdir, "--configfile", "config/demo.yaml")
+def committed_run(tmp_path_factory, name: str) -> Path:
+    """config/<name>.yaml as committed, run to the end in a fresh copy of the project."""
+    workdir = copy_project(tmp_path_factory.mktemp(name))
+    run = snakemake(workdir, "--configfile", f"config/{name}.yaml")
     assert run.returncode == 0, run.stdout + run.stderr
     return workdir
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """The README's demo command."""
+    return committed_run(tmp_path_factory, "demo")
 
 
 @pytest.fixture(scope="session")
@@ -41,8 +46,5 @@ def seeds_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def miniature_run(tmp_path_factory) -> Path:
-    """The image-list demo (config/miniature.yaml as committed), run to the end in a fresh copy of the project."""
-    workdir = copy_project(tmp_path_factory.mktemp("miniature"))
-    run = snakemake(workdir, "--configfile", "config/miniature.yaml")
-    assert run.returncode == 0, run.stdout + run.stderr
-    return workdir
+    """The image-list demo."""
+    return committed_run(tmp_path_factory, "miniature")

@@ -9,7 +9,6 @@ the single-process batch of that step.
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -115,11 +114,10 @@ def test_two_ranks_keep_the_single_process_statistics_and_weights(setup, single,
 @pytest.mark.slow  # three torchrun runs, 12 s: python -m pytest -m slow tests/test_distributed.py
 def test_a_killed_rank_fails_the_job_naming_it_and_a_rerun_resumes_to_the_uninterrupted_weights(setup, two_ranks,
                                                                                                  tmp_path):
-    started = time.perf_counter()
+    # a hang would end at torchrun()'s subprocess timeout, and fail the test
     killed = torchrun(*setup, tmp_path, 2, "--kill", "1:2:2", check=False)  # rank 1, epoch 2, step 2
     assert killed.returncode != 0
     assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)\s*\n\s*exitcode\s*:\s*-9", killed.stderr), killed.stderr
-    assert time.perf_counter() - started < 120  # torchrun ends the surviving rank: no hang
     resumed = torchrun(*setup, tmp_path, 2)
     assert resumed[0]["resumed_after"] == 1
     for key, value in two_ranks[0]["model"].items():

@@ -142,19 +142,30 @@ def test_a_miniature_in_the_benchmarks_layout_verifies_like_the_real_lists(tmp_p
 
 
 def test_a_list_absent_locally_is_downloaded_whole_else_the_error_names_file_folder_and_fix(tmp_path):
+    """Through the project's downloader (torchvision's, as for CIFAR) from an HTTP server on localhost."""
+    import functools
+    import http.server
+    import threading
+
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     (mirror / "Places_LT_val.txt").write_text("val/a/1.jpg 0\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(mirror))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{{file}}"
     lists = tmp_path / "lists"
-    fetched = image_lists.fetch_list("Places_LT_val.txt", lists, f"{mirror.as_uri()}/{{file}}")
-    assert fetched == lists / "Places_LT_val.txt" and fetched.read_text() == "val/a/1.jpg 0\n"
-    assert not list(lists.glob(".*"))  # no partial file left
-    (mirror / "Places_LT_val.txt").write_text("changed 1\n")
-    assert image_lists.fetch_list("Places_LT_val.txt", lists, f"{mirror.as_uri()}/{{file}}").read_text() == \
-        "val/a/1.jpg 0\n"  # a local copy is used first
-    with pytest.raises(DataError, match=r"Places_LT_test.txt is not in .*lists and no dataset.image_list.url is set"):
-        image_lists.fetch_list("Places_LT_test.txt", lists, None)
-    with pytest.raises(DataError, match=r"Places_LT_test.txt: download from file://.*mirror/Places_LT_test.txt failed "
-                                        r"\(.*\); copy the list into .*lists instead"):
-        image_lists.fetch_list("Places_LT_test.txt", lists, f"{mirror.as_uri()}/{{file}}")
-    assert not list(lists.glob(".*"))
+    try:
+        fetched = image_lists.fetch_list("Places_LT_val.txt", lists, url)
+        assert fetched == lists / "Places_LT_val.txt" and fetched.read_text() == "val/a/1.jpg 0\n"
+        (mirror / "Places_LT_val.txt").write_text("changed 1\n")
+        assert image_lists.fetch_list("Places_LT_val.txt", lists, url).read_text() == "val/a/1.jpg 0\n"  # local first
+        with pytest.raises(DataError, match=r"Places_LT_test.txt is not in .*lists and no dataset.image_list.url is set"):
+            image_lists.fetch_list("Places_LT_test.txt", lists, None)
+        with pytest.raises(DataError, match=r"Places_LT_test.txt: download from http://127.0.0.1:\d+/Places_LT_test.txt "
+                                            r"failed \(HTTPError: .*404.*\); copy the list into .*lists instead"):
+            image_lists.fetch_list("Places_LT_test.txt", lists, url)
+    finally:
+        server.shutdown()
+    assert sorted(p.name for p in lists.iterdir()) == ["Places_LT_val.txt"]  # no partial file left behind

@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 
 from .data import ImageSet
-from .io import DataError
+from .io import DataError, download
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,13 +115,6 @@ def md5sum(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def download(url: str, destination: Path) -> None:
-    """Fetch ``url`` to ``destination`` with torchvision's downloader (the tests replace this)."""
-    from torchvision.datasets.utils import download_url
-
-    download_url(url, str(destination.parent), destination.name)
 
 
 # --------------------------------------------------------------------------- copies on disk

@@ -193,8 +193,8 @@ def prepare(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...
     if jitter is not None:
         b, c, s = (jitter[:, i, None, None, None].to(x) for i in range(3))
         x = (x * b).clamp_(0, 1)
-        gray = _grayscale(x)
-        x = ((x - gray.mean((-3, -2, -1), keepdim=True)) * c + gray.mean((-3, -2, -1), keepdim=True)).clamp_(0, 1)
+        gray_mean = _grayscale(x).mean((-3, -2, -1), keepdim=True)
+        x = ((x - gray_mean) * c + gray_mean).clamp_(0, 1)
         gray = _grayscale(x)
         x = ((x - gray) * s + gray).clamp_(0, 1)
     mean_t, std_t = _normaliser(tuple(mean), tuple(std), x.device)

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
 
-from .io import DataError
+from .io import DataError, download
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,24 +238,17 @@ def fetch_list(file: str, lists: str | Path, url: str | None) -> Path:
     if not url:
         raise DataError(f"{file} is not in {lists} and no dataset.image_list.url is set to download it from; copy "
                         f"the list there (the literature's split lists, e.g. from the released code's data/ folder)")
-    import shutil
-    import tempfile
-    import urllib.request
-
     source = url.format(file=file)
     local.parent.mkdir(parents=True, exist_ok=True)
-    part = None
+    partial = local.with_name(local.name + ".part")  # renamed once whole, as CIFAR's archives are
+    partial.unlink(missing_ok=True)  # an interrupted earlier download
     try:
-        with urllib.request.urlopen(source, timeout=60) as response:
-            with tempfile.NamedTemporaryFile(dir=local.parent, prefix=f".{file}.", delete=False) as handle:
-                part = Path(handle.name)
-                shutil.copyfileobj(response, handle)
-    except OSError as error:
-        if part is not None:  # a download cut short leaves nothing behind
-            part.unlink(missing_ok=True)
-        raise DataError(f"{file}: download from {source} failed ({error}); copy the list into {lists} instead, "
-                        "or fix dataset.image_list.url") from None
-    part.replace(local)
+        download(source, partial)
+    except Exception as error:  # urllib, socket and HTTP errors come in many types
+        partial.unlink(missing_ok=True)
+        raise DataError(f"{file}: download from {source} failed ({type(error).__name__}: {error}); copy the list "
+                        f"into {lists} instead, or fix dataset.image_list.url") from None
+    os.replace(partial, local)
     return local
 
 

@@ -49,6 +49,14 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
         raise
 
 
+def download(url: str, destination: Path) -> None:
+    """Fetch ``url`` to ``destination`` with torchvision's downloader: the project's one downloader (CIFAR's
+    archives, the split lists; the tests replace it)."""
+    from torchvision.datasets.utils import download_url
+
+    download_url(url, str(destination.parent), destination.name)
+
+
 @contextlib.contextmanager
 def log_to(path: str | Path) -> Iterator[None]:
     """Send a job's stdout and stderr (warnings and tracebacks too) to its log file, line-buffered.

@@ -55,22 +55,11 @@ LOSS_SETTINGS = {
 _PAPER, _TRAINING = recipe_defaults(), training_defaults()
 
 
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-    """One training's settings; the defaults are the paper's, read from the config schema (SPEC §3, §6)."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LossSettings:
+    """What every training has whatever its network and data: its loss with that loss's settings (the schema's
+    defaults), and its seed. Keyword-only, so that a recipe's own fields keep their positions before them."""
 
-    epochs: int = _PAPER["epochs"]
-    batch_size: int = _PAPER["batch_size"]
-    base_lr: float = _PAPER["base_lr"]
-    peak_lr: float = _PAPER["peak_lr"]
-    warmup_epochs: int = _PAPER["warmup_epochs"]
-    momentum: float = _PAPER["momentum"]
-    weight_decay: float = _PAPER["weight_decay"]
-    width: int = _PAPER["width"]  # ResNet-32's first-stage width
-    padding: int = _PAPER["padding"]  # random-crop padding
-    cutout_size: int = _PAPER["cutout_size"]
-    autoaugment: str = _PAPER["autoaugment"]  # the policy: "released" (the paper's code) or "torchvision"
-    precision: str = _PAPER["precision"]  # or "bfloat16": autocast of the forward pass (loss stays float32)
     loss: str = _TRAINING["loss"]  # a key of LOSS_SETTINGS
     lambda1: float = _TRAINING["lambda1"]
     lambda2: float = _TRAINING["lambda2"]
@@ -91,6 +80,24 @@ class Recipe:
                               f"settings are {', '.join(LOSS_SETTINGS[self.loss])}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Recipe(LossSettings):
+    """One training's settings; the defaults are the paper's, read from the config schema (SPEC §3, §6)."""
+
+    epochs: int = _PAPER["epochs"]
+    batch_size: int = _PAPER["batch_size"]
+    base_lr: float = _PAPER["base_lr"]
+    peak_lr: float = _PAPER["peak_lr"]
+    warmup_epochs: int = _PAPER["warmup_epochs"]
+    momentum: float = _PAPER["momentum"]
+    weight_decay: float = _PAPER["weight_decay"]
+    width: int = _PAPER["width"]  # ResNet-32's first-stage width
+    padding: int = _PAPER["padding"]  # random-crop padding
+    cutout_size: int = _PAPER["cutout_size"]
+    autoaugment: str = _PAPER["autoaugment"]  # the policy: "released" (the paper's code) or "torchvision"
+    precision: str = _PAPER["precision"]  # or "bfloat16": autocast of the forward pass (loss stays float32)
+
+
 def learning_rate(epoch: int, recipe: Recipe) -> float:
     """SPEC §3, for epoch = 1..E: linear warm-up from base to peak, then half a cosine to 0 at E."""
     warmup, epochs = recipe.warmup_epochs, recipe.epochs
@@ -104,7 +111,7 @@ PROTOCOLS = ("end_to_end", "classifier_retraining")
 
 
 @dataclasses.dataclass(frozen=True)
-class ImageListRecipe:
+class ImageListRecipe(LossSettings):
     """One training on an image-list data set (ImageNet-LT, Places-LT, iNaturalist 2018, the miniature): a
     torchvision ResNet, ImageNet-style augmentation, a cosine schedule, and the same losses as CIFAR.
 
@@ -129,20 +136,11 @@ class ImageListRecipe:
     mean: tuple[float, float, float] = tuple(_IMAGE_LIST["mean"])
     std: tuple[float, float, float] = tuple(_IMAGE_LIST["std"])
     precision: str = _IMAGE_LIST["precision"]
-    loss: str = _TRAINING["loss"]
-    lambda1: float = _TRAINING["lambda1"]
-    lambda2: float = _TRAINING["lambda2"]
-    tau: float = _TRAINING["tau"]
-    max_margin: float = _TRAINING["max_margin"]
-    scale: float = _TRAINING["scale"]
-    drw_after: float = _TRAINING["drw_after"]
-    beta: float = _TRAINING["beta"]
-    seed: int = 0  # model init, data order and every image's augmentation
 
     def __post_init__(self):
         for key in ("mean", "std"):  # lists in a config; tuples here, so that the recipe stays hashable
             object.__setattr__(self, key, tuple(float(v) for v in getattr(self, key)))
-        Recipe.__post_init__(self)
+        super().__post_init__()
         if self.protocol not in PROTOCOLS:
             raise RecipeError(f"protocol '{self.protocol}' is not one of {', '.join(PROTOCOLS)}")
         if (self.protocol == "classifier_retraining") != (self.stage1 is not None):

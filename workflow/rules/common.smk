@@ -1,5 +1,6 @@
 # Config validation, path helpers and code fingerprints shared by all stages.
 import copy
+import dataclasses
 import importlib.util
 import math
 import os
@@ -83,13 +84,14 @@ from bagmar.layout import Layout, Member, imbalance_key  # noqa: E402
 from bagmar.recipe import (
     FUSABLE,
     LOSS_SETTINGS,
+    Recipe,
     training_defaults,
 )  # noqa: E402
 
 TRAINING_DEFAULTS = training_defaults()
 POST_HOC = ("pn", "logit_adjustment", "tau_norm")  # evaluations that sweep tau
-# training keys that only image-list trainings take (the schema's training definition lists both kinds)
-IMAGE_LIST_ONLY = {"protocol", "stage1", "lr", "sampler", "samples_per_class", "gpus"}
+# what a CIFAR training may set: its Recipe's fields (the schema's training definition lists image-list keys too)
+CIFAR_TRAINING_KEYS = {field.name for field in dataclasses.fields(Recipe)}
 
 LAYOUT = Layout(config)  # every path and the group table (src/bagmar/layout.py)
 IMBALANCE_FACTORS = LAYOUT.imbalances
@@ -362,7 +364,7 @@ def _cifar_problems():
             f"dataset {config['dataset']['name']} trains under recipe"
         )
     for name, training in config["trainings"].items():
-        for key in sorted(training.keys() & IMAGE_LIST_ONLY):
+        for key in sorted(training.keys() - CIFAR_TRAINING_KEYS):
             problems.append(
                 f"trainings.{name}.{key} is a setting of image-list trainings; {config['dataset']['name']} "
                 "trains ResNet-32 under recipe"

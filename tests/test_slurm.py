@@ -114,11 +114,14 @@ def rule_of(comment: str) -> str:
 
 class Canceller(threading.Thread):
     """Cancels the run's training job with scancel once it has checkpointed its first epoch (its later epochs
-    to come), once; Snakemake (retries >= 1) submits it again and it resumes from that checkpoint."""
+    to come), once; Snakemake (retries >= 1) submits it again and it resumes from that checkpoint.
 
-    def __init__(self, cluster, checkpoints: Path, process: subprocess.Popen):
+    The job is told by its working directory as well as its rule: the 2-process training of another run (issue 16)
+    may be queued or running at the same moment, also as a rule_train job."""
+
+    def __init__(self, cluster, workdir: Path, checkpoints: Path, process: subprocess.Popen):
         super().__init__(daemon=True)
-        self.cluster, self.checkpoints, self.process = cluster, checkpoints, process
+        self.cluster, self.workdir, self.checkpoints, self.process = cluster, workdir, checkpoints, process
         self.job = self.after_epoch = self.error = None
 
     def run(self):
@@ -127,8 +130,9 @@ class Canceller(threading.Thread):
                 if self.process.poll() is not None:
                     raise AssertionError("the SLURM run ended before its training checkpointed")
                 time.sleep(0.05)
-            (self.job,) = [line.split("|")[0] for line in self.cluster.run("squeue", "-h", "-o", "%i|%k").stdout.split()
-                           if line.split("|")[1].startswith("rule_train_")]
+            queued = [line.split("|") for line in self.cluster.run("squeue", "-h", "-o", "%i|%k|%Z").stdout.splitlines()]
+            (self.job,) = [job for job, comment, directory in queued
+                           if comment.startswith("rule_train_") and Path(directory).resolve() == self.workdir.resolve()]
             self.cluster.run("scancel", self.job)
             self.after_epoch = max(int(p.stem.removeprefix("epoch")) for p in self.checkpoints.glob("epoch*.pt"))
         except Exception as error:  # reported by the test that reads it
@@ -149,7 +153,7 @@ def demo(cluster, request, tmp_path_factory):
     with open(log, "w") as out:
         process = subprocess.Popen(slurm_command(*DEMO), cwd=workdir, env=cluster.env | package_path(workdir),
                                    stdout=out, stderr=subprocess.STDOUT)
-    canceller = Canceller(cluster, workdir / "results" / "demo" / "checkpoints" / "train" / GROUP, process)
+    canceller = Canceller(cluster, workdir, workdir / "results" / "demo" / "checkpoints" / "train" / GROUP, process)
     canceller.start()
     try:
         # the shared runs, needed later by other modules, while SLURM waits; the miniature first, so that the

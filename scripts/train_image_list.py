@@ -1,5 +1,5 @@
 """Snakemake job: train one network on an image-list data set (bagmar.image_job: in this process, or in gpus
-processes under torchrun; fusion is none for these)."""
+processes a node on nodes machines under torchrun; fusion is none for these). threads are a node's."""
 import json
 from pathlib import Path
 
@@ -21,4 +21,4 @@ with log_to(snakemake.log[0]):
         "threads": max(1, snakemake.threads // member["gpus"]), "keep_matrix": p.keep_matrix,
         "timeout_seconds": settings["distributed"]["timeout_seconds"],
     }
-    launch(job, Path(p.checkpoints) / "job.json", member["gpus"], settings["distributed"]["restarts"])
+    launch(job, Path(p.checkpoints) / "job.json", member["gpus"], member["nodes"], settings["distributed"]["restarts"])

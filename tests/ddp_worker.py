@@ -4,7 +4,7 @@ usage: torchrun --standalone --nproc_per_node N tests/ddp_worker.py ROOT STAGE1 
 
 Trains tests/test_distributed.py's recipe (a classifier re-training on STAGE1's frozen ResNet-10) on the miniature
 under ROOT, and writes OUT_DIR/rank<r>.pt: theta and phi after every step, the image indices of every batch, and
-(rank 0) the final weights. The recording wraps functions from outside the package, as tests/resume_worker.py does.
+(rank 0) the final weights and test logits. The recording wraps functions from outside the package, as tests/resume_worker.py does.
 --no-reduce: the ranks do not all-reduce their statistics (the test shows that they then drift apart).
 --kill R:E:S: rank R SIGKILLs itself in step S of epoch E. Checkpoints go to OUT_DIR/../checkpoints.
 """
@@ -84,6 +84,7 @@ def main(root: str, stage1: str, out: str, *flags: str) -> None:
     record["resumed_after"] = int(resumed[0].split()[4]) if resumed else 0
     if result is not None:
         record["model"] = {k: v.clone() for k, v in result.model.state_dict().items()}
+        record["test_logits"] = torch.as_tensor(result.test_logits)  # every rank tested its shard; rank 0 gathered
     torch.save(record, Path(out) / f"rank{world.rank}.pt")
 
 

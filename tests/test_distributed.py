@@ -6,6 +6,7 @@ and its weights; without the all-reduce the ranks' theta drift apart; the ranks'
 the single-process batch of that step.
 """
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import torch
 
 from bagmar import backbones
 from bagmar.distributed import DistributedError, World, rank_positions
-from bagmar.image_job import LaunchError, launch, torchrun_command
+from bagmar.image_job import Allocation, LaunchError, launch, torchrun_command
 from bagmar.image_data import epoch_order
 from bagmar.image_lists import read_list, write_miniature
 from bagmar.recipe import ImageListRecipe
@@ -106,6 +107,16 @@ def test_two_ranks_keep_the_single_process_statistics_and_weights(setup, single,
         else:  # the frozen feature model
             assert torch.equal(model[key], value), key
 
+    # the test set: each rank tested half, rank 0 gathered the halves in order, as one process tests the whole
+    from bagmar.image_data import TestImages
+    from bagmar.image_train import predict
+    network = backbones.build("resnet10", CLASSES, width=8)
+    network.load_state_dict(model)
+    test = read_list(root / "Mini_LT_test.txt", CLASSES)
+    whole = predict(network, TestImages(root, test, 24, 28), recipe(str(stage1)), workers=0, device="cpu")
+    assert ranks[0]["test_logits"].shape == (len(test.labels), CLASSES)
+    torch.testing.assert_close(ranks[0]["test_logits"], whole, rtol=1e-5, atol=1e-5)
+
     apart = torchrun(root, stage1, tmp_path / "apart", 2, "--no-reduce")
     drift = [(apart[0]["theta"][s] - apart[1]["theta"][s]).abs().max().item() for s in range(steps)]
     assert drift[0] > 1e-3 and drift[-1] > drift[0]  # each rank counts only its own images: the test can fail
@@ -168,12 +179,57 @@ def test_a_failing_rank_fails_the_job_with_an_error_naming_it(setup, tmp_path):
         launch(job(setup, tmp_path, root=tmp_path / "nowhere"), tmp_path / "job.json", processes=2)
 
 
-def test_several_nodes_meet_at_the_first_node_of_the_slurm_allocation():
-    environ = {"SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_JOB_ID": "4711"}
-    command = torchrun_command("job.json", 4, restarts=1, environ=environ, host_of=lambda nodes: "gpu07")
-    assert command[:3] == ["srun", "--nodes=2", "--ntasks-per-node=1"]
-    assert command[3:] == [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=4", "--max_restarts=1",
+def test_several_nodes_meet_at_the_first_node_of_the_slurm_allocation(monkeypatch):
+    """The command of 2 nodes x 4 GPUs (the SLURM allocation as scontrol gives it; tests/test_slurm.py runs this
+    rendezvous for real on its one node)."""
+    import socket
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "login01")  # not the first node: the fixed port
+    allocation = lambda: Allocation("4711", ("gpu07", "gpu08"), 16)  # noqa: E731
+    command = torchrun_command("job.json", 4, nodes=2, restarts=1, allocation=allocation)
+    assert command[:6] == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--cpus-per-task=16",
+                           "--kill-on-bad-exit=1"]
+    assert command[6:] == [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=4", "--max_restarts=1",
                            "--nnodes=2", "--rdzv_backend=c10d", "--rdzv_endpoint=gpu07:29500", "--rdzv_id=4711",
                            "-m", "bagmar.image_job", "job.json"]
-    assert torchrun_command("job.json", 8, environ={})[-5:] == ["--max_restarts=0", "--standalone", "-m",
-                                                                "bagmar.image_job", "job.json"]
+    monkeypatch.setattr(socket, "gethostname", lambda: "gpu07.cluster")  # the batch step's node: a free port
+    (endpoint,) = [arg for arg in torchrun_command("job.json", 4, nodes=2, allocation=allocation)
+                   if arg.startswith("--rdzv_endpoint=")]
+    host, port = endpoint.removeprefix("--rdzv_endpoint=").split(":")
+    assert host == "gpu07" and 0 < int(port) < 65536
+    assert torchrun_command("job.json", 8)[-5:] == ["--max_restarts=0", "--standalone", "-m", "bagmar.image_job",
+                                                    "job.json"]
+    with pytest.raises(LaunchError, match=r"asks for nodes: 3, but SLURM job 4711 has 2 \(gpu07, gpu08\)"):
+        torchrun_command("job.json", 4, nodes=3, allocation=allocation)
+    with pytest.raises(LaunchError, match="inside a SLURM allocation of that many nodes .* --workflow-profile"):
+        Allocation.of_this_job(environ={})
+
+
+def test_shards_of_the_test_set_are_consecutive_and_cover_it_once():
+    for total in (0, 1, 5, 7, 8, 100):
+        for size in (1, 2, 3, 4, 8):
+            shards = [World(rank, size).shard(total) for rank in range(size)]
+            assert [i for shard in shards for i in shard] == list(range(total)), (total, size)
+            assert max(map(len, shards)) == -(-total // size)
+
+
+def test_sync_batchnorm_is_refused_without_gpus_and_for_a_frozen_backbone(setup):
+    from bagmar.image_train import synchronised_batchnorm
+    from bagmar.recipe import RecipeError
+
+    network = backbones.build("resnet10", CLASSES, width=8)
+    with pytest.raises(DistributedError, match="sync_batchnorm needs GPUs .* runs on cpu: set sync_batchnorm: false"):
+        synchronised_batchnorm(network, "cpu")
+    with pytest.raises(RecipeError, match="sync_batchnorm is for end_to_end training"):
+        dataclasses.replace(recipe("stage1.pt"), sync_batchnorm=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (SyncBatchNorm is CUDA-only)")
+def test_sync_batchnorm_keeps_the_parameters_and_state_dict_keys():
+    from bagmar.image_train import synchronised_batchnorm
+
+    network = backbones.build("resnet10", CLASSES, width=8)
+    keys, weight = list(network.state_dict()), network.bn1.weight
+    synced = synchronised_batchnorm(network, "cuda")
+    assert isinstance(synced.bn1, torch.nn.SyncBatchNorm) and synced.bn1.weight is weight
+    assert list(synced.state_dict()) == keys

@@ -135,12 +135,14 @@ def test_the_large_benchmarks_configs_dry_run_to_their_plans(project, name):
         assert job and f"results/{name}/{stage1}" in job.group(1), run.stdout
 
 
-def test_image_list_runs_refuse_fusion_another_imbalance_factor_and_stage1_weights_that_are_not_there(tmp_path):
+def test_image_list_runs_refuse_fusion_another_imbalance_factor_missing_stage1_weights_and_unfit_processes(tmp_path):
     workdir = copy_project(tmp_path / "p")
     edit_config(workdir / CONFIG, lambda c: (
         c.update(fusion="trainings", imbalance_factors=[100]),
         c["trainings"]["BaGMar_crt"].update(stage1="training:nope"),
-        c["trainings"].update(BaGMar_file={**c["trainings"]["BaGMar_crt"], "stage1": "data/stage1.pth"})))
+        c["trainings"].update(BaGMar_file={**c["trainings"]["BaGMar_crt"], "stage1": "data/stage1.pth",
+                                           "sync_batchnorm": True}),
+        c["trainings"]["ce"].update(gpus=3, nodes=2)))
     run = snakemake(workdir, "-n", "--configfile", CONFIG)
     assert run.returncode != 0
     for expected in ("fusion: trainings: image-list trainings run one network per job; set fusion: none",
@@ -148,6 +150,10 @@ def test_image_list_runs_refuse_fusion_another_imbalance_factor_and_stage1_weigh
                      "smallest is 50; set imbalance_factors: [50]",
                      "trainings.BaGMar_crt.stage1 = 'training:nope' names no other training",
                      "trainings.BaGMar_file.stage1 = 'data/stage1.pth': no such file; give the stage-1 weights' "
-                     "path, or \"training:<name>\""):  # as config/places_lt.yaml says without its stage-1 file
+                     "path, or \"training:<name>\"",  # as config/places_lt.yaml says without its stage-1 file
+                     "trainings.ce: batch_size 64 does not divide over 6 processes (gpus: 3 x nodes: 2; the global "
+                     "batch is the recipe's, each process takes batch_size / processes)",
+                     "trainings.BaGMar_file: sync_batchnorm is for end_to_end training; a classifier re-training's "
+                     "BatchNorm is frozen"):
         assert expected in run.stderr, run.stderr
     assert "Traceback" not in run.stderr

@@ -10,6 +10,7 @@ ends byte-identical to the uninterrupted training (one run checks both, which ke
 Skipped only where SLURM is not installed and CI is not set; under CI a missing SLURM fails.
 """
 
+import json
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from project import copy_project, edit_config, env, job_counts, package_path
@@ -96,6 +98,27 @@ def start_two_rank_job(cluster, miniature: Path, directory: Path) -> tuple[Path,
     return workdir, process
 
 
+def start_two_node_job(cluster, miniature: Path, directory: Path) -> tuple[Path, subprocess.Popen]:
+    """The miniature's stage-2 training asking for 2 nodes x 2 GPUs, through the SLURM profile; the one-node test
+    cluster queues it and never starts it (PartitionNodeLimit); test_a_training_on_two_nodes_... reads the request
+    and cancels it."""
+    workdir = Path(shutil.copytree(miniature, directory, symlinks=True))
+    use_test_cluster(workdir)
+    edit_config(workdir / "config" / "miniature.yaml", lambda c: c["trainings"]["BaGMar_crt"].update(gpus=2, nodes=2))
+    with open(directory.parent / "two_nodes.log", "w") as out:
+        process = subprocess.Popen(slurm_command("--configfile", "config/miniature.yaml", "--retries", "0", "--",
+                                                 f"{TWO_RANKS}/model.pt"), cwd=workdir, stdout=out,
+                                   stderr=subprocess.STDOUT, env=cluster.env | package_path(workdir))
+    return workdir, process
+
+
+def queued_jobs(cluster, workdir: Path, rule: str) -> list[str]:
+    """IDs of the queued or running SLURM jobs of one rule of the Snakemake run in ``workdir``."""
+    queued = [line.split("|") for line in cluster.run("squeue", "-h", "-o", "%i|%k|%Z").stdout.splitlines()]
+    return [job for job, comment, directory in queued
+            if comment.startswith(f"rule_{rule}_") and Path(directory).resolve() == workdir.resolve()]
+
+
 def slurm_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/slurm", *FAST, *args]
 
@@ -130,9 +153,7 @@ class Canceller(threading.Thread):
                 if self.process.poll() is not None:
                     raise AssertionError("the SLURM run ended before its training checkpointed")
                 time.sleep(0.05)
-            queued = [line.split("|") for line in self.cluster.run("squeue", "-h", "-o", "%i|%k|%Z").stdout.splitlines()]
-            (self.job,) = [job for job, comment, directory in queued
-                           if comment.startswith("rule_train_") and Path(directory).resolve() == self.workdir.resolve()]
+            (self.job,) = queued_jobs(self.cluster, self.workdir, "train")
             self.cluster.run("scancel", self.job)
             self.after_epoch = max(int(p.stem.removeprefix("epoch")) for p in self.checkpoints.glob("epoch*.pt"))
         except Exception as error:  # reported by the test that reads it
@@ -160,6 +181,8 @@ def demo(cluster, request, tmp_path_factory):
         # 2-process SLURM job made from it waits on SLURM while the others run too
         miniature = request.getfixturevalue("miniature_run")
         two_ranks = start_two_rank_job(cluster, miniature, tmp_path_factory.mktemp("two_ranks") / "run")
+        two_nodes = start_two_node_job(cluster, miniature, tmp_path_factory.mktemp("two_nodes") / "run")
+        request.addfinalizer(lambda: two_nodes[1].poll() is None and (two_nodes[1].kill(), two_nodes[1].wait()))
         local = request.getfixturevalue("demo_run")
         request.getfixturevalue("seeds_run")
         process.wait(timeout=900)
@@ -172,7 +195,7 @@ def demo(cluster, request, tmp_path_factory):
     canceller.join(timeout=60)
     output = log.read_text()
     assert process.returncode == 0, output + "\n" + cluster.logs()
-    return workdir, output, local, canceller, two_ranks[0], miniature
+    return workdir, output, local, canceller, two_nodes, two_ranks[0], miniature
 
 
 def rows_of(path: Path, imbalance_factor: int) -> list[str]:
@@ -299,3 +322,70 @@ def test_a_two_process_training_runs_as_one_sbatch_job_and_writes_what_one_proce
             torch.testing.assert_close(two[key], value, rtol=1e-4, atol=1e-5)
         else:
             assert torch.equal(two[key], value), key  # the frozen feature model
+
+
+def test_a_training_on_two_nodes_asks_slurm_for_two_nodes_of_one_task_and_the_gpus_of_a_node_each(cluster, demo):
+    """Issue 16: nodes: 2 x gpus: 2 reaches SLURM as 2 nodes, 2 tasks (one a node, each a torchrun) and gres gpu:2
+    a node, not a job total of GPUs (which SLURM may spread unevenly). The one-node test cluster queues it and
+    cannot start it (PartitionNodeLimit): what is checked is the request as SLURM holds it."""
+    workdir, process = demo[4]
+    deadline = time.monotonic() + 120  # submitted while the demo ran: normally queued long since
+    while not (jobs := queued_jobs(cluster, workdir, "train")):
+        assert process.poll() is None and time.monotonic() < deadline, (workdir.parent / "two_nodes.log").read_text()
+        time.sleep(0.2)
+    (job,) = jobs
+    fields = dict(item.split("=", 1) for item in cluster.run("scontrol", "show", "job", "--oneliner", job).stdout.split()
+                  if "=" in item)
+    asked = {key: fields.get(key) for key in ("NumNodes", "NumTasks", "CPUs/Task", "TresPerNode", "TresPerJob",
+                                              "JobState", "Reason")}
+    threads = yaml.safe_load((workdir / "config" / "miniature.yaml").read_text())["threads"]["train"]
+    assert asked == {"NumNodes": "2-2", "NumTasks": "2", "CPUs/Task": str(threads), "TresPerNode": "gres:gpu:2",
+                     "TresPerJob": None, "JobState": "PENDING", "Reason": "PartitionNodeLimit"}, fields
+    process.kill()  # Snakemake would wait for the job forever; after a scancel it takes a minute to give up
+    process.wait()
+    cluster.run("scancel", job)
+    assert f"Job 0 has been submitted with SLURM jobid {job}" in (workdir.parent / "two_nodes.log").read_text()
+
+
+def test_the_slurm_rendezvous_starts_one_torchrun_a_node_with_srun_inside_the_allocation(cluster, tmp_path):
+    """Issue 16: the launch a multi-node job makes (srun, one task a node, torchrun's c10d rendezvous at the
+    allocation's first node from scontrol), run for real in an sbatch allocation of the one-node cluster: 2 gloo
+    ranks train, rank 0 writes the outputs, and sacct shows the srun step of one task on the node."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_distributed import CLASSES, job
+
+    from bagmar import backbones
+    from bagmar.image_lists import write_miniature
+    import torch
+
+    data = tmp_path / "data"
+    write_miniature(data, classes=CLASSES, imbalance_factor=10, max_per_class=40, val_per_class=2,
+                    test_per_class=6, image_size=32)
+    torch.manual_seed(11)
+    torch.save(backbones.build("resnet10", CLASSES, width=8).state_dict(), data / "stage1.pt")
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps(job((data, data / "stage1.pt"), tmp_path)))
+    launch = ("import json, sys; from bagmar.image_job import launch; "
+              "launch(json.load(open(sys.argv[1])), sys.argv[2], 2, nodes=1, rendezvous='slurm')")
+    root = Path(__file__).parents[1]
+    submitted = subprocess.run(["sbatch", "--parsable", f"--partition={PARTITION}", f"--account={ACCOUNT}",
+                                "--nodes=1", "--ntasks=1", "--cpus-per-task=2", "--gres=gpu:2", "--mem=2000",
+                                f"--output={tmp_path / 'slurm.log'}", f"--chdir={tmp_path}", "--wrap",
+                                f"{sys.executable} -c \"{launch}\" {job_file} {tmp_path / 'ranks.json'}"],
+                               env=cluster.env | package_path(root), capture_output=True, text=True, timeout=60)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    deadline = time.monotonic() + 300  # sbatch --wait polls at 2, 4, 8, 16 s: up to 16 s late
+    while cluster.run("squeue", "-h", "-j", submitted.stdout.strip()).stdout.strip():
+        assert time.monotonic() < deadline, cluster.logs()
+        time.sleep(0.2)
+    log = (tmp_path / "slurm.log").read_text()
+    (state,) = cluster.sacct("State", "ExitCode", name="wrap")
+    assert state == {"State": "COMPLETED", "ExitCode": "0:0"}, log
+    assert re.search(rf"\$ srun --nodes=1 --ntasks=1 --ntasks-per-node=1 --cpus-per-task=2 --kill-on-bad-exit=1 "
+                     rf"\S+ -m torch.distributed.run --nproc_per_node=2 --max_restarts=0 --nnodes=1 "
+                     rf"--rdzv_backend=c10d --rdzv_endpoint={cluster.host}:\d+ --rdzv_id={submitted.stdout.strip()} ",
+                     log), log
+    assert "on 2 x cpu" in log and len(pd.read_csv(tmp_path / "m.csv")) == 2, log
+    steps = cluster.run("sacct", "-j", submitted.stdout.strip(), "--parsable2", "--noheader",
+                        "--format=JobID,NTasks,State").stdout.split()
+    assert [step.split("|", 1)[1] for step in steps if re.fullmatch(r"\d+\.0\|.*", step)] == ["1|COMPLETED"], steps

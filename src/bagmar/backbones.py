@@ -53,7 +53,7 @@ class Network(models.ResNet):
         block, layers, options = ARCHITECTURES[architecture]
         self.__dict__["width"] = width  # read by _make_layer during torchvision's __init__
         super().__init__(block, layers, **options)
-        self.architecture, self.cosine_scale = architecture, cosine_scale
+        self.architecture, self.cosine_scale, self.num_classes = architecture, cosine_scale, num_classes
         if width != TORCHVISION_WIDTH:  # torchvision's stem is 64 wide: rebuilt at this width, initialised as it is
             self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
             nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")

@@ -5,6 +5,9 @@ makes the method run in them exactly as on one GPU.
   the trainer needs, each under a timeout (a rank that dies takes the job down with an error, never a hang);
 - ``rank_positions``: which positions of a step's global batch this rank trains on: the ranks' batches together
   are exactly the single-process batch of that step, so the data order is the single-process order;
+- ``World.shard`` and ``World.gather_rows``: the test set split into consecutive shards, one a rank, and the
+  shards' logits put back together in order on rank 0 (evaluation: benchmarks/distributed_eval.py measured it
+  against rank 0 testing alone);
 - ``GlobalStatistics``: BaGMar's statistics with every step's increments all-reduced (summed) before they are
   added, so every rank adjusts its logits with the same theta and phi, equal (to float rounding) to one process
   that sees the whole global batch.
@@ -47,7 +50,7 @@ class World:
 
     @property
     def leader(self) -> bool:
-        """Rank 0: the one that writes checkpoints and outputs, and evaluates."""
+        """Rank 0: the one that gathers the test logits and writes checkpoints and outputs."""
         return self.rank == 0
 
     def device(self, device: str) -> str:
@@ -69,6 +72,24 @@ class World:
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
+
+    def shard(self, total: int) -> range:
+        """This rank's positions of ``total`` items: consecutive shards of ceil(total / size), the last shorter
+        (or empty), so that the shards in rank order are the items in order."""
+        per_rank = -(-total // self.size)
+        return range(min(total, self.rank * per_rank), min(total, (self.rank + 1) * per_rank))
+
+    def gather_rows(self, rows: torch.Tensor, total: int) -> torch.Tensor | None:
+        """Every rank's ``rows`` (its shard's, ``shard(total)``) concatenated in rank order: the (total, ...) tensor
+        on rank 0, None on the others. One all_gather (gloo and NCCL both have it), the shards padded to one size."""
+        if not self.distributed:
+            return rows
+        per_rank = -(-total // self.size)
+        padded = rows.new_zeros((per_rank, *rows.shape[1:]))
+        padded[:len(rows)] = rows
+        gathered = [torch.empty_like(padded) for _ in range(self.size)]
+        dist.all_gather(gathered, padded)
+        return torch.cat(gathered)[:total] if self.leader else None
 
 
 def init_world(device: str, timeout_seconds: float = 600.0) -> World:

@@ -5,6 +5,9 @@ one process it calls ``run`` itself, with N it starts ``python -m torch.distribu
 ``python -m bagmar.image_job JOB`` (``torchrun_command``) and waits. Every rank trains its share of each global
 batch (bagmar.distributed); rank 0 writes the checkpoints and the job's outputs, each atomically.
 
+On several nodes of a SLURM allocation, ``srun`` starts one torchrun a node and they meet at the first node
+(c10d rendezvous); the workflow asks SLURM for the nodes (workflow/rules/common.smk, TRAINING_RESOURCES).
+
 torchrun is the process manager: a rank that dies ends the job (torchrun stops the others; ``--max-restarts``
 from ``restarts``), and every collective has a timeout, so a lost rank is an error naming it, never a hang. A rerun
 resumes from the newest checkpoint, on any number of ranks.
@@ -12,10 +15,12 @@ resumes from the newest checkpoint, on any number of ranks.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -53,36 +58,79 @@ def run(job: dict) -> None:
         dist.destroy_process_group()
 
 
-def first_host(nodelist: str) -> str:
-    """The first host of a SLURM node list (``node[01-04]`` -> ``node01``), as ``scontrol show hostnames`` expands it."""
-    return subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
-                          check=True).stdout.split()[0]
+@dataclasses.dataclass(frozen=True)
+class Allocation:
+    """The SLURM allocation a job runs in, as ``scontrol`` reports it: the batch step of a multi-node job sees
+    no SLURM_JOB_NODELIST or SLURM_CPUS_PER_TASK (the SLURM executor plugin clears them), only SLURM_JOB_ID."""
+
+    job_id: str
+    hosts: tuple[str, ...]
+    cpus_per_task: int | None
+
+    @classmethod
+    def of_this_job(cls, environ=os.environ) -> "Allocation":
+        if "SLURM_JOB_ID" not in environ:
+            raise LaunchError("a training on several nodes runs inside a SLURM allocation of that many nodes (no "
+                              "SLURM_JOB_ID here): run the workflow with --workflow-profile profiles/slurm")
+        job_id = environ["SLURM_JOB_ID"]
+        fields = dict(item.split("=", 1) for item in _scontrol("show", "job", "--oneliner", job_id).split()
+                      if "=" in item)
+        hosts = tuple(_scontrol("show", "hostnames", fields["NodeList"]).split())
+        cpus = fields.get("CPUs/Task", "")
+        return cls(job_id, hosts, int(cpus) if cpus.isdigit() else None)
 
 
-def torchrun_command(job_file: str | Path, processes: int, restarts: int = 0, environ=os.environ,
-                     host_of=first_host) -> list[str]:
-    """The torchrun command of a job of ``processes`` ranks per node: ``--standalone`` on one machine; inside a
-    SLURM allocation of several nodes, one ``srun`` task per node, each a torchrun that meets the others at the
-    first node of the allocation (``scontrol show hostnames``)."""
+def _scontrol(*args: str) -> str:
+    return subprocess.run(["scontrol", *args], capture_output=True, text=True, check=True).stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_command(job_file: str | Path, processes: int, nodes: int = 1, restarts: int = 0,
+                     rendezvous: str | None = None, allocation=Allocation.of_this_job) -> list[str]:
+    """The torchrun command of a job of ``processes`` ranks on each of ``nodes`` machines.
+
+    ``rendezvous`` "standalone" (the default on one node): torchrun --standalone, here. "slurm" (the default on
+    several): one ``srun`` task a node of the SLURM allocation, each a torchrun that meets the others at the
+    allocation's first node (``scontrol show hostnames``), on a free port there when this is that node (where
+    SLURM runs the batch step) and 29500 otherwise; srun is given the job's CPUs a task, which it no longer
+    inherits from sbatch, and ends the step when a task fails.
+    """
     entry = ["-m", "bagmar.image_job", str(job_file)]
     torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
                 f"--max_restarts={restarts}"]
-    nodes = int(environ.get("SLURM_JOB_NUM_NODES", "1"))
-    if nodes == 1:
+    rendezvous = rendezvous or ("standalone" if nodes == 1 else "slurm")
+    if rendezvous == "standalone":
+        if nodes != 1:
+            raise LaunchError(f"nodes: {nodes} needs the slurm rendezvous; standalone is one machine")
         return [*torchrun, "--standalone", *entry]
-    return ["srun", f"--nodes={nodes}", "--ntasks-per-node=1", *torchrun, f"--nnodes={nodes}",
-            "--rdzv_backend=c10d", f"--rdzv_endpoint={host_of(environ['SLURM_JOB_NODELIST'])}:29500",
-            f"--rdzv_id={environ['SLURM_JOB_ID']}", *entry]
+    slurm = allocation()
+    if len(slurm.hosts) != nodes:
+        raise LaunchError(f"the training asks for nodes: {nodes}, but SLURM job {slurm.job_id} has "
+                          f"{len(slurm.hosts)} ({', '.join(slurm.hosts)}); the SLURM profile asks for the "
+                          "training's nodes, so this job was submitted by other means, or the config changed since")
+    host = slurm.hosts[0]
+    port = _free_port() if host == socket.gethostname().split(".")[0] else 29500
+    cpus = [f"--cpus-per-task={slurm.cpus_per_task}"] if slurm.cpus_per_task else []
+    return ["srun", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1", *cpus, "--kill-on-bad-exit=1",
+            *torchrun, f"--nnodes={nodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={host}:{port}",
+            f"--rdzv_id={slurm.job_id}", *entry]
 
 
-def launch(job: dict, job_file: str | Path, processes: int, restarts: int = 0) -> None:
-    """Run the job: in this process for one rank, else under torchrun; a failure names the rank that failed."""
-    if processes == 1:
+def launch(job: dict, job_file: str | Path, processes: int, nodes: int = 1, restarts: int = 0,
+           rendezvous: str | None = None) -> None:
+    """Run the job: in this process for one rank, else under torchrun (``processes`` a node on ``nodes``); a
+    failure names the rank that failed."""
+    if processes * nodes == 1:
         run(job)
         return
     Path(job_file).parent.mkdir(parents=True, exist_ok=True)
     Path(job_file).write_text(json.dumps(job, indent=2))
-    command = torchrun_command(job_file, processes, restarts)
+    command = torchrun_command(job_file, processes, nodes, restarts, rendezvous)
     print("$ " + " ".join(command), flush=True)
     if shutil.which(command[0]) is None and not Path(command[0]).exists():
         raise LaunchError(f"{command[0]} not found: a multi-node training needs SLURM's srun on the PATH")
@@ -92,9 +140,9 @@ def launch(job: dict, job_file: str | Path, processes: int, restarts: int = 0) -
     if done.returncode:
         failed = sorted(set(re.findall(r"rank\s*:\s*(\d+)", done.stdout)), key=int)
         which = f"rank {', '.join(failed)}" if failed else "a rank"
-        raise LaunchError(f"{job['name']}: the {processes}-process training failed: {which} exited with an error "
-                          f"(torchrun's report above, in the job's log); finished epochs are in {job['checkpoints']}, "
-                          "and a rerun resumes from the newest")
+        raise LaunchError(f"{job['name']}: the {processes * nodes}-process training failed: {which} exited with an "
+                          f"error (torchrun's report above, in the job's log); finished epochs are in "
+                          f"{job['checkpoints']}, and a rerun resumes from the newest")
 
 
 if __name__ == "__main__":

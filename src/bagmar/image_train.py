@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Subset
 
 from . import backbones, checkpoint
 
-from .distributed import GlobalStatistics, World
+from .distributed import DistributedError, GlobalStatistics, World
 from .engine import SGD, LossTerms, StackedStatistics, train_step
 from .image_data import TestImages, TrainImages, epoch_order, prepare, test_loader, train_loader
 from .image_lists import ImageList
@@ -77,8 +78,8 @@ def train_image_list(
     ``workers``: JPEG-decoding processes (the numbers do not depend on it); ``checkpoint_dir``: save every epoch
     and resume from the newest intact checkpoint; ``stop_after_epoch``: the first epochs of the schedule only;
     ``world``: this process's rank in a data-parallel training (bagmar.distributed; every rank calls this, each
-    trains on its share of every global batch, and rank 0 tests, writes the checkpoints and returns the result,
-    the others None).
+    trains on its share of every global batch and tests its shard of the test set; rank 0 gathers the test logits,
+    writes the checkpoints and returns the result, the others None).
     """
     labels = train_list.labels
     if len(labels) < recipe.batch_size:
@@ -86,6 +87,8 @@ def train_image_list(
     steps = len(labels) // recipe.batch_size  # the last incomplete batch is dropped
     device = world.device(device)
     network, trainable = build_network(recipe, num_classes)
+    if recipe.sync_batchnorm and world.distributed:
+        network = synchronised_batchnorm(network, device)
     network.to(device)
     model = _Stacked(DistributedDataParallel(network, device_ids=[world.local_rank] if "cuda" in device else None)
                      if world.distributed else network)
@@ -136,22 +139,34 @@ def train_image_list(
                                  "Lower the learning rate or check the input data.")
         world.all_reduce(correct)
         world.all_reduce(loss_sum).div_(world.size)  # the mean over ranks of their batch means
-        if world.leader:  # the others wait at the barrier: one test pass, one writer
-            evaluated = time.perf_counter()
-            test_logits = predict(network, test_images, recipe, workers, device)[None]
+        evaluated = time.perf_counter()
+        test_logits = predict(network, test_images, recipe, workers, device, world)  # every rank its shard
+        if world.leader:  # one writer; the others wait at the barrier
+            test_logits = test_logits[None]
             history.add(epoch, lr, loss_sum, correct, tuple(t[None] for t in network.classifier_terms()), test_logits,
                         y_test, steps, recipe.batch_size, started, evaluated)
             saved.save(epoch, network, optimizer, stats, history)
             report.epoch(epoch, history)
         world.barrier()
+    if first_epoch > last_epoch:  # every epoch was in the checkpoint: only the test logits are missing
+        test_logits = predict(network, test_images, recipe, workers, device, world)
+        test_logits = None if test_logits is None else test_logits[None]
     if not world.leader:
         return None
-    if test_logits is None:  # every epoch was in the checkpoint: only the test logits are missing
-        test_logits = predict(network, test_images, recipe, workers, device)[None]
     single = GradientStatistics(num_classes, device, keep_matrix=stats.keeps_matrix)
     single.load_state_dict(stats.member(0))
     network.eval()
     return TrainResult(network, test_logits[0].cpu().numpy(), history.metrics[0], single, history.best[0])
+
+
+def synchronised_batchnorm(network: backbones.Network, device: str) -> backbones.Network:
+    """The network with every BatchNorm a SyncBatchNorm (the same parameters and buffers, so the same state-dict
+    keys): BatchNorm statistics over the global batch, as one process would compute them, at one all-reduce per
+    layer per step. torch implements it for CUDA only."""
+    if torch.device(device).type != "cuda":
+        raise DistributedError(f"sync_batchnorm needs GPUs (torch's SyncBatchNorm runs on CUDA only); this training "
+                               f"runs on {device}: set sync_batchnorm: false, or train on GPUs")
+    return nn.SyncBatchNorm.convert_sync_batchnorm(network)
 
 
 def _train_mode(network: backbones.Network, recipe: ImageListRecipe) -> None:
@@ -161,13 +176,20 @@ def _train_mode(network: backbones.Network, recipe: ImageListRecipe) -> None:
 
 
 @torch.no_grad()
-def predict(network: nn.Module, images: TestImages, recipe: ImageListRecipe, workers: int,
-            device: torch.device | str) -> torch.Tensor:
-    """Plain logits (N, C) of the test images (resize, centre crop, normalise), float32."""
+def predict(network: backbones.Network, images: TestImages, recipe: ImageListRecipe, workers: int,
+            device: torch.device | str, world: World = World()) -> torch.Tensor | None:
+    """Plain logits (N, C) of the test images (resize, centre crop, normalise), float32.
+
+    In a data-parallel training every rank tests its consecutive shard of the test set and rank 0 gathers the
+    logits in order (None on the others): N ranks test about N times as fast as rank 0 alone
+    (benchmarks/distributed_eval.py), and the others do not sit at a barrier meanwhile.
+    """
     network.eval()
+    shard = world.shard(len(images))
     outputs = [network(prepare(x.to(device, non_blocking=True), recipe.mean, recipe.std)).float()
-               for x, _ in test_loader(images, recipe.batch_size, workers, device)]
-    return torch.cat(outputs)
+               for x, _ in test_loader(Subset(images, shard), recipe.batch_size, workers, device)]
+    logits = torch.cat(outputs) if outputs else torch.zeros((0, network.num_classes), device=device)
+    return world.gather_rows(logits, len(images))
 
 
 def _list_digest(image_list: ImageList) -> np.ndarray:

@@ -136,6 +136,7 @@ class ImageListRecipe(LossSettings):
     mean: tuple[float, float, float] = tuple(_IMAGE_LIST["mean"])
     std: tuple[float, float, float] = tuple(_IMAGE_LIST["std"])
     precision: str = _IMAGE_LIST["precision"]
+    sync_batchnorm: bool = _IMAGE_LIST["sync_batchnorm"]  # SyncBatchNorm across the ranks (bagmar.distributed)
 
     def __post_init__(self):
         for key in ("mean", "std"):  # lists in a config; tuples here, so that the recipe stays hashable
@@ -148,6 +149,9 @@ class ImageListRecipe(LossSettings):
                               f"takes them; got protocol {self.protocol} with stage1 {self.stage1!r}")
         if self.resize_size < self.image_size:
             raise RecipeError(f"resize_size {self.resize_size} is smaller than the crop image_size {self.image_size}")
+        if self.sync_batchnorm and self.protocol != "end_to_end":
+            raise RecipeError("sync_batchnorm is for end_to_end training: a classifier re-training keeps the feature "
+                              "model's BatchNorm frozen, so there is nothing to synchronise")
 
 
 def cosine_learning_rate(epoch: int, recipe: ImageListRecipe) -> float:

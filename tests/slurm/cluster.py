@@ -90,11 +90,12 @@ class SlurmCluster:
             (self.root / name).mkdir(parents=True, exist_ok=True)
         # Inside a job, the executor plugin's job step removes SLURM_* variables (SLURM_CONF among
         # them) from the environment of the srun it starts; a real cluster's srun then reads
-        # /etc/slurm/slurm.conf, this cluster's configuration is elsewhere. This srun, first on the
-        # jobs' PATH (sbatch --export=ALL), puts it back and runs the real one.
-        srun = self.root / "bin" / "srun"
-        srun.write_text(f'#!/bin/sh\nSLURM_CONF={self.env["SLURM_CONF"]} exec {shutil.which("srun")} "$@"\n')
-        srun.chmod(0o755)
+        # /etc/slurm/slurm.conf, this cluster's configuration is elsewhere. This srun (and scontrol), first
+        # on the jobs' PATH (sbatch --export=ALL), puts it back and runs the real one.
+        for client in ("srun", "scontrol"):  # scontrol: a multi-node training's launch asks it for the nodes
+            wrapper = self.root / "bin" / client
+            wrapper.write_text(f'#!/bin/sh\nSLURM_CONF={self.env["SLURM_CONF"]} exec {shutil.which(client)} "$@"\n')
+            wrapper.chmod(0o755)
         self.root.chmod(0o755)  # munged wants its socket's directories traversable by all
         (self.root / "munge").chmod(0o711)
         for index in range(self.gpus):

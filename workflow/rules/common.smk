@@ -239,16 +239,47 @@ def group_members(wildcards):
             IMAGE_LISTS
         ):  # processes are the job's resources, not a recipe setting: a rerun may use other counts
             member["gpus"] = member["recipe"].pop("gpus")
+            member["nodes"] = member["recipe"].pop("nodes")
             if (stage1 := stage1_model(member)) is not None:
                 member["recipe"]["stage1"] = stage1
     return members
 
 
-def group_gpus(wildcards):
-    """The processes (GPUs) a training job asks for: its member's gpus (image-list trainings), else 1."""
-    return (
-        max(member["gpus"] for member in group_members(wildcards)) if IMAGE_LISTS else 1
-    )
+def group_processes(wildcards):
+    """(GPUs a node, nodes) of a training job: its member's gpus and nodes (image-list trainings), else (1, 1)."""
+    if not IMAGE_LISTS:
+        return 1, 1
+    (member,) = group_members(wildcards)
+    return member["gpus"], member["nodes"]
+
+
+def training_resources(wildcards):
+    """A training job's resources, as snakemake-executor-plugin-slurm reads them (profiles/slurm).
+
+    One node: gpu, which the plugin passes as sbatch --gpus and a local run counts against --resources gpu=N.
+    Several nodes: one task a node and gpu:<gpus> a node as gres (--gpus would be the job's total, spread over
+    the nodes as SLURM likes); mpi makes the plugin run the job in the batch step itself, not in an srun step of
+    one task, so that its srun can start a torchrun on every node; tasks_per_gpu 0 keeps the plugin from turning
+    tasks into --ntasks-per-gpu.
+    """
+    gpus, nodes = group_processes(wildcards)
+    if nodes == 1:
+        return {"gpu": gpus, "nodes": 1}
+    return {
+        "gpu": 0,
+        "nodes": nodes,
+        "gres": f"gpu:{gpus}",
+        "tasks": nodes,
+        "tasks_per_gpu": 0,
+        "mpi": "srun",
+    }
+
+
+# one callable a resource, as the resources directive takes them; None leaves a resource unset
+TRAINING_RESOURCES = {
+    name: (lambda wildcards, name=name: training_resources(wildcards).get(name))
+    for name in ("gpu", "nodes", "gres", "tasks", "tasks_per_gpu", "mpi")
+}
 
 
 def group_split(wildcards):
@@ -432,10 +463,16 @@ def _image_list_problems():
             problems.append(
                 f"{where}: batch_size {recipe['batch_size']} is larger than the training list ({TRAIN_IMAGES} images)"
             )
-        if recipe["batch_size"] % recipe["gpus"]:
+        processes = recipe["gpus"] * recipe["nodes"]
+        if recipe["batch_size"] % processes:
             problems.append(
-                f"{where}: batch_size {recipe['batch_size']} does not divide over gpus: {recipe['gpus']} (the global "
-                "batch is the recipe's; each process takes batch_size / gpus)"
+                f"{where}: batch_size {recipe['batch_size']} does not divide over {processes} processes (gpus: "
+                f"{recipe['gpus']} x nodes: {recipe['nodes']}; the global batch is the recipe's, each process "
+                "takes batch_size / processes)"
+            )
+        if recipe["sync_batchnorm"] and recipe["protocol"] != "end_to_end":
+            problems.append(
+                f"{where}: sync_batchnorm is for end_to_end training; a classifier re-training's BatchNorm is frozen"
             )
         if recipe["resize_size"] < recipe["image_size"]:
             problems.append(

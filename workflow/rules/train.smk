@@ -23,7 +23,7 @@ if IMAGE_LISTS:
             "../../envs/bagmar.yaml"
         threads: config["threads"]["train"]
         resources:
-            gpu=group_gpus,
+            **TRAINING_RESOURCES,
         params:
             members=group_members,
             classes=NUM_CLASSES,

@@ -8,6 +8,7 @@ the single-process batch of that step.
 
 import dataclasses
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -60,8 +61,13 @@ def torchrun(root, stage1, run_dir: Path, processes: int, *flags: str, check: bo
 
 
 @pytest.fixture(scope="module")
-def two_ranks(setup, tmp_path_factory):
-    return torchrun(*setup, tmp_path_factory.mktemp("reduced"), 2)
+def two_ranks_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("reduced")
+
+
+@pytest.fixture(scope="module")
+def two_ranks(setup, two_ranks_dir):
+    return torchrun(*setup, two_ranks_dir, 2)
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +141,25 @@ def test_a_killed_rank_fails_the_job_naming_it_and_a_rerun_resumes_to_the_uninte
         assert torch.equal(resumed[0]["model"][key], value), key  # gloo sums in a fixed order: bit for bit
     assert len(resumed[0]["theta"]) == 4  # only epoch 2 was trained again
     assert torch.equal(resumed[0]["theta"][-1], two_ranks[0]["theta"][-1])
+
+
+def test_a_two_process_checkpoint_resumes_in_one_process(setup, two_ranks, two_ranks_dir, tmp_path):
+    """Resume on any number of ranks: the 2-rank run's epoch-1 checkpoint, resumed by one process, ends at the
+    2-rank run's weights (float rounding apart: one network sees the whole batch)."""
+    from bagmar.image_train import train_image_list
+
+    root, stage1 = setup
+    checkpoints = Path(shutil.copytree(two_ranks_dir / "checkpoints", tmp_path / "checkpoints"))
+    for later in checkpoints.glob("epoch*.pt"):
+        if later.name != "epoch0001.pt":
+            later.unlink()
+    lines = []
+    result = train_image_list(root, read_list(root / "Mini_LT_train.txt", CLASSES),
+                              read_list(root / "Mini_LT_test.txt", CLASSES), CLASSES, recipe(str(stage1)),
+                              progress=lines.append, checkpoint_dir=checkpoints)
+    assert any(line.startswith("resuming training after epoch 1 ") for line in lines), lines
+    for key, value in two_ranks[0]["model"].items():
+        torch.testing.assert_close(result.model.state_dict()[key], value, rtol=1e-4, atol=1e-5)
 
 
 def test_the_ranks_batches_of_a_step_are_the_single_process_batch():

@@ -15,7 +15,8 @@ makes the method run in them exactly as on one GPU.
 Gradients are averaged over the ranks by torch's DistributedDataParallel; each rank's loss is the mean over its
 own batch of B / N images, so the average is the global batch mean. BatchNorm stays per rank (the literature's
 practice): in end-to-end training a rank normalises over its own B / N images, which differs from one process
-over B. A classifier re-training (stage 2) keeps BatchNorm in eval mode, so there the ranks compute exactly the
+over B; ``sync_batchnorm`` (GPUs only, bagmar.image_train.synchronised_batchnorm) normalises over the global batch
+instead. A classifier re-training (stage 2) keeps BatchNorm in eval mode, so there the ranks compute exactly the
 single-process numbers (to float rounding; tests/test_distributed.py).
 """
 

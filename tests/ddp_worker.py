@@ -1,14 +1,18 @@
 """One rank of a data-parallel image-list training, for tests/test_distributed.py (started by torchrun).
 
 usage: torchrun --standalone --nproc_per_node N tests/ddp_worker.py ROOT STAGE1 OUT_DIR [--no-reduce] [--kill R:E:S]
+       [--end-to-end] [--own-checkpoints R]
 
 Trains tests/test_distributed.py's recipe (a classifier re-training on STAGE1's frozen ResNet-10) on the miniature
 under ROOT, and writes OUT_DIR/rank<r>.pt: theta and phi after every step, the image indices of every batch, and
 (rank 0) the final weights and test logits. The recording wraps functions from outside the package, as tests/resume_worker.py does.
 --no-reduce: the ranks do not all-reduce their statistics (the test shows that they then drift apart).
 --kill R:E:S: rank R SIGKILLs itself in step S of epoch E. Checkpoints go to OUT_DIR/../checkpoints.
+--end-to-end: one epoch of the whole network instead (BatchNorm trains, per rank).
+--own-checkpoints R: rank R keeps its checkpoints in a directory of its own (OUT_DIR/../checkpoints_rankR).
 """
 
+import dataclasses
 import os
 import signal
 
@@ -78,8 +82,14 @@ def main(root: str, stage1: str, out: str, *flags: str) -> None:
     train = read_list(f"{root}/Mini_LT_train.txt", CLASSES)
     test = read_list(f"{root}/Mini_LT_test.txt", CLASSES)
     lines = []
-    result = train_image_list(root, train, test, CLASSES, recipe(stage1), progress=lines.append, world=world,
-                              checkpoint_dir=Path(out).parent / "checkpoints")
+    settings = recipe(stage1)
+    if "--end-to-end" in flags:
+        settings = dataclasses.replace(settings, protocol="end_to_end", stage1=None, epochs=1)
+    checkpoints = Path(out).parent / "checkpoints"
+    if "--own-checkpoints" in flags and world.rank == int(flags[flags.index("--own-checkpoints") + 1]):
+        checkpoints = checkpoints.with_name(f"checkpoints_rank{world.rank}")  # as a node's local disk would be
+    result = train_image_list(root, train, test, CLASSES, settings, progress=lines.append, world=world,
+                              checkpoint_dir=checkpoints)
     resumed = [line for line in lines if line.startswith("resuming training after epoch ")]
     record["resumed_after"] = int(resumed[0].split()[4]) if resumed else 0
     if result is not None:

@@ -121,7 +121,7 @@ def test_two_ranks_keep_the_single_process_statistics_and_weights(setup, single,
     test = read_list(root / "Mini_LT_test.txt", CLASSES)
     whole = predict(network, TestImages(root, test, 24, 28), recipe(str(stage1)), workers=0, device="cpu")
     assert ranks[0]["test_logits"].shape == (len(test.labels), CLASSES)
-    torch.testing.assert_close(ranks[0]["test_logits"], whole, rtol=1e-5, atol=1e-5)
+    assert torch.equal(ranks[0]["test_logits"], whole)  # the shards are whole batches: the same batches
 
     apart = torchrun(root, stage1, tmp_path / "apart", 2, "--no-reduce")
     drift = [(apart[0]["theta"][s] - apart[1]["theta"][s]).abs().max().item() for s in range(steps)]
@@ -160,6 +160,33 @@ def test_a_two_process_checkpoint_resumes_in_one_process(setup, two_ranks, two_r
     assert any(line.startswith("resuming training after epoch 1 ") for line in lines), lines
     for key, value in two_ranks[0]["model"].items():
         torch.testing.assert_close(result.model.state_dict()[key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_an_end_to_end_trainings_ranks_test_with_the_batchnorm_statistics_rank_0_saves(setup, tmp_path):
+    """Each rank's BatchNorm statistics move with its own images in the last step; the test pass uses rank 0's
+    on every rank (World.broadcast_buffers), so the gathered logits are the saved model's."""
+    from bagmar.image_data import TestImages
+    from bagmar.image_train import predict
+
+    root, stage1 = setup
+    ranks = torchrun(root, stage1, tmp_path, 2, "--end-to-end")
+    network = backbones.build("resnet10", CLASSES, width=8)
+    network.load_state_dict(ranks[0]["model"])
+    test = read_list(root / "Mini_LT_test.txt", CLASSES)
+    whole = predict(network, TestImages(root, test, 24, 28), recipe(str(stage1)), workers=0, device="cpu")
+    assert torch.equal(ranks[0]["test_logits"], whole)
+
+
+def test_ranks_that_find_different_newest_checkpoints_stop_with_an_error_not_a_hang(setup, two_ranks, two_ranks_dir,
+                                                                                      tmp_path):
+    """A node that does not see the shared checkpoint directory would resume at another epoch, and the ranks' next
+    collectives would pair up wrongly until the timeout; instead every rank stops at once, saying why."""
+    shutil.copytree(two_ranks_dir / "checkpoints", tmp_path / "checkpoints",
+                    ignore=lambda directory, names: [n for n in names if n.startswith("epoch") and n != "epoch0001.pt"])
+    run = torchrun(*setup, tmp_path, 2, "--own-checkpoints", "1", check=False)
+    assert run.returncode != 0
+    assert "the processes found different newest checkpoints" in run.stderr, run.stderr
+    assert "rank 0 resumes at epoch 2" in run.stderr and "rank 1 resumes at epoch 1" in run.stderr, run.stderr
 
 
 def test_the_ranks_batches_of_a_step_are_the_single_process_batch():
@@ -209,13 +236,13 @@ def test_several_nodes_meet_at_the_first_node_of_the_slurm_allocation(monkeypatc
     rendezvous for real on its one node)."""
     import socket
 
-    monkeypatch.setattr(socket, "gethostname", lambda: "login01")  # not the first node: the fixed port
+    monkeypatch.setattr(socket, "gethostname", lambda: "login01")  # not the first node: 29500 + job ID % 20000
     allocation = lambda: Allocation("4711", ("gpu07", "gpu08"), 16)  # noqa: E731
     command = torchrun_command("job.json", 4, nodes=2, restarts=1, allocation=allocation)
     assert command[:6] == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--cpus-per-task=16",
                            "--kill-on-bad-exit=1"]
     assert command[6:] == [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=4", "--max_restarts=1",
-                           "--nnodes=2", "--rdzv_backend=c10d", "--rdzv_endpoint=gpu07:29500", "--rdzv_id=4711",
+                           "--nnodes=2", "--rdzv_backend=c10d", "--rdzv_endpoint=gpu07:34211", "--rdzv_id=4711",
                            "-m", "bagmar.image_job", "job.json"]
     monkeypatch.setattr(socket, "gethostname", lambda: "gpu07.cluster")  # the batch step's node: a free port
     (endpoint,) = [arg for arg in torchrun_command("job.json", 4, nodes=2, allocation=allocation)
@@ -230,12 +257,14 @@ def test_several_nodes_meet_at_the_first_node_of_the_slurm_allocation(monkeypatc
         Allocation.of_this_job(environ={})
 
 
-def test_shards_of_the_test_set_are_consecutive_and_cover_it_once():
-    for total in (0, 1, 5, 7, 8, 100):
+def test_shards_of_the_test_set_are_consecutive_whole_batches_and_cover_it_once():
+    for total in (0, 1, 5, 7, 8, 100, 50_000):
         for size in (1, 2, 3, 4, 8):
-            shards = [World(rank, size).shard(total) for rank in range(size)]
-            assert [i for shard in shards for i in shard] == list(range(total)), (total, size)
-            assert max(map(len, shards)) == -(-total // size)
+            for batch in (1, 32, 256):
+                shards = [World(rank, size).shard(total, batch) for rank in range(size)]
+                assert [i for shard in shards for i in shard] == list(range(total)), (total, size, batch)
+                assert all(shard.start % batch == 0 for shard in shards if shard), (total, size, batch)
+                assert max(map(len, shards)) < -(-total // size) + batch
 
 
 def test_sync_batchnorm_is_refused_without_gpus_and_for_a_frozen_backbone(setup):

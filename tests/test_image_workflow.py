@@ -143,7 +143,7 @@ def test_image_list_runs_refuse_fusion_another_imbalance_factor_missing_stage1_w
         c["trainings"].update(BaGMar_file={**c["trainings"]["BaGMar_crt"], "stage1": "data/stage1.pth",
                                            "sync_batchnorm": True}),
         c["trainings"]["ce"].update(gpus=3, nodes=2)))
-    run = snakemake(workdir, "-n", "--configfile", CONFIG)
+    run = snakemake(workdir, "-n", "--configfile", CONFIG, "--set-resources", "train:gpu_model=a100")
     assert run.returncode != 0
     for expected in ("fusion: trainings: image-list trainings run one network per job; set fusion: none",
                      "imbalance_factors: miniature's split is its training list, whose largest class over its "
@@ -154,6 +154,7 @@ def test_image_list_runs_refuse_fusion_another_imbalance_factor_missing_stage1_w
                      "trainings.ce: batch_size 64 does not divide over 6 processes (gpus: 3 x nodes: 2; the global "
                      "batch is the recipe's, each process takes batch_size / processes)",
                      "trainings.BaGMar_file: sync_batchnorm is for end_to_end training; a classifier re-training's "
-                     "BatchNorm is frozen"):
+                     "BatchNorm is frozen",
+                     "trainings.ce: nodes: 2, but the profile (or --set-resources) sets gpu_model for the train rule"):
         assert expected in run.stderr, run.stderr
     assert "Traceback" not in run.stderr

@@ -74,23 +74,48 @@ class World:
         if self.distributed:
             dist.barrier()
 
-    def shard(self, total: int) -> range:
-        """This rank's positions of ``total`` items: consecutive shards of ceil(total / size), the last shorter
-        (or empty), so that the shards in rank order are the items in order."""
-        per_rank = -(-total // self.size)
+    def same_on_every_rank(self, value: int) -> bool:
+        """Whether every rank holds this integer (one all-reduce of its value and its negation, each a max)."""
+        if not self.distributed:
+            return True
+        extremes = torch.tensor([value, -value], dtype=torch.int64, device=self._device)
+        dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
+        return int(extremes[0]) == -int(extremes[1])
+
+    def broadcast_buffers(self, network: torch.nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm's running statistics) on every rank. DistributedDataParallel copies them
+        only at the start of a forward, so after an epoch's last step each rank holds its own: without this the
+        ranks would test with statistics other than the ones rank 0 saves."""
+        if self.distributed:
+            for buffer in network.buffers():
+                dist.broadcast(buffer, 0)
+
+    def shard(self, total: int, multiple: int = 1) -> range:
+        """This rank's positions of ``total`` items: consecutive shards of ceil(total / size) rounded up to a
+        ``multiple`` (the last shorter, or empty), so that the shards in rank order are the items in order, and
+        with ``multiple`` the batch size a shard's batches are the single-process batches."""
+        per_rank = self._per_rank(total, multiple)
         return range(min(total, self.rank * per_rank), min(total, (self.rank + 1) * per_rank))
 
-    def gather_rows(self, rows: torch.Tensor, total: int) -> torch.Tensor | None:
-        """Every rank's ``rows`` (its shard's, ``shard(total)``) concatenated in rank order: the (total, ...) tensor
-        on rank 0, None on the others. One all_gather (gloo and NCCL both have it), the shards padded to one size."""
+    def gather_rows(self, rows: torch.Tensor, total: int, multiple: int = 1) -> torch.Tensor | None:
+        """Every rank's ``rows`` (its shard's, ``shard(total, multiple)``) concatenated in rank order: the
+        (total, ...) tensor on rank 0, None on the others. One all_gather (gloo and NCCL both have it), the shards
+        padded to one size."""
         if not self.distributed:
             return rows
-        per_rank = -(-total // self.size)
-        padded = rows.new_zeros((per_rank, *rows.shape[1:]))
+        padded = rows.new_zeros((self._per_rank(total, multiple), *rows.shape[1:]))
         padded[:len(rows)] = rows
         gathered = [torch.empty_like(padded) for _ in range(self.size)]
         dist.all_gather(gathered, padded)
         return torch.cat(gathered)[:total] if self.leader else None
+
+    def _per_rank(self, total: int, multiple: int) -> int:
+        return -(-(-(-total // self.size)) // multiple) * multiple
+
+    @property
+    def _device(self) -> str:
+        """Where this rank's collectives run: its GPU under NCCL, the CPU under gloo."""
+        return f"cuda:{self.local_rank}" if dist.get_backend() == "nccl" else "cpu"
 
 
 def init_world(device: str, timeout_seconds: float = 600.0) -> World:

@@ -97,8 +97,8 @@ def torchrun_command(job_file: str | Path, processes: int, nodes: int = 1, resta
     ``rendezvous`` "standalone" (the default on one node): torchrun --standalone, here. "slurm" (the default on
     several): one ``srun`` task a node of the SLURM allocation, each a torchrun that meets the others at the
     allocation's first node (``scontrol show hostnames``), on a free port there when this is that node (where
-    SLURM runs the batch step) and 29500 otherwise; srun is given the job's CPUs a task, which it no longer
-    inherits from sbatch, and ends the step when a task fails.
+    SLURM runs the batch step) and one derived from the job ID otherwise; srun is given the job's CPUs a task,
+    which it no longer inherits from sbatch, and ends the step when a task fails.
     """
     entry = ["-m", "bagmar.image_job", str(job_file)]
     torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
@@ -114,7 +114,9 @@ def torchrun_command(job_file: str | Path, processes: int, nodes: int = 1, resta
                           f"{len(slurm.hosts)} ({', '.join(slurm.hosts)}); the SLURM profile asks for the "
                           "training's nodes, so this job was submitted by other means, or the config changed since")
     host = slurm.hosts[0]
-    port = _free_port() if host == socket.gethostname().split(".")[0] else 29500
+    # SLURM runs the batch step on the first node: a port found free there. Elsewhere one from the job ID, so that
+    # two jobs that share a first node do not both take torchrun's default 29500.
+    port = _free_port() if host == socket.gethostname().split(".")[0] else 29500 + int(slurm.job_id) % 20000
     cpus = [f"--cpus-per-task={slurm.cpus_per_task}"] if slurm.cpus_per_task else []
     return ["srun", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1", *cpus, "--kill-on-bad-exit=1",
             *torchrun, f"--nnodes={nodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={host}:{port}",

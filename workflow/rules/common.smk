@@ -416,6 +416,13 @@ def _cifar_problems():
     return problems
 
 
+# The train rule's resources that the command line or a profile's set-resources replace (Snakemake's own record).
+_OVERWRITTEN = getattr(workflow, "resource_settings", None)
+PROFILE_TRAIN_RESOURCES = set(
+    (getattr(_OVERWRITTEN, "overwrite_resources", None) or {}).get("train", {})
+)
+
+
 def _image_list_problems():
     """An image-list run: one training per job, the list's own imbalance factor, stage-1 weights that exist."""
     problems = []
@@ -469,6 +476,16 @@ def _image_list_problems():
                 f"{where}: batch_size {recipe['batch_size']} does not divide over {processes} processes (gpus: "
                 f"{recipe['gpus']} x nodes: {recipe['nodes']}; the global batch is the recipe's, each process "
                 "takes batch_size / processes)"
+            )
+        overridden = sorted(
+            PROFILE_TRAIN_RESOURCES
+            & {"gpu", "gpu_model", "gres", "nodes", "tasks", "mpi"}
+        )
+        if recipe["nodes"] > 1 and overridden:
+            problems.append(
+                f"{where}: nodes: {recipe['nodes']}, but the profile (or --set-resources) sets {', '.join(overridden)} for the train rule, "
+                "which replaces what a training on several nodes asks SLURM for (--gpus is the job's total; the "
+                "training asks for gres gpu:<gpus> a node); select a GPU type with constraint (sbatch -C) instead"
             )
         if recipe["sync_batchnorm"] and recipe["protocol"] != "end_to_end":
             problems.append(

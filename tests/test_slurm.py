@@ -365,7 +365,9 @@ def test_the_slurm_rendezvous_starts_one_torchrun_a_node_with_srun_inside_the_al
     torch.save(backbones.build("resnet10", CLASSES, width=8).state_dict(), data / "stage1.pt")
     job_file = tmp_path / "job.json"
     job_file.write_text(json.dumps(job((data, data / "stage1.pt"), tmp_path)))
-    launch = ("import json, sys; from bagmar.image_job import launch; "
+    # the environment the SLURM jobstep plugin leaves a multi-node (mpi) job: SLURM_JOB_ID, not the node list
+    launch = ("import json, os, sys; from bagmar.image_job import launch; "
+              "[os.environ.pop(k) for k in list(os.environ) if k.startswith('SLURM_') and k != 'SLURM_JOB_ID'];"
               "launch(json.load(open(sys.argv[1])), sys.argv[2], 2, nodes=1, rendezvous='slurm')")
     root = Path(__file__).parents[1]
     submitted = subprocess.run(["sbatch", "--parsable", f"--partition={PARTITION}", f"--account={ACCOUNT}",

@@ -5,6 +5,9 @@ the modules that need a finished run share these; a test that changes anything w
 (`shutil.copytree` keeps the time stamps and Snakemake's records, so the copy is up to date too).
 """
 
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,18 @@ def seeds_run(tmp_path_factory) -> Path:
 def miniature_run(tmp_path_factory) -> Path:
     """The image-list demo."""
     return committed_run(tmp_path_factory, "miniature")
+
+
+@pytest.fixture(scope="session")
+def learning_trainings():
+    """tests/test_learning.py's trainings, started in the background at the lowest CPU priority (nice 19), one
+    process and one thread each: tests/test_slurm.py starts them once its local runs are done, so that they use the
+    cores its SLURM jobs leave idle while that run ends, and the modules in between keep their share; the learning
+    tests wait for the results. Fresh (spawned) processes: nothing inherited, the numbers as measured."""
+    from test_learning import TRAININGS, single_threaded_run
+
+    pool = ProcessPoolExecutor(min(len(TRAININGS), len(os.sched_getaffinity(0))),
+                               mp_context=multiprocessing.get_context("spawn"), initializer=os.nice, initargs=(19,))
+    futures = {name: pool.submit(single_threaded_run, settings) for name, settings in TRAININGS.items()}
+    yield futures
+    pool.shutdown(cancel_futures=True)

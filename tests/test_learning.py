@@ -12,10 +12,6 @@ BaGMar training is the CE training (lambda2 cancels in the softmax, tests/test_l
 margin fails (test_without_lambda1_the_bagmar_margin_fails, in the slow suite).
 """
 
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
-
 import numpy as np
 import pytest
 import torch
@@ -42,19 +38,19 @@ def learning_run(lambda1: float = 0.0, lambda2: float = 0.0, seed: int = SEED, *
     return tau_sweep(result.test_logits, images.test_labels, counts, [0.0, 1.0]).set_index("tau")
 
 
-def _single_threaded_run(settings: dict):
+def single_threaded_run(settings: dict):
     torch.set_num_threads(1)  # the setting the margins were measured with
     return learning_run(**settings)
 
 
+# the trainings compared (tests/conftest.py runs them in the background, side by side, one process each)
+TRAININGS = {"ce": {}, "bagmar": dict(lambda1=1.0, lambda2=1.0), "logit_adjusted": dict(loss="logit_adjusted"),
+             "ldam_drw": dict(loss="ldam_drw")}
+
+
 @pytest.fixture(scope="module")
-def sweeps():
-    """The trainings run side by side, one process and one thread each (fresh processes: nothing inherited)."""
-    trainings = {"ce": {}, "bagmar": dict(lambda1=1.0, lambda2=1.0), "logit_adjusted": dict(loss="logit_adjusted"),
-                 "ldam_drw": dict(loss="ldam_drw")}
-    workers = min(len(trainings), len(os.sched_getaffinity(0)))
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return dict(zip(trainings, pool.map(_single_threaded_run, trainings.values())))
+def sweeps(learning_trainings):
+    return {name: future.result() for name, future in learning_trainings.items()}
 
 
 def test_a_small_network_learns_the_synthetic_set(sweeps):

@@ -185,6 +185,7 @@ def demo(cluster, request, tmp_path_factory):
         request.addfinalizer(lambda: two_nodes[1].poll() is None and (two_nodes[1].kill(), two_nodes[1].wait()))
         local = request.getfixturevalue("demo_run")
         request.getfixturevalue("seeds_run")
+        request.getfixturevalue("learning_trainings")  # the local runs are done: into the cores SLURM leaves idle
         process.wait(timeout=900)
         two_ranks[1].wait(timeout=600)
     finally:

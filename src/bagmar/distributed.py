@@ -110,7 +110,9 @@ class World:
         return torch.cat(gathered)[:total] if self.leader else None
 
     def _per_rank(self, total: int, multiple: int) -> int:
-        return -(-(-(-total // self.size)) // multiple) * multiple
+        """ceil(total / size), rounded up to a multiple of ``multiple``."""
+        per_rank = -(-total // self.size)
+        return -(-per_rank // multiple) * multiple
 
     @property
     def _device(self) -> str:

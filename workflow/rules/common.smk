@@ -235,9 +235,9 @@ def group_members(wildcards):
         for member in LAYOUT.group_members(wildcards.group)
     ]
     for member in members:
-        if (
-            IMAGE_LISTS
-        ):  # processes are the job's resources, not a recipe setting: a rerun may use other counts
+        # gpus and nodes are the job's processes, not the model's recipe: out of the recipe (and so out of the
+        # checkpoint's fingerprint, so a rerun on other counts resumes), but still job params (a change reruns it)
+        if IMAGE_LISTS:
             member["gpus"] = member["recipe"].pop("gpus")
             member["nodes"] = member["recipe"].pop("nodes")
             if (stage1 := stage1_model(member)) is not None:

@@ -123,13 +123,15 @@ def test_the_cosine_classifier_is_scale_times_cosine_with_unit_initial_weights()
 def test_drw_switches_on_at_the_configured_epoch_and_not_before():
     recipes = [Recipe(loss="ldam_drw", epochs=200), Recipe(loss="bagmar", epochs=200)]
     terms = LossTerms(recipes, COUNTS, "cpu")
-    balanced = torch.tensor(baselines.class_balanced_weights(COUNTS, 0.9999)).float()
+    # float64, as computed; each loss rounds them to the dtype it computes in
+    balanced = torch.tensor(baselines.class_balanced_weights(COUNTS, 0.9999), dtype=torch.float64)
+    ones = torch.ones(4, dtype=torch.float64)
     for epoch in (1, 159, 160):
         terms.start_epoch(epoch)
-        assert torch.equal(terms.class_weights, torch.ones(2, 4)), epoch
+        assert torch.equal(terms.class_weights, ones.expand(2, 4)), epoch
     for epoch in (161, 200):  # the released code's epoch // 160 == 1 for its 0-based epochs 160..199
         terms.start_epoch(epoch)
-        assert torch.equal(terms.class_weights[0], balanced) and torch.equal(terms.class_weights[1], torch.ones(4))
+        assert torch.equal(terms.class_weights[0], balanced) and torch.equal(terms.class_weights[1], ones)
     assert [baselines.drw_active(e, 10, 0.8) for e in (8, 9)] == [False, True]
 
 

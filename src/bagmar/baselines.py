@@ -26,13 +26,14 @@ import torch
 from torch.nn import functional as F
 
 from .data import log_prior  # noqa: F401 (the logit adjustment's prior, re-exported beside its loss)
-from .loss import cross_entropy_and_gradient
+from .loss import cross_entropy_and_gradient, loss_dtype
 
 
 def logit_adjusted_logits(logits: torch.Tensor, log_prior: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
-    """z + tau * log(pi), in float32; log_prior (C,) (or (..., C) with tau of shape (...))."""
+    """z + tau * log(pi), in float32 (loss.loss_dtype); log_prior (C,) (or (..., C) with tau of shape (...))."""
+    dtype = loss_dtype(logits)
     tau = torch.as_tensor(tau, dtype=torch.float64, device=logits.device)
-    return logits.float() + (tau[..., None] * log_prior).to(torch.float32).unsqueeze(-2)
+    return logits.to(dtype) + (tau[..., None] * log_prior).to(dtype).unsqueeze(-2)
 
 
 def logit_adjusted_loss(logits: torch.Tensor, labels: torch.Tensor, log_prior: torch.Tensor,
@@ -71,14 +72,15 @@ def drw_active(epoch: int, epochs: int, drw_after: float) -> bool:
 
 
 def ldam_logits(logits: torch.Tensor, labels: torch.Tensor, target_margins: torch.Tensor) -> torch.Tensor:
-    """The logits minus each sample's target-class margin at its target (float32).
+    """The logits minus each sample's target-class margin at its target (float32: loss.loss_dtype).
 
     ``logits`` are the cosine classifier's s * cos (model.CosineClassifier), so ``target_margins`` is
     s * m (C,) (or (..., C)); the released code subtracts m from the cosine and then scales by s, which
     is the same number up to rounding.
     """
-    margin = target_margins.to(torch.float32).expand(*labels.shape[:-1], logits.shape[-1]).gather(-1, labels)
-    return logits.float() - F.one_hot(labels, logits.shape[-1]).to(torch.float32) * margin[..., None]
+    dtype = loss_dtype(logits)
+    margin = target_margins.to(dtype).expand(*labels.shape[:-1], logits.shape[-1]).gather(-1, labels)
+    return logits.to(dtype) - F.one_hot(labels, logits.shape[-1]).to(dtype) * margin[..., None]
 
 
 def ldam_drw_loss(logits: torch.Tensor, labels: torch.Tensor, margins: torch.Tensor, scale: float,

@@ -9,8 +9,10 @@ recipe and its loop) says what is computed. This module says how it runs quickly
 - ``FusedGroup``: every tensor one step reads or writes, so that ``Stepper`` can replay the step as a CUDA graph;
 - ``predict_logits`` and ``pn_correct``: the per-epoch test pass, on the device.
 
-A single training is a group of one. tests/test_fused.py checks that every member of a group trains exactly
-as it would alone (bit for bit on the CPU) and that the step never synchronises with the host.
+A single training is a group of one. tests/test_fused.py checks that every member of a group trains as it would
+alone and that the step never synchronises with the host. The fused and lone networks run different kernels, whose
+float32 rounding training amplifies chaotically (benchmarks/fused_drift.py records the curve), so the equivalence
+is checked in float64 (recipe ``precision: float64``), where the two agree to rounding of double precision.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ from .loss import GradientStatistics, adjusted_logits, cross_entropy_and_gradien
 from .model import ResNet32, _stages
 
 
+# The dtype of the weights and the loss for each recipe precision. bfloat16 autocasts the forward pass only, over
+# float32 weights; float64 trains in double precision throughout (slow: for checking equivalences, where the
+# kernels' float32 rounding would otherwise hide a difference of method).
+PRECISION_DTYPES = {"float32": torch.float32, "bfloat16": torch.float32, "float64": torch.float64}
+
+
 def to_device_images(images: np.ndarray, device: torch.device | str) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) uint8 resident on the device: the whole set fits."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
@@ -43,10 +51,11 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int | Non
     """
     batch_size = batch_size or (1000 if images.is_cuda else 100)
     members = getattr(model, "members", None)
+    dtype = next(model.parameters()).dtype  # float32, or float64 for a training run in float64
     model.eval()
     outputs = []
     for i in range(0, len(images), batch_size):
-        x = test_transform(images[i : i + batch_size])
+        x = test_transform(images[i : i + batch_size]).to(dtype)
         outputs.append(model(x.expand(members, *x.shape)) if members else model(x))
     model.train()
     return torch.cat(outputs, dim=-2).float()
@@ -89,7 +98,7 @@ class SGD:
     def __init__(self, params, momentum: float, weight_decay: float, device: torch.device | str):
         self.params = list(params)
         self.momentum, self.weight_decay = momentum, weight_decay
-        self.lr = torch.zeros((), device=device)
+        self.lr = torch.zeros((), dtype=self.params[0].dtype, device=device)
         self.buffers: list[torch.Tensor] | None = None  # created by the first step, as torch's are
 
     def zero_grad(self) -> None:
@@ -142,9 +151,10 @@ class LossTerms:
             if r.loss == "ldam_drw":
                 margins[member] = r.scale * baselines.ldam_margins(train_counts, r.max_margin)
                 drw[member] = baselines.class_balanced_weights(train_counts, r.beta)
-        self.target_margins = as_tensor(margins).float()
-        self.drw_weights = as_tensor(drw).float()
-        self.class_weights = torch.ones(k, c, device=device)
+        # float64 here; each loss rounds them to the dtype it computes in (loss.loss_dtype)
+        self.target_margins = as_tensor(margins)
+        self.drw_weights = as_tensor(drw)
+        self.class_weights = torch.ones(k, c, dtype=torch.float64, device=device)
 
     def start_epoch(self, epoch: int) -> None:
         """LDAM-DRW members switch to their class-balanced weights once their deferred epoch has come
@@ -199,7 +209,8 @@ class FusedGroup:
         for r in recipes:
             torch.manual_seed(r.seed)  # each model's initialisation, as train() alone would draw it
             members.append(ResNet32(num_classes, r.width, cosine_scale=r.scale if r.loss == "ldam_drw" else None))
-        self.model = FusedResNet32.from_members(members).to(device)
+        # float64 (precision: float64) casts the float32 initialisation exactly: the same models, in double precision
+        self.model = FusedResNet32.from_members(members).to(device, PRECISION_DTYPES[recipe.precision])
         if torch.device(device).type == "cuda":  # cuDNN's fast layout; CPU kernels prefer NCHW
             self.model = self.model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest (grouped) convolution once
@@ -231,7 +242,7 @@ class FusedGroup:
         x = torch.stack([
             train_augment(self.x_train[batch[k]], g, padding=r.padding, cutout_size=r.cutout_size, policy=r.autoaugment)
             for k, g in enumerate(self.generators)
-        ])
+        ]).to(self.optimizer.lr.dtype)  # float32 images, or exactly the same images in float64
         y = self.y_train[batch]
         loss, logits = train_step(self.model, self.optimizer, self.stats, x, y, self.terms, r.precision)
         self.step_index += 1
@@ -392,7 +403,8 @@ class FusedResNet32(nn.Module):
 
     def _member_model(self, k: int, device: torch.device | str = "meta") -> ResNet32:
         with torch.device(device):
-            return ResNet32(self.num_classes, self.width, cosine_scale=self.classifier.cosine_scales[k])
+            model = ResNet32(self.num_classes, self.width, cosine_scale=self.classifier.cosine_scales[k])
+        return model.to(self.classifier.weight.dtype)
 
     def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
         """Model k's weights in ResNet32's layout (what a single training saves)."""

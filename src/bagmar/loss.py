@@ -107,6 +107,12 @@ class GradientStatistics:
             (getattr(self, name) if target is None else target).copy_(value)
 
 
+def loss_dtype(logits: torch.Tensor) -> torch.dtype:
+    """The dtype every loss is computed in: float32, or float64 for a training run in float64 (bfloat16
+    logits of an autocast forward pass are promoted)."""
+    return torch.promote_types(logits.dtype, torch.float32)
+
+
 def adjusted_logits(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -114,15 +120,16 @@ def adjusted_logits(
     lambda1: float | torch.Tensor,
     lambda2: float | torch.Tensor,
 ) -> torch.Tensor:
-    """z' of SPEC §4, in float32 whatever the logits' dtype.
+    """z' of SPEC §4, in float32 for float32 and bfloat16 logits (float64 logits stay float64).
 
     logits (B, C), labels (B,), ``stats`` anything with theta and phi (C,), float lambdas. Leading
     dimensions broadcast: logits (..., B, C) with theta and phi (..., C) and lambdas of shape (...).
     """
+    dtype = loss_dtype(logits)
     lambda1, lambda2 = (torch.as_tensor(v, dtype=torch.float64, device=logits.device) for v in (lambda1, lambda2))
-    class_margin = (lambda1[..., None] * torch.log(stats.theta + EPS)).to(torch.float32)
-    sample_margin = (lambda2[..., None] * torch.log(stats.phi.gather(-1, labels) + EPS)).to(torch.float32)
-    return logits.float() + class_margin.unsqueeze(-2) - sample_margin[..., None]
+    class_margin = (lambda1[..., None] * torch.log(stats.theta + EPS)).to(dtype)
+    sample_margin = (lambda2[..., None] * torch.log(stats.phi.gather(-1, labels) + EPS)).to(dtype)
+    return logits.to(dtype) + class_margin.unsqueeze(-2) - sample_margin[..., None]
 
 
 def bagmar_loss(

@@ -95,7 +95,7 @@ class Recipe(LossSettings):
     padding: int = _PAPER["padding"]  # random-crop padding
     cutout_size: int = _PAPER["cutout_size"]
     autoaugment: str = _PAPER["autoaugment"]  # the policy: "released" (the paper's code) or "torchvision"
-    precision: str = _PAPER["precision"]  # or "bfloat16": autocast of the forward pass (loss stays float32)
+    precision: str = _PAPER["precision"]  # "bfloat16": autocast of the forward pass; "float64": double throughout
 
 
 def learning_rate(epoch: int, recipe: Recipe) -> float:

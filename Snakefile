@@ -17,7 +17,14 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
+
+
+# the data set's own rules (RUN.data_rules): cifar and split, synthetic and split, or image_lists (and miniature)
+for data_rules in RUN.data_rules:
+
+    include: f"workflow/rules/{data_rules}.smk"
+
+
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"

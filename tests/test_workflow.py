@@ -217,27 +217,9 @@ def test_a_plotting_change_reruns_only_the_plots(demo, tmp_path):
 
 @pytest.mark.parametrize(
     "edit, message",
-    [
-        (lambda c: c["recipe"].update(epochs=-1), "epochs"),
-        (lambda c: c.update(imbalance_factors=[0.5]), "imbalance_factors"),
+    [  # a schema problem and a cross-field one; tests/test_config.py checks every rule of bagmar.config
         (lambda c: c.update(colour="red"), "'colour' was unexpected); allowed keys: run_name"),
         (lambda c: c["variants"]["ce_pn"].update(training="nope"), "variants.ce_pn.training"),
-        (lambda c: c.update(tau_grid={"start": 0.0, "stop": 2.0, "step": 0.3}), "tau = 1.0"),
-        (lambda c: c.update(tau_grid={"start": 2.0, "stop": 1.0, "step": 0.1}), "tau_grid.stop"),
-        (lambda c: c["trainings"]["BaGMar"].update(lambda1=float("nan")), "trainings.BaGMar.lambda1 = nan"),
-        (lambda c: c["recipe"].update(batch_size="64"), "recipe.batch_size: '64' is not of type 'integer'"),
-        (lambda c: c["dataset"].update(name="imagenet"), "dataset.name: 'imagenet' is not one of"),
-        (lambda c: c["recipe"].update(batch_size=5000), "recipe.batch_size (5000) is larger than the smallest"),
-        (lambda c: c["recipe"].update(warmup_epochs=50), "recipe.warmup_epochs (50) exceeds recipe.epochs"),
-        (lambda c: c.update(fusion="all"), "fusion: 'all' is not one of ['none', 'trainings', 'trainings_and_seeds']"),
-        (lambda c: c["trainings"]["ce"].update(loss="logit_adjusted"),
-         "trainings.ce.lambda1 is not a setting of loss logit_adjusted (its settings: tau)"),
-        (lambda c: c["trainings"]["ce"].update(loss="focal"), "trainings.ce.loss: 'focal' is not one of"),
-        (lambda c: (c["trainings"].update(LDAM={"loss": "ldam_drw"}),
-                    c["variants"].update(LDAM_tau_norm={"training": "LDAM", "evaluation": "tau_norm"})),
-         "variants.LDAM_tau_norm: tau_norm rescales a linear classifier's weights"),
-        (lambda c: (c.update(fusion="trainings"), c["trainings"]["ce"].update(epochs=3)),
-         "trainings.ce.epochs: fused trainings share every recipe setting but their loss and its settings"),
     ],
 )
 def test_invalid_config_is_refused_before_any_job(tmp_path, edit, message):
@@ -245,7 +227,8 @@ def test_invalid_config_is_refused_before_any_job(tmp_path, edit, message):
     edit_config(workdir / "config" / "demo.yaml", edit)
     run = snakemake(workdir, "-n", "--configfile", "config/demo.yaml")
     assert run.returncode != 0
-    assert message in run.stdout + run.stderr
+    assert message in run.stderr and run.stderr.count("Error: invalid configuration") == 1
+    assert "Traceback" not in run.stderr
     assert not (workdir / "results").exists()
 
 

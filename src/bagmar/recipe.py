@@ -1,11 +1,11 @@
-"""A training's settings, as the config and its schema give them: the one torch-free place the workflow,
-the tests and the trainer read them from (``workflow/rules/common.smk`` imports this module at parse time,
-so planning a run never imports torch).
+"""A training's settings, as the config and its schema give them: the one torch-free place the configuration
+layer (bagmar.config), the tests and the trainer read them from, so that planning a run never imports torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 
@@ -18,31 +18,30 @@ class RecipeError(UserError, ValueError):
     """Recipe settings that cannot train: the message says which and what to change."""
 
 
-CONFIG_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+CONFIG_SCHEMA = Path(__file__).resolve().parent / "config" / "schema.yaml"  # shipped inside the package
 
 
-def _schema() -> dict:
-    try:
-        return yaml.safe_load(CONFIG_SCHEMA.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{CONFIG_SCHEMA} not found: bagmar reads the recipe's defaults from its checkout's "
-                        "config schema; install the checkout (pip install -e .)") from None
+@functools.cache
+def schema() -> dict:
+    """The config schema (JSON Schema, draft 2020-12): keys, types, allowed values and defaults. Read once;
+    callers copy what they change."""
+    return yaml.safe_load(CONFIG_SCHEMA.read_text())
 
 
 def recipe_defaults() -> dict:
     """SPEC §3's recipe as the config schema's defaults, the one place its numbers are written."""
-    return {key: spec["default"] for key, spec in _schema()["properties"]["recipe"]["properties"].items()}
+    return {key: spec["default"] for key, spec in schema()["properties"]["recipe"]["properties"].items()}
 
 
 def image_list_defaults() -> dict:
     """The image-list recipe's defaults (the settings every data set shares unless its config says otherwise)."""
-    properties = _schema()["properties"]["image_list_recipe"]["properties"]
+    properties = schema()["properties"]["image_list_recipe"]["properties"]
     return {key: spec["default"] for key, spec in properties.items() if "default" in spec}
 
 
 def training_defaults() -> dict:
     """Each loss's own settings (LOSS_SETTINGS) as the config schema's defaults for a training."""
-    properties = _schema()["definitions"]["training"]["properties"]
+    properties = schema()["definitions"]["training"]["properties"]
     return {key: spec["default"] for key, spec in properties.items() if "default" in spec}
 
 
@@ -142,16 +141,30 @@ class ImageListRecipe(LossSettings):
         for key in ("mean", "std"):  # lists in a config; tuples here, so that the recipe stays hashable
             object.__setattr__(self, key, tuple(float(v) for v in getattr(self, key)))
         super().__post_init__()
-        if self.protocol not in PROTOCOLS:
-            raise RecipeError(f"protocol '{self.protocol}' is not one of {', '.join(PROTOCOLS)}")
-        if (self.protocol == "classifier_retraining") != (self.stage1 is not None):
-            raise RecipeError("a classifier_retraining training needs its stage-1 weights (stage1), and only it "
-                              f"takes them; got protocol {self.protocol} with stage1 {self.stage1!r}")
-        if self.resize_size < self.image_size:
-            raise RecipeError(f"resize_size {self.resize_size} is smaller than the crop image_size {self.image_size}")
-        if self.sync_batchnorm and self.protocol != "end_to_end":
-            raise RecipeError("sync_batchnorm is for end_to_end training: a classifier re-training keeps the feature "
-                              "model's BatchNorm frozen, so there is nothing to synchronise")
+        if problems := image_list_problems(dataclasses.asdict(self)):
+            raise RecipeError("; ".join(problems))
+
+
+def image_list_problems(settings: dict) -> list[str]:
+    """The rules between an image-list recipe's own settings, one line each: ImageListRecipe refuses a recipe
+    that breaks one, and the configuration layer (bagmar.config) reports them per training before any job."""
+    found = []
+    protocol, stage1 = settings["protocol"], settings.get("stage1")
+    if protocol not in PROTOCOLS:
+        found.append(f"protocol '{protocol}' is not one of {', '.join(PROTOCOLS)}")
+    if protocol == "classifier_retraining" and stage1 is None:
+        found.append('protocol classifier_retraining needs its stage-1 weights (stage1: "training:<name>" or a '
+                     "weights file)")
+    if protocol == "end_to_end" and stage1 is not None:
+        found.append(f"stage1 {stage1!r} is given to an end_to_end training; a classifier_retraining needs stage-1 "
+                     "weights, and only it takes them: set protocol: classifier_retraining, or remove stage1")
+    if settings["resize_size"] < settings["image_size"]:
+        found.append(f"resize_size {settings['resize_size']} is smaller than the crop image_size "
+                     f"{settings['image_size']}")
+    if settings["sync_batchnorm"] and protocol != "end_to_end":
+        found.append("sync_batchnorm is for end_to_end training; a classifier re-training's BatchNorm is frozen, "
+                     "so there is nothing to synchronise")
+    return found
 
 
 def cosine_learning_rate(epoch: int, recipe: ImageListRecipe) -> float:

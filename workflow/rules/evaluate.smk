@@ -5,13 +5,7 @@
 
 rule evaluate:
     input:
-        logits=lambda w: [
-            training_file("logits", *astuple(member))
-            for member in LAYOUT.evaluated_members(w.group)
-        ],
-        counts=lambda w: LAYOUT.split_file(
-            "class_counts.json", LAYOUT.groups[w.group][0].imbalance
-        ),
+        unpack(for_group(RUN.evaluation_inputs)),
     output:
         **LAYOUT.evaluation_outputs(),
     log:
@@ -21,7 +15,7 @@ rule evaluate:
     conda:
         "../../envs/bagmar.yaml"
     params:
-        members=evaluation_members,
+        members=for_group(RUN.evaluation_members),
         code=code("evaluate.py"),
     script:
         "../../scripts/evaluate.py"

@@ -3,7 +3,7 @@
 
 rule aggregate:
     input:
-        sweeps=[path for _, path in each_evaluation("sweep")],
+        sweeps=[path for _, path in RUN.each_evaluation("sweep")],
     output:
         evaluations=result("tables/evaluations.csv"),
         summary=result("tables/summary.csv"),
@@ -36,7 +36,7 @@ rule aggregate:
         paper=config["report"].get("paper"),
         published=config["report"].get("published"),
         variants=config["variants"],
-        losses={name: training_recipe(name, 0)["loss"] for name in config["trainings"]},
+        losses=RUN.losses(),
         code=code("aggregate.py"),
     script:
         "../../scripts/aggregate.py"
@@ -49,9 +49,7 @@ rule render:
         methods=result("tables/methods.csv"),
         # where real data came from: the tables say so when its official md5 check was skipped
         provenance=(
-            []
-            if config["dataset"]["name"] == "synthetic"
-            else result("data/provenance.json")
+            [] if RUN.dataset == "synthetic" else result("data/provenance.json")
         ),
         template=str(TEMPLATES / "results.md.j2"),
     output:
@@ -67,10 +65,10 @@ rule render:
         "../../envs/bagmar.yaml"
     params:
         run_name=config["run_name"],
-        dataset=config["dataset"]["name"],
+        dataset=RUN.dataset,
         headline_variant=config["report"]["headline_variant"],
         variants=list(config["variants"]),
-        links=headline_links(),
+        links=RUN.headline_links(),
         readme=config["report"]["readme"],
         code=code("render.py"),
     script:
@@ -102,9 +100,9 @@ rule plots:
     input:
         evaluations=result("tables/evaluations.csv"),
         methods=result("tables/methods.csv"),
-        per_class=[path for _, path in each_evaluation("per_class")],
-        metrics=[path for _, path in each_training("metrics")],
-        statistics=[path for _, path in each_training("statistics")],
+        per_class=[path for _, path in RUN.each_evaluation("per_class")],
+        metrics=[path for _, path in RUN.each_training("metrics")],
+        statistics=[path for _, path in RUN.each_training("statistics")],
     output:
         tau_sweep=report(
             result("plots/tau_sweep.png"),
@@ -141,8 +139,8 @@ rule plots:
         paper=config["report"].get("paper"),
         # each training file's keys, in the inputs' order: the script never parses a path (evaluation
         # files carry their keys as columns)
-        metrics_keys=[keys for keys, _ in each_training("metrics")],
-        statistics_keys=[keys for keys, _ in each_training("statistics")],
+        metrics_keys=[keys for keys, _ in RUN.each_training("metrics")],
+        statistics_keys=[keys for keys, _ in RUN.each_training("statistics")],
         code=code("plots.py"),
     script:
         "../../scripts/plots.py"

@@ -3,16 +3,16 @@
 # bagmar.train.train_group). Each member's files are the same paths whatever the fusion.
 # Image-list data sets: one network per job (bagmar.image_train), the same files.
 
-if IMAGE_LISTS:
+if RUN.image_lists:
 
     # A classifier re-training (stage 2) whose stage1 is "training:<name>" takes that training's model at the
     # same seed as an input, so the DAG trains it first.
     rule train:
         input:
             train=result("data/lists/train.txt"),
-            test=result(f"data/lists/{TEST_SPLIT}.txt"),
+            test=result(f"data/lists/{RUN.test_split}.txt"),
             provenance=result("data/provenance.json"),
-            stage1=stage1_inputs,
+            stage1=for_group(RUN.stage1_inputs),
         output:
             **LAYOUT.group_outputs(),
         log:
@@ -25,10 +25,10 @@ if IMAGE_LISTS:
         resources:
             **TRAINING_RESOURCES,
         params:
-            members=group_members,
-            classes=NUM_CLASSES,
-            checkpoints=lambda w: LAYOUT.group_checkpoints(w.group),
-            keep_matrix=NUM_CLASSES <= config["statistics_matrix_max_classes"],
+            members=for_group(RUN.group_members),
+            classes=RUN.num_classes,
+            checkpoints=for_group(LAYOUT.group_checkpoints),
+            keep_matrix=RUN.keep_matrix,
             code=code("train_image_list.py"),
         script:
             "../../scripts/train_image_list.py"
@@ -38,7 +38,7 @@ else:
     rule train:
         input:
             images=result("data/images.npz"),
-            indices=group_split,
+            indices=for_group(RUN.group_split),
         output:
             **LAYOUT.group_outputs(),
         log:
@@ -51,9 +51,9 @@ else:
         resources:
             gpu=1,
         params:
-            members=group_members,
-            checkpoints=lambda w: LAYOUT.group_checkpoints(w.group),
-            keep_matrix=NUM_CLASSES <= config["statistics_matrix_max_classes"],
+            members=for_group(RUN.group_members),
+            checkpoints=for_group(LAYOUT.group_checkpoints),
+            keep_matrix=RUN.keep_matrix,
             code=code("train.py"),
         script:
             "../../scripts/train.py"

@@ -49,7 +49,8 @@ def test_places_lt_names_its_missing_stage1_file_for_each_training():
         (lambda c: c.update(fusion="all"), "fusion: 'all' is not one of ['none', 'trainings', 'trainings_and_seeds']"),
         (lambda c: c["trainings"]["ce"].update(loss="logit_adjusted"),
          "trainings.ce.lambda1 is not a setting of loss logit_adjusted (its settings: tau)"),
-        (lambda c: c["trainings"]["ce"].update(loss="focal"), "trainings.ce.loss: 'focal' is not one of"),
+        (lambda c: c["trainings"]["ce"].update(loss="focal"),
+         "trainings.ce.loss = 'focal' is not one of bagmar, logit_adjusted, ldam_drw, nor a function of your own"),
         (lambda c: (c["trainings"].update(LDAM={"loss": "ldam_drw"}),
                     c["variants"].update(LDAM_tau_norm={"training": "LDAM", "evaluation": "tau_norm"})),
          "variants.LDAM_tau_norm: tau_norm rescales a linear classifier's weights"),
@@ -149,3 +150,28 @@ def test_problems_never_change_the_config():
     before = copy.deepcopy(config)
     problems(config)
     assert config == before
+
+
+def test_a_loss_of_ones_own_is_resolved_before_any_job(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the module is imported from the working directory, as the workflow runs
+    (tmp_path / "own_losses_for_config.py").write_text(
+        "import torch.nn.functional as F\n\ndef focal(logits, labels):\n    return F.cross_entropy(logits, labels)\n"
+        "\ndef unary(logits):\n    return logits.sum()\n")
+    def own(loss):
+        return lambda c: c["trainings"].update(ce={"loss": loss})
+
+    config = edited("demo", own("own_losses_for_config:focal"))
+    assert problems(config) == []
+    run = load(config)
+    group = next(g for g, members in run.layout.groups.items() if members[0].training == "ce")
+    assert run.loss_files(group) == [tmp_path / "own_losses_for_config.py"]
+    assert run.training_recipe("ce", 0) == {**config["recipe"], "loss": "own_losses_for_config:focal", "seed": 0}
+    with_lambda = problems(edited("demo", lambda c: c["trainings"].update(
+        ce={"loss": "own_losses_for_config:focal", "lambda1": 1.0})))
+    assert with_lambda == ["trainings.ce.lambda1 is not a setting of loss own_losses_for_config:focal "
+                           "(its settings: none)"]
+    for loss, message in [("own_losses_for_config:focall", "module own_losses_for_config"),
+                          ("no_such_module_here:focal", "cannot import module no_such_module_here"),
+                          ("own_losses_for_config:unary", "must take (logits, labels)")]:
+        found = problems(edited("demo", own(loss)))
+        assert len(found) == 1 and found[0].startswith(f"trainings.ce.loss '{loss}'") and message in found[0], found

@@ -99,4 +99,42 @@ def test_every_scripted_rule_fingerprints_its_own_script():
         for block in re.split(r"\n\s*rule\b", smk.read_text())[1:]:
             script = re.search(r"script:\s*\"([^\"]+)\"", block)
             if script:
-                assert re.findall(r"code=code\(\"([^\"]+)\"\)", block) == [Path(script.group(1)).name], (smk, block[:80])
+                found = re.findall(r"code=(?:lambda w: )?code\(\"([^\"]+)\"", block)
+                assert found == [Path(script.group(1)).name], (smk, block[:80])
+
+
+def test_subpackages_and_relative_imports_are_followed(tmp_path):
+    """Modules in subpackages, reached through relative imports of any level and through a subpackage's __init__
+    that re-exports them; importing a module runs the __init__ of every package above it."""
+    package = tmp_path / "bagmar"
+    for folder in ("method", "training"):
+        (package / folder).mkdir(parents=True)
+    (package / "__init__.py").write_text('"""doc"""\n')
+    (package / "method" / "__init__.py").write_text("from .loss import g\n")
+    (package / "method" / "loss.py").write_text("K = 2\n\ndef g():\n    return K\n\ndef unused():\n    return 0\n")
+    (package / "training" / "__init__.py").write_text('"""doc"""\n')
+    (package / "training" / "loop.py").write_text("from ..method import g\nfrom . import helpers\n\n"
+                                                   "def f():\n    return g() + helpers.h()\n")
+    (package / "training" / "helpers.py").write_text("def h():\n    return 1\n")
+    script = tmp_path / "s.py"
+    script.write_text("from bagmar.training.loop import f\nprint(f())\n")
+    before = code_fingerprint(script, package)
+    # (bagmar.method's __init__ only re-exports: it has no code of its own to fingerprint)
+    assert set(before) == {"s.py", "bagmar.training.loop", "bagmar.training.helpers", "bagmar.method.loss"}
+    (package / "method" / "loss.py").write_text("K = 2\n\ndef g():\n    return K\n\ndef unused():\n    return 1\n")
+    assert code_fingerprint(script, package) == before  # unused is not reachable
+    (package / "method" / "loss.py").write_text("K = 3\n\ndef g():\n    return K\n\ndef unused():\n    return 1\n")
+    after = code_fingerprint(script, package)
+    assert {k for k in after if after[k] != before[k]} == {"bagmar.method.loss"}
+
+
+def test_a_users_own_module_is_fingerprinted_whole(tmp_path):
+    own = tmp_path / "my_losses.py"
+    own.write_text("def focal(logits, labels):\n    return logits.sum()  # a comment\n")
+    script = ROOT / "scripts" / "train.py"
+    before = code_fingerprint(script, ROOT / "src" / "bagmar", own)
+    own.write_text("def focal(logits, labels):\n    return logits.sum()  # another comment\n")
+    assert code_fingerprint(script, ROOT / "src" / "bagmar", own) == before
+    own.write_text("def focal(logits, labels):\n    return 2 * logits.sum()\n")
+    after = code_fingerprint(script, ROOT / "src" / "bagmar", own)
+    assert {k for k in after if after[k] != before[k]} == {"my_losses.py"}

@@ -59,10 +59,14 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
 
 
 class _Module:
-    """One module of the package: its top-level definitions and what its imports bind."""
+    """One module of the package: its top-level definitions and what its imports bind.
 
-    def __init__(self, name: str, path: Path):
-        self.name = name
+    ``name`` is dotted below the package ("training.engine"; "" for the package's own __init__, "training" for a
+    subpackage's); ``is_package`` says whether it is an __init__, which relative imports resolve from.
+    """
+
+    def __init__(self, name: str, path: Path, is_package: bool = False, exists=lambda name: False):
+        self.name, self.is_package, self._exists = name, is_package, exists
         tree = ast.parse(path.read_text(), filename=str(path))
         self.definitions: dict[str, ast.AST] = {}
         self.prelude: list[ast.AST] = []  # module-level statements that run on import
@@ -81,19 +85,23 @@ class _Module:
     def _bind(self, statement: ast.Import | ast.ImportFrom) -> None:
         if isinstance(statement, ast.Import):
             for alias in statement.names:
-                if alias.name.split(".")[0] == PACKAGE and alias.name.count(".") == 1 and alias.asname:
-                    self.imported[alias.asname] = (alias.name.split(".")[1], None)
+                if alias.name.split(".")[0] == PACKAGE and "." in alias.name and alias.asname:
+                    self.imported[alias.asname] = (alias.name.partition(".")[2], None)
             return
-        if statement.level == 1:
-            source = statement.module
+        if statement.level:
+            parts = self.name.split(".") if self.name else []
+            base = parts if self.is_package else parts[:-1]
+            base = base[:len(base) - (statement.level - 1)]
+            source = ".".join([*base, *([statement.module] if statement.module else [])])
         elif (statement.module or "").split(".")[0] == PACKAGE:
-            source = statement.module.partition(".")[2] or None
+            source = statement.module.partition(".")[2]
         else:
             return  # a third-party import: its version is the software environment's business
         for alias in statement.names:
             local = alias.asname or alias.name
+            submodule = f"{source}.{alias.name}" if source else alias.name
             # "from . import checkpoint" / "from bagmar import plots" bind a module; otherwise a name in it
-            self.imported[local] = (alias.name, None) if source is None else (source, alias.name)
+            self.imported[local] = (submodule, None) if self._exists(submodule) else (source, alias.name)
 
 
 def _assigned_names(statement: ast.Assign | ast.AnnAssign) -> list[str]:
@@ -121,25 +129,35 @@ class Reach:
         self.reached: dict[str, dict[str, ast.AST]] = {}  # module -> name -> definition
         self.whole: set[str] = set()  # modules reached as a whole (their prelude runs on import)
 
+    def _path(self, name: str) -> Path | None:
+        """The file of a module named below the package ("" is the package's __init__), or None."""
+        folder = self.package_dir.joinpath(*name.split(".")) if name else self.package_dir
+        for path in (folder / "__init__.py", folder.with_suffix(".py") if name else None):
+            if path is not None and path.is_file():
+                return path
+        return None
+
     def module(self, name: str) -> _Module:
         if name not in self.modules:
-            path = self.package_dir / f"{name}.py"
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: imported as {PACKAGE}.{name} but not found")
+            path = self._path(name)
+            if path is None:
+                raise FileNotFoundError(f"{self.package_dir}: {PACKAGE}.{name} is imported but not found")
             stat = path.stat()
             key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
             if key not in _MODULES:
-                _MODULES[key] = _Module(name, path)
+                _MODULES[key] = _Module(name, path, path.name == "__init__.py",
+                                        lambda module: self._path(module) is not None)
             self.modules[name] = _MODULES[key]
         return self.modules[name]
 
     def add_module(self, name: str) -> None:
-        """Importing a module runs its prelude (and that of the package's __init__)."""
+        """Importing a module runs its prelude, and before it those of the packages that hold it (their __init__)."""
         if name in self.whole:
             return
         self.whole.add(name)
-        if name != "__init__":
-            self.add_module("__init__")  # importing bagmar.<name> runs the package's __init__ first
+        if name:
+            parts = name.split(".")
+            self.add_module(".".join(parts[:-1]))  # importing bagmar.a.b runs bagmar's and bagmar.a's __init__ first
         module = self.module(name)
         for statement in module.prelude:
             self._follow(module, statement)
@@ -172,7 +190,7 @@ class Reach:
 
     def add_script(self, path: Path) -> None:
         """A script's own imports from the package; what it does with them is in its own fingerprint."""
-        script = _Module("__script__", Path(path))
+        script = _Module("__script__", Path(path), exists=lambda module: self._path(module) is not None)
         for local, (source, name) in script.imported.items():
             if name is None:
                 self.add_module(source)
@@ -192,14 +210,19 @@ class Reach:
             if not statements:
                 continue  # e.g. an __init__ that is only a docstring
             text = "\n".join(_normalised_once(statement) for statement in statements)
-            out[f"{PACKAGE}.{name}"] = hashlib.sha256(text.encode()).hexdigest()[:12]
+            out[f"{PACKAGE}.{name}" if name else f"{PACKAGE}.__init__"] = hashlib.sha256(text.encode()).hexdigest()[:12]
         return out
 
 
-def code_fingerprint(script: str | Path, package_dir: str | Path) -> dict[str, str]:
-    """What a job runs, as {file or module: short hash}: its script and the package code it can reach."""
+def code_fingerprint(script: str | Path, package_dir: str | Path, *modules: str | Path) -> dict[str, str]:
+    """What a job runs, as {file or module: short hash}: its script and the package code it can reach, and
+    ``modules`` of the user's own that it runs (a loss of one's own: the whole module, normalised)."""
     script = Path(script)
     reach = Reach(Path(package_dir))
     reach.add_script(script)
-    digest = hashlib.sha256(normalised(ast.parse(script.read_text())).encode()).hexdigest()[:12]
-    return {script.name: digest, **reach.digests()}
+    own = {Path(module).name: _file_digest(Path(module)) for module in modules}
+    return {script.name: _file_digest(script), **reach.digests(), **own}
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(normalised(ast.parse(path.read_text())).encode()).hexdigest()[:12]

@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
+import inspect
 import math
+import os
+import re
+import sys
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -52,6 +58,48 @@ LOSS_SETTINGS = {
     "ldam_drw": ("max_margin", "scale", "drw_after", "beta"),  # Cao et al. (baselines.py)
 }
 _PAPER, _TRAINING = recipe_defaults(), training_defaults()
+# A loss of the user's own: "module:function", the module importable from the working directory or sys.path.
+USER_LOSS = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*")
+
+
+def is_user_loss(loss: str) -> bool:
+    """Whether a training's loss names a function of the user's own (``module:function``)."""
+    return USER_LOSS.fullmatch(loss) is not None
+
+
+def loss_settings(loss: str) -> tuple[str, ...]:
+    """The settings that belong to a loss (a user's own loss takes none: its function holds its numbers)."""
+    return () if is_user_loss(loss) else LOSS_SETTINGS[loss]
+
+
+def user_loss(loss: str) -> Callable:
+    """The function that ``module:function`` names: called as ``function(logits, labels)`` with one model's (B, C)
+    logits and (B,) labels, it returns the batch's scalar loss, differentiable in the logits (as
+    ``torch.nn.functional.cross_entropy`` does). The module is imported from the working directory (the project's
+    root, where Snakemake runs) or sys.path. A name that does not resolve raises RecipeError naming what is missing."""
+    module_name, function_name = loss.split(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise RecipeError(f"loss '{loss}': cannot import module {module_name} ({error}); put {module_name}.py in "
+                          "the working directory or on PYTHONPATH") from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise RecipeError(f"loss '{loss}': module {module_name} ({module.__file__}) has no function {function_name}")
+    try:
+        inspect.signature(function).bind(None, None)
+    except (TypeError, ValueError):
+        raise RecipeError(f"loss '{loss}': {function_name} must take (logits, labels) and return the batch's loss; "
+                          f"its signature is {function_name}{inspect.signature(function)}") from None
+    return function
+
+
+def user_loss_file(loss: str) -> Path:
+    """The source file of a user's own loss (its module), which the workflow fingerprints for reruns."""
+    user_loss(loss)
+    return Path(sys.modules[loss.split(":")[0]].__file__)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -59,7 +107,7 @@ class LossSettings:
     """What every training has whatever its network and data: its loss with that loss's settings (the schema's
     defaults), and its seed. Keyword-only, so that a recipe's own fields keep their positions before them."""
 
-    loss: str = _TRAINING["loss"]  # a key of LOSS_SETTINGS
+    loss: str = _TRAINING["loss"]  # a key of LOSS_SETTINGS, or a function of the user's own (module:function)
     lambda1: float = _TRAINING["lambda1"]
     lambda2: float = _TRAINING["lambda2"]
     tau: float = _TRAINING["tau"]
@@ -70,13 +118,14 @@ class LossSettings:
     seed: int = 0  # model init, data order and augmentation draws
 
     def __post_init__(self):
-        if self.loss not in LOSS_SETTINGS:
-            raise RecipeError(f"loss '{self.loss}' is not one of {', '.join(LOSS_SETTINGS)}")
+        if self.loss not in LOSS_SETTINGS and not is_user_loss(self.loss):
+            raise RecipeError(f"loss '{self.loss}' is not one of {', '.join(LOSS_SETTINGS)}, nor a function of your "
+                              "own as module:function")
         unused = [key for other, keys in LOSS_SETTINGS.items() if other != self.loss for key in keys
                   if getattr(self, key) != _TRAINING[key]]
         if unused:
             raise RecipeError(f"{', '.join(unused)} set for loss '{self.loss}', which does not use it; its "
-                              f"settings are {', '.join(LOSS_SETTINGS[self.loss])}")
+                              f"settings are {', '.join(loss_settings(self.loss)) or 'none'}")
 
 
 @dataclasses.dataclass(frozen=True)

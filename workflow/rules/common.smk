@@ -57,14 +57,15 @@ wildcard_constraints:
     group="|".join(re.escape(name) for name in LAYOUT.groups),
 
 
-def code(script):
-    """Rerun trigger: the fingerprint of what a job runs (bagmar.fingerprint), one short hash per module.
+def code(script, *modules):
+    """Rerun trigger: the fingerprint of what a job runs (bagmar.fingerprint), one short hash per module, with
+    the user's own ``modules`` it runs (a loss of one's own).
 
     Handed to Snakemake as a param, so that only a change in the code a job can reach replans it, and
     `snakemake -n` names the module that changed; comments, docstrings and formatting change nothing.
     The profiles leave Snakemake's own `code` trigger off: it compares a script's text, comments included.
     """
-    return code_fingerprint(SCRIPTS / script, PACKAGE)
+    return code_fingerprint(SCRIPTS / script, PACKAGE, *modules)
 
 
 def for_group(method):

@@ -16,7 +16,8 @@ from ..image_lists import DATASETS as LIST_DATASETS
 from ..image_lists import miniature_imbalance_factor
 from ..io import UserError
 from ..layout import Layout, Member, imbalance_key
-from ..recipe import CONFIG_SCHEMA, FUSABLE, LOSS_SETTINGS, Recipe, image_list_problems, schema, training_defaults
+from ..recipe import (CONFIG_SCHEMA, FUSABLE, LOSS_SETTINGS, Recipe, RecipeError, image_list_problems, is_user_loss,
+                      loss_settings, schema, training_defaults, user_loss, user_loss_file)
 
 POST_HOC = ("pn", "logit_adjustment", "tau_norm")  # evaluations that sweep tau
 STAGE1_TRAINING = "training:"  # a stage1 naming another training of the run, not a file
@@ -139,13 +140,18 @@ class Run:
         defaults = training_defaults()
         settings = self.config["trainings"][training]
         loss = settings.get("loss", defaults["loss"])
-        own = {key: defaults[key] for key in ("loss", *LOSS_SETTINGS[loss])}
+        own = {key: defaults[key] for key in ("loss", *loss_settings(loss))}
         shared = self.config["image_list_recipe"] if self.image_lists else self.config["recipe"]
         return {**shared, **own, **settings, "seed": int(seed)}
 
     def losses(self) -> dict[str, str]:
         """Each training's loss."""
         return {name: self.training_recipe(name, 0)["loss"] for name in self.config["trainings"]}
+
+    def loss_files(self, group: str) -> list[Path]:
+        """The source files of the users' own losses that a group's members train with (fingerprinted for reruns)."""
+        losses = {self.training_recipe(member.training, 0)["loss"] for member in self.layout.groups[group]}
+        return sorted(user_loss_file(loss) for loss in losses if is_user_loss(loss))
 
     def stage1_model(self, training: str, imbalance: float | str, seed: int | str) -> str | None:
         """The stage-1 weights file of a classifier re-training: another training's model at the same imbalance
@@ -293,14 +299,23 @@ class _Checks:
         default_loss = training_defaults()["loss"]
         for name, training in trainings.items():
             loss = training.get("loss", default_loss)
+            if loss not in LOSS_SETTINGS and not is_user_loss(loss):
+                found.append(f"trainings.{name}.loss = '{loss}' is not one of {', '.join(LOSS_SETTINGS)}, nor a "
+                             "function of your own as module:function")
+                continue
+            if is_user_loss(loss):
+                try:
+                    user_loss(loss)
+                except RecipeError as error:
+                    found.append(f"trainings.{name}.{error}")
             for key, value in training.items():
                 if isinstance(value, str):  # loss, protocol, sampler, stage1: the schema checked them
                     continue
                 if not math.isfinite(value):
                     found.append(f"trainings.{name}.{key} = {value} is not a finite number")
-                elif key in FUSABLE and key not in LOSS_SETTINGS[loss]:
+                elif key in FUSABLE and key not in loss_settings(loss):
                     found.append(f"trainings.{name}.{key} is not a setting of loss {loss} "
-                                 f"(its settings: {', '.join(LOSS_SETTINGS[loss])})")
+                                 f"(its settings: {', '.join(loss_settings(loss)) or 'none'})")
         for name, variant in self.config["variants"].items():
             if variant["evaluation"] == "tau_norm" and trainings.get(variant["training"], {}).get("loss") == "ldam_drw":
                 found.append(f"variants.{name}: tau_norm rescales a linear classifier's weights; "

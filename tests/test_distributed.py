@@ -1,4 +1,4 @@
-"""Issue 16: one image-list model trained by several processes (torchrun, gloo on the CPU), with BaGMar's
+"""One image-list model trained by several processes (torchrun, gloo on the CPU), with BaGMar's
 statistics kept global (bagmar.distributed).
 
 Two ranks give the single process's statistics after every step (float rounding apart), the same on both ranks,
@@ -287,3 +287,65 @@ def test_sync_batchnorm_keeps_the_parameters_and_state_dict_keys():
     synced = synchronised_batchnorm(network, "cuda")
     assert isinstance(synced.bn1, torch.nn.SyncBatchNorm) and synced.bn1.weight is weight
     assert list(synced.state_dict()) == keys
+
+
+def stand_in_for_torchrun(monkeypatch, program: str, *args: str) -> None:
+    """launch runs ``python -c program args`` where it would run torchrun."""
+    from bagmar import image_job
+
+    monkeypatch.setattr(image_job, "torchrun_command", lambda *_: [sys.executable, "-c", program, *args])
+
+
+def test_a_multi_process_jobs_log_gets_each_line_as_it_is_printed(monkeypatch, tmp_path):
+    """The job's log is written while the training runs, not when it ends: the stand-in for torchrun prints a
+    line, then waits for a file that the test writes only once that line has reached the log."""
+    import io
+    import threading
+
+    go = tmp_path / "go"
+    stand_in_for_torchrun(monkeypatch, "import pathlib, sys, time\n"
+                                       "print('epoch 1 of a long training', flush=True)\n"
+                                       "deadline = time.monotonic() + 120\n"
+                                       "while not pathlib.Path(sys.argv[1]).exists() and time.monotonic() < deadline:\n"
+                                       "    time.sleep(0.05)\n"
+                                       "print('the end')\n"
+                                       "sys.exit(0 if pathlib.Path(sys.argv[1]).exists() else 3)\n", str(go))
+    arrived = threading.Event()
+
+    class Log(io.StringIO):
+        def write(self, text):
+            if "epoch 1 of a long training" in text.splitlines():  # the line itself, not the command that prints it
+                arrived.set()
+            return super().write(text)
+
+    log, errors = Log(), []
+    monkeypatch.setattr(sys, "stdout", log)
+
+    def job():
+        try:
+            launch({"name": "t", "checkpoints": str(tmp_path / "checkpoints")}, tmp_path / "job.json", processes=2)
+        except BaseException as error:  # noqa: BLE001 (reported by the test's thread)
+            errors.append(error)
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    try:
+        assert arrived.wait(timeout=100), log.getvalue()  # the stand-in is still waiting for the test
+    finally:
+        go.touch()
+        thread.join(timeout=100)
+    assert not thread.is_alive() and not errors, errors
+    assert log.getvalue().splitlines()[-2:] == ["epoch 1 of a long training", "the end"]
+
+
+def test_a_failed_launch_names_the_ranks_of_torchruns_report_which_reaches_the_log(monkeypatch, tmp_path, capsys):
+    """torchrun's report, streamed into the log, still names the failed ranks in the error (not their local ranks)."""
+    report = ("Failures:\n[1]:\n  rank      : 2 (local_rank: 0)\n  exitcode  : 1\n"
+              "Root Cause (first observed failure):\n[0]:\n  rank      : 1 (local_rank: 1)")
+    stand_in_for_torchrun(monkeypatch, f"import sys; print('training'); print({report!r}, file=sys.stderr); "
+                                       "sys.exit(1)")
+    with pytest.raises(LaunchError, match=r"t: the 4-process training failed: rank 1, 2 exited with an error"):
+        launch({"name": "t", "checkpoints": str(tmp_path / "checkpoints")}, tmp_path / "job.json", processes=2,
+               nodes=2)
+    out = capsys.readouterr().out
+    assert "training\n" in out and report in out

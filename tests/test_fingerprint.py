@@ -35,8 +35,8 @@ def changed(before, after):
 def test_each_script_reaches_the_modules_it_runs(project):
     fp = fingerprints(project)
     assert set(fp["train.py"]) == {"train.py", "bagmar.augment", "bagmar.baselines", "bagmar.checkpoint", "bagmar.data",
-                                   "bagmar.engine", "bagmar.io", "bagmar.loss", "bagmar.model", "bagmar.recipe",
-                                   "bagmar.train"}
+                                   "bagmar.engine", "bagmar.io", "bagmar.loop", "bagmar.loss", "bagmar.model",
+                                   "bagmar.recipe", "bagmar.train"}
     assert set(fp["split.py"]) == {"split.py", "bagmar.data", "bagmar.io"}
     assert "bagmar.loss" not in fp["evaluate.py"] and "bagmar.train" not in fp["plots.py"]
 

@@ -316,3 +316,108 @@ def test_stacked_statistics_are_k_single_models_statistics():
     for member, single in enumerate(singles):
         for name, value in stacked.member(member).items():
             assert torch.equal(value, single.state_dict()[name]), (member, name)
+
+
+class _CaptureOnTheCpu:
+    """torch.cuda's stream and graph API on the CPU, as engine.Stepper uses it: a capture records the step without
+    running it (the group's state is put back after the body), a replay runs it. ``fail``: where it fails, as a
+    step that reads a device value on the host ("capture") or a driver that cannot launch the graph ("replay")."""
+
+    def __init__(self, monkeypatch, fail: str | None):
+        import contextlib
+        import copy
+        import types
+
+        import bagmar.engine
+        import bagmar.train
+
+        self.steppers, self.capturing = [], False
+        outer = self
+
+        class OnTheCpu(bagmar.engine.Stepper):
+            def __init__(self, group, cuda_graph, log):
+                super().__init__(group, cuda_graph=True, log=log)
+                outer.steppers.append(self)
+
+        class Graph:
+            def register_generator_state(self, generator):
+                pass
+
+            def replay(self):
+                if fail == "replay":
+                    raise RuntimeError("CUDA error: operation not supported\n"
+                                       "CUDA kernel errors might be asynchronously reported at some other API call")
+                outer.steppers[-1].group.step()
+
+        class Capture:
+            def __init__(self, graph):
+                pass
+
+            def __enter__(self):
+                group = outer.steppers[-1].group
+                self.state = copy.deepcopy(group.state_dict())
+                self.counters = [t.clone() for t in (group.step_index, group.loss_sum, group.correct,
+                                                     group.first_bad_step)]
+                outer.capturing = True
+
+            def __exit__(self, *error):
+                outer.capturing = False
+                group = outer.steppers[-1].group
+                group.load_state_dict(self.state)
+                for tensor, saved in zip((group.step_index, group.loss_sum, group.correct, group.first_bad_step),
+                                         self.counters):
+                    tensor.copy_(saved)
+                if error[0] is not None:
+                    raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
+
+        stream = types.SimpleNamespace(wait_stream=lambda other: None)
+        for name, value in {"Stream": lambda: stream, "current_stream": lambda: stream, "set_stream": lambda s: None,
+                            "stream": lambda s: contextlib.nullcontext(), "synchronize": lambda: None,
+                            "CUDAGraph": Graph, "graph": Capture}.items():
+            monkeypatch.setattr(torch.cuda, name, value)
+        monkeypatch.setattr(bagmar.train, "Stepper", OnTheCpu)
+        group_loss = bagmar.engine.group_loss
+
+        def host_read_under_capture(*args, **kwargs):
+            if outer.capturing and fail == "capture":
+                raise RuntimeError("operation not permitted when stream is capturing")
+            return group_loss(*args, **kwargs)
+
+        monkeypatch.setattr(bagmar.engine, "group_loss", host_read_under_capture)
+
+
+@pytest.mark.parametrize("fail, reason", [
+    ("capture", "RuntimeError: operation not permitted when stream is capturing"),
+    ("replay", "RuntimeError: CUDA error: operation not supported"),
+    (None, None),
+])
+def test_a_cuda_graph_that_fails_to_capture_or_replay_trains_on_eagerly_and_says_why(data, monkeypatch, tmp_path,
+                                                                                   fail, reason):
+    """The capture path, exercised on the CPU (3 steps an epoch: warmed up in epoch 1, captured in epoch 2's
+    first step): whether capture, the first replay or nothing fails, the group ends with the eager weights, the log
+    says why in one line, and each epoch's metrics row says how its steps ran, in the saved metrics file too."""
+    import pandas as pd
+
+    recipes = [recipe(**m) for m in MEMBERS[:2]]
+    eager = run_group(data, recipes)
+    _CaptureOnTheCpu(monkeypatch, fail)
+    lines = []
+    graphed = train_group(data.train_images, data.train_labels, data.test_images, data.test_labels, NUM_CLASSES,
+                          recipes, progress=lines.append)
+    for a, b in zip(eager, graphed):
+        assert all(torch.equal(a.model.state_dict()[k], v) for k, v in b.model.state_dict().items())
+        assert np.array_equal(a.test_logits, b.test_logits) and torch.equal(a.stats.phi, b.stats.phi)
+        untimed = [[{k: v for k, v in row.items() if k not in ("seconds", "eval_seconds", "cuda_graph")}
+                    for row in r.metrics] for r in (a, b)]
+        assert untimed[0] == untimed[1]
+    assert [row["cuda_graph"] for row in eager[0].metrics] == ["off", "off"]
+    after = f"failed: {reason}" if fail else "captured"
+    assert [row["cuda_graph"] for row in graphed[1].metrics] == ["warming up", after]
+    failures = [line for line in lines if "CUDA graph" in line]
+    assert failures == ([f"CUDA graph capture failed ({reason}); training on with the eager step"] if fail else [])
+    files = {kind: tmp_path / name for kind, name in
+             {"model": "model.pt", "logits": "l.npz", "metrics": "m.csv", "statistics": "s.npz"}.items()}
+    graphed[0].save(**files, test_labels=data.test_labels)
+    saved = pd.read_csv(files["metrics"])
+    assert list(saved.columns[-3:]) == ["cuda_graph", "seconds", "eval_seconds"]
+    assert list(saved["cuda_graph"]) == ["warming up", after]

@@ -1,4 +1,4 @@
-"""Issue 5: a killed training resumes and ends bit-identical; damaged or crafted checkpoints are refused."""
+"""A killed training resumes and ends bit-identical; damaged or crafted checkpoints are refused."""
 
 import subprocess
 import sys
@@ -184,3 +184,27 @@ def test_killing_the_whole_workflow_and_rerunning_gives_the_same_table(tmp_path)
     for model in (reference / "results/demo/train").rglob("model.pt"):
         twin = results / "train" / model.relative_to(reference / "results/demo/train")
         assert twin.read_bytes() == model.read_bytes(), twin
+
+
+def test_a_checkpoint_from_before_the_cuda_graph_column_resumes_with_the_column_in_its_place(tmp_path):
+    """Metrics rows written before the cuda_graph column (same checkpoint format) get it, before the times."""
+    import pandas as pd
+
+    from bagmar.train import train_group
+
+    images, recipe = tiny()
+    data = (images.train_images, images.train_labels, images.test_images, images.test_labels, 4, [recipe])
+    train_group(*data, checkpoint_dir=tmp_path, stop_after_epoch=2, progress=lambda line: None)
+    newest = tmp_path / "epoch0002.pt"
+    state = torch.load(newest, weights_only=True)
+    state["metrics"] = [[{k: v for k, v in row.items() if k != "cuda_graph"} for row in rows]
+                        for rows in state["metrics"]]
+    torch.save(state, newest)
+    (result,) = train_group(*data, checkpoint_dir=tmp_path, progress=lambda line: None)
+    files = {kind: tmp_path / name for kind, name in
+             {"model": "model.pt", "logits": "l.npz", "metrics": "m.csv", "statistics": "s.npz"}.items()}
+    result.save(**files, test_labels=images.test_labels)
+    metrics = pd.read_csv(files["metrics"])
+    assert list(metrics.columns) == ["epoch", "lr", "train_loss", "train_acc", "test_acc", "test_acc_pn", "cuda_graph",
+                                     "seconds", "eval_seconds"]
+    assert list(metrics["cuda_graph"]) == ["not recorded", "not recorded", "off"]

@@ -18,6 +18,7 @@ is checked in float64 (recipe ``precision: float64``), where the two agree to ro
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from torch.nn import functional as F
 from . import baselines
 from .augment import test_transform, train_augment
 from .loss import GradientStatistics, adjusted_logits, cross_entropy_and_gradient
-from .model import ResNet32, _stages
+from .model import ResNet32, stages
 
 
 # The dtype of the weights and the loss for each recipe precision. bfloat16 autocasts the forward pass only, over
@@ -273,19 +274,25 @@ class Stepper:
     A graph replays the kernels of one step without Python or launch overhead; everything that
     changes between steps (batch position, learning rate, statistics, random draws) lives in
     device tensors or registered generators, so the replayed step is the eager one.
+
+    A capture or first replay that fails (a step that synchronises with the host, a driver or
+    torch that cannot capture it) costs no step and no run: ``log`` gets one line saying why, the
+    step is run eagerly from the state it would have started from, and so is every later one.
+    ``status`` says how the steps run: "off", "warming up", "captured" or "failed: <why>".
     """
 
     WARMUP_STEPS = 3  # eager steps on a side stream before capture, as CUDA graphs require
 
-    def __init__(self, group: FusedGroup, cuda_graph: bool):
-        self.group, self.cuda_graph = group, cuda_graph
+    def __init__(self, group: FusedGroup, cuda_graph: bool, log: Callable[[str], None] = print):
+        self.group, self.log = group, log
         self.graph: torch.cuda.CUDAGraph | None = None
         self.eager_steps = 0
+        self.status = "warming up" if cuda_graph else "off"
 
     def __call__(self) -> None:
         if self.graph is not None:
             self.graph.replay()
-        elif not self.cuda_graph:
+        elif self.status != "warming up":
             self.group.step()
         elif self.eager_steps < self.WARMUP_STEPS:
             side = torch.cuda.Stream()
@@ -295,15 +302,46 @@ class Stepper:
             torch.cuda.current_stream().wait_stream(side)
             self.eager_steps += 1
         else:
-            torch.cuda.synchronize()
-            # A capture that fails means the step synchronised with the host: a bug, raised as such.
-            self.graph = torch.cuda.CUDAGraph()
+            self._capture()
+
+    def _capture(self) -> None:
+        """Capture the step and replay it once (capture records the step without running it)."""
+        torch.cuda.synchronize()
+        stream, generators = torch.cuda.current_stream(), self._generators()
+        before = [generator.clone_state() for generator in generators]
+        try:
+            graph = torch.cuda.CUDAGraph()
             for generator in self.group.generators:
-                self.graph.register_generator_state(generator)
+                graph.register_generator_state(generator)
             self.group.optimizer.zero_grad()
-            with torch.cuda.graph(self.graph):
+            with torch.cuda.graph(graph):
                 self.group.step()
-            self.graph.replay()  # capture records the step without running it
+            graph.replay()
+        except Exception as error:  # whatever the failure, the eager step trains on
+            # A failed capture can leave a generator marked as capturing, a replay that did not launch its offset
+            # advanced, and the capture stream current: back to where the step would have started.
+            for generator, state in zip(generators, before):
+                generator.graphsafe_set_state(state)
+            torch.cuda.set_stream(stream)
+            self.status = f"failed: {_reason(error)}"
+            self.log(f"CUDA graph capture failed ({_reason(error)}); training on with the eager step")
+            self.group.step()
+        else:
+            self.graph, self.status = graph, "captured"
+
+    def _generators(self) -> list[torch.Generator]:
+        """The CUDA generators a capture registers: the group's, and the device's default one."""
+        device = self.group.optimizer.lr.device
+        default = [torch.cuda.default_generators[device.index]] if device.type == "cuda" else []
+        return [g for g in (*self.group.generators, *default) if g.device.type == "cuda"]
+
+
+def _reason(error: BaseException) -> str:
+    """The first exception of a chain (a capture that ends in error reports its own on top), on one line."""
+    while error.__context__ is not None:
+        error = error.__context__
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 @torch.no_grad()
@@ -369,7 +407,7 @@ class FusedResNet32(nn.Module):
         self.num_classes, self.width = num_classes, width
         self.conv1 = nn.Conv2d(3 * members, width * members, 3, 1, 1, bias=False, groups=members)
         self.bn1 = nn.BatchNorm2d(width * members)
-        self.stages = _stages(width, members)
+        self.stages = stages(width, members)
         self.feature_dim = 4 * width
         self.classifier = _GroupedLinear(members, self.feature_dim, num_classes, cosine_scales or [None] * members)
 

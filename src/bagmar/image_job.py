@@ -1,12 +1,13 @@
-"""One image-list training job, in one process or in N processes under torchrun (issue 16).
+"""One image-list training job, in one process or in N processes under torchrun.
 
 The Snakemake job (scripts/train_image_list.py) writes everything the training needs into a JSON job file; with
 one process it calls ``run`` itself, with N it starts ``python -m torch.distributed.run`` on
-``python -m bagmar.image_job JOB`` (``torchrun_command``) and waits. Every rank trains its share of each global
-batch (bagmar.distributed); rank 0 writes the checkpoints and the job's outputs, each atomically.
+``python -m bagmar.image_job JOB`` (``torchrun_command``) and passes its output on to the job's log line by line,
+as the ranks print it. Every rank trains its share of each global batch (bagmar.distributed); rank 0 writes the
+checkpoints and the job's outputs, each atomically.
 
 On several nodes of a SLURM allocation, ``srun`` starts one torchrun a node and they meet at the first node
-(c10d rendezvous); the workflow asks SLURM for the nodes (workflow/rules/common.smk, TRAINING_RESOURCES).
+(c10d rendezvous); the workflow asks SLURM for the nodes (bagmar.config.Run.training_resources).
 
 torchrun is the process manager: a rank that dies ends the job (torchrun stops the others; ``--max-restarts``
 from ``restarts``), and every collective has a timeout, so a lost rank is an error naming it, never a hang. A rerun
@@ -15,6 +16,7 @@ resumes from the newest checkpoint, on any number of ranks.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -125,8 +127,9 @@ def torchrun_command(job_file: str | Path, processes: int, nodes: int = 1, resta
 
 def launch(job: dict, job_file: str | Path, processes: int, nodes: int = 1, restarts: int = 0,
            rendezvous: str | None = None) -> None:
-    """Run the job: in this process for one rank, else under torchrun (``processes`` a node on ``nodes``); a
-    failure names the rank that failed."""
+    """Run the job: in this process for one rank, else under torchrun (``processes`` a node on ``nodes``), whose
+    output reaches this process's stdout (the job's log) line by line as it is printed; a failure names the rank
+    that failed."""
     if processes * nodes == 1:
         run(job)
         return
@@ -136,15 +139,32 @@ def launch(job: dict, job_file: str | Path, processes: int, nodes: int = 1, rest
     print("$ " + " ".join(command), flush=True)
     if shutil.which(command[0]) is None and not Path(command[0]).exists():
         raise LaunchError(f"{command[0]} not found: a multi-node training needs SLURM's srun on the PATH")
-    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    print(done.stdout, end="", flush=True)
-    if done.returncode:
-        failed = sorted(set(re.findall(r"rank\s*:\s*(\d+)", done.stdout)), key=int)
+    returncode, tail = _stream(command, {**os.environ, "PYTHONUNBUFFERED": "1"})
+    if returncode:
+        failed = sorted(set(re.findall(r"\brank\s*:\s*(\d+)", "".join(tail))), key=int)  # not local_rank
         which = f"rank {', '.join(failed)}" if failed else "a rank"
         raise LaunchError(f"{job['name']}: the {processes * nodes}-process training failed: {which} exited with an "
                           f"error (torchrun's report above, in the job's log); finished epochs are in "
                           f"{job['checkpoints']}, and a rerun resumes from the newest")
+
+
+TAIL_LINES = 10_000  # what is kept of the output to read torchrun's failure report from (it comes last)
+
+
+def _stream(command: list[str], env: dict[str, str]) -> tuple[int, collections.deque[str]]:
+    """Run ``command``, printing its output (stderr with stdout) line by line as it comes, flushed; its exit status
+    and its last TAIL_LINES lines. If this process is interrupted, the command is killed, not left running."""
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                          env=env) as process:
+        try:
+            for line in process.stdout:
+                print(line, end="", flush=True)
+                tail.append(line)
+        except BaseException:
+            process.kill()
+            raise
+    return process.returncode, tail
 
 
 if __name__ == "__main__":

@@ -1,22 +1,23 @@
-"""Training on an image-list data set (issue 15): a torchvision ResNet (bagmar.backbones), end to end (stage 1) or
+"""Training on an image-list data set: a torchvision ResNet (bagmar.backbones), end to end (stage 1) or
 as classifier re-training on a frozen feature model (stage 2), with any of the losses of the CIFAR runs.
 
 The step is the CIFAR one (engine.train_step with loss.GradientStatistics's O(C) statistics, engine.LossTerms,
-engine.SGD), on a group of one; the result is a train.TrainResult, saved in the same files, so evaluation, the
-tables and the report read an image-list training exactly as a CIFAR one. What differs is the data: JPEGs
-decoded and cropped by DataLoader workers (bagmar.image_data), colour jitter and normalisation on the device.
+engine.SGD), on a group of one, and so is the loop (bagmar.loop: checkpoints and resume, history, progress, the
+non-finite check); the result is a loop.TrainResult, saved in the same files, so evaluation, the tables and the
+report read an image-list training exactly as a CIFAR one. What differs is where the steps come from: JPEGs
+decoded and cropped by DataLoader workers (bagmar.image_data), colour jitter and normalisation on the device, and
+in a data-parallel training each rank's share of every global batch (bagmar.distributed).
 
-Checkpoints are written after every epoch, outside the job's outputs; a killed training resumes from the newest
-one and ends with the same weights, bit for bit on the CPU (every random draw follows from the seed and epoch).
+A killed training resumes from its newest checkpoint and ends with the same weights, bit for bit on the CPU
+(every random draw follows from the seed and epoch).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -30,9 +31,8 @@ from .distributed import DistributedError, GlobalStatistics, World
 from .engine import SGD, LossTerms, StackedStatistics, train_step
 from .image_data import TestImages, TrainImages, epoch_order, prepare, test_loader, train_loader
 from .image_lists import ImageList
-from .loss import GradientStatistics
-from .recipe import LOSS_SETTINGS, ImageListRecipe, RecipeError, cosine_learning_rate
-from .train import NonFiniteError, TrainResult, _History, _Progress
+from .loop import TrainResult, run, steps_per_epoch
+from .recipe import ImageListRecipe, cosine_learning_rate
 
 
 class _Stacked(nn.Module):
@@ -59,18 +59,9 @@ def build_network(recipe: ImageListRecipe, num_classes: int) -> tuple[backbones.
 
 
 def train_image_list(
-    root: str | Path,
-    train_list: ImageList,
-    test_list: ImageList,
-    num_classes: int,
-    recipe: ImageListRecipe,
-    device: str = "cpu",
-    progress: Callable[[str], None] = print,
-    checkpoint_dir: str | Path | None = None,
-    name: str = "training",
-    workers: int = 0,
-    keep_matrix: bool | None = None,
-    stop_after_epoch: int | None = None,
+    root: str | Path, train_list: ImageList, test_list: ImageList, num_classes: int, recipe: ImageListRecipe,
+    device: str = "cpu", progress: Callable[[str], None] = print, checkpoint_dir: str | Path | None = None,
+    name: str = "training", workers: int = 0, keep_matrix: bool | None = None, stop_after_epoch: int | None = None,
     world: World = World(),
 ) -> TrainResult | None:
     """Train one network on ``train_list``'s images under ``root``; test after every epoch on ``test_list``.
@@ -81,87 +72,118 @@ def train_image_list(
     trains on its share of every global batch and tests its shard of the test set; rank 0 gathers the test logits,
     writes the checkpoints and returns the result, the others None).
     """
-    labels = train_list.labels
-    if len(labels) < recipe.batch_size:
-        raise RecipeError(f"batch_size {recipe.batch_size} is larger than the training list ({len(labels)} images)")
-    steps = len(labels) // recipe.batch_size  # the last incomplete batch is dropped
-    device = world.device(device)
-    network, trainable = build_network(recipe, num_classes)
-    if recipe.sync_batchnorm and world.distributed:
-        network = synchronised_batchnorm(network, device)
-    network.to(device)
-    model = _Stacked(DistributedDataParallel(network, device_ids=[world.local_rank] if "cuda" in device else None)
-                     if world.distributed else network)
-    optimizer = SGD(trainable, recipe.momentum, recipe.weight_decay, device)
-    stats = (GlobalStatistics(num_classes, device, world, keep_matrix=keep_matrix) if world.distributed
-             else StackedStatistics(num_classes, device, members=1, keep_matrix=keep_matrix))
-    terms = LossTerms([recipe], np.bincount(labels, minlength=num_classes), device)
-    train_images = TrainImages(root, train_list, recipe.seed, recipe.image_size, recipe.color_jitter)
-    test_images = TestImages(root, test_list, recipe.image_size, recipe.resize_size)
-    y_test = torch.as_tensor(test_list.labels, device=device)
-    history = _History(1)
-    saved = _Checkpoints(checkpoint_dir, recipe, train_list, test_list, stats.keeps_matrix, device, world)
-    first_epoch = saved.restore(network, optimizer, stats, history, lambda epoch: progress(
-        f"resuming {name} after epoch {epoch} from {checkpoint_dir}"))
-    if not world.same_on_every_rank(first_epoch):  # each rank read its own newest checkpoint
-        raise DistributedError(f"{name}: the processes found different newest checkpoints in {checkpoint_dir} (rank "
-                               f"{world.rank} resumes at epoch {first_epoch}); every node must see the same "
-                               "checkpoint directory (a shared file system, not a node's local disk)")
-    report = _Progress(progress, [name], recipe.epochs, steps)
-    last_epoch = recipe.epochs if stop_after_epoch is None else min(stop_after_epoch, recipe.epochs)
-    loss_sum, correct = torch.zeros(1, device=device), torch.zeros(1, dtype=torch.int64, device=device)
-    step_index, first_bad = (torch.zeros((), dtype=torch.int64, device=device) for _ in range(2))
-    test_logits = None
-    for epoch in range(first_epoch, last_epoch + 1):
-        started, lr = time.perf_counter(), cosine_learning_rate(epoch, recipe)
-        optimizer.lr.fill_(lr)
-        terms.start_epoch(epoch)
-        _train_mode(network, recipe)
-        for tensor in (loss_sum, correct, step_index):
+    source = _ImageListSteps(root, train_list, test_list, num_classes, recipe, world.device(device), workers,
+                             keep_matrix, world, name, checkpoint_dir)
+    identity = _fingerprint(recipe, train_list, test_list, source.stats.keeps_matrix)
+    results = run(source, [name], identity, progress, checkpoint_dir, stop_after_epoch)
+    return None if results is None else results[0]
+
+
+class _ImageListSteps:
+    """One network's steps (bagmar.loop.Steps): batches of JPEGs decoded by DataLoader workers and prepared on the
+    device. In a data-parallel training, this rank's share of each global batch, its gradients averaged over the
+    ranks (DistributedDataParallel) and the statistics' increments summed (distributed.GlobalStatistics)."""
+
+    cuda_graph = "off"
+
+    def __init__(self, root: str | Path, train_list: ImageList, test_list: ImageList, num_classes: int,
+                 recipe: ImageListRecipe, device: str, workers: int, keep_matrix: bool | None, world: World,
+                 name: str, checkpoint_dir: str | Path | None):
+        self.labels = train_list.labels
+        self.steps = steps_per_epoch(len(self.labels), recipe.batch_size, "training list")
+        self.recipes, self.num_classes, self.device, self.workers = [recipe], num_classes, device, workers
+        self.world, self.leader, self.name, self.checkpoint_dir = world, world.leader, name, checkpoint_dir
+        self.network, trainable = build_network(recipe, num_classes)
+        if recipe.sync_batchnorm and world.distributed:
+            self.network = synchronised_batchnorm(self.network, device)
+        self.network.to(device)
+        replicated = (DistributedDataParallel(self.network, device_ids=[world.local_rank] if "cuda" in device else None)
+                      if world.distributed else self.network)
+        self.stacked = _Stacked(replicated)  # what engine.train_step trains
+        self.optimizer = SGD(trainable, recipe.momentum, recipe.weight_decay, device)
+        self.stats = (GlobalStatistics(num_classes, device, world, keep_matrix=keep_matrix) if world.distributed
+                      else StackedStatistics(num_classes, device, members=1, keep_matrix=keep_matrix))
+        self.terms = LossTerms([recipe], np.bincount(self.labels, minlength=num_classes), device)
+        self.train_images = TrainImages(root, train_list, recipe.seed, recipe.image_size, recipe.color_jitter)
+        self.test_images = TestImages(root, test_list, recipe.image_size, recipe.resize_size)
+        self.test_labels = torch.as_tensor(test_list.labels, device=device)
+        self.loss_sum, self.correct = torch.zeros(1, device=device), torch.zeros(1, dtype=torch.int64, device=device)
+        self.step_index, self.first_bad = (torch.zeros((), dtype=torch.int64, device=device) for _ in range(2))
+
+    def start_epoch(self, epoch: int) -> float:
+        recipe = self.recipes[0]
+        lr = cosine_learning_rate(epoch, recipe)
+        self.optimizer.lr.fill_(lr)
+        self.terms.start_epoch(epoch)
+        _train_mode(self.network, recipe)
+        for tensor in (self.loss_sum, self.correct, self.step_index):
             tensor.zero_()
-        first_bad.fill_(-1)
-        order = epoch_order(labels, num_classes, recipe.seed, epoch, recipe.sampler, recipe.samples_per_class)
-        for step, (images, y, jitter) in enumerate(train_loader(train_images, order, epoch, recipe.batch_size,
-                                                                 workers, device, world)):
+        self.first_bad.fill_(-1)
+        return lr
+
+    def run_epoch(self, epoch: int) -> Iterator[int]:
+        recipe, device = self.recipes[0], self.device
+        order = epoch_order(self.labels, self.num_classes, recipe.seed, epoch, recipe.sampler, recipe.samples_per_class)
+        for step, (images, y, jitter) in enumerate(train_loader(self.train_images, order, epoch, recipe.batch_size,
+                                                                 self.workers, device, self.world)):
             x = prepare(images.to(device, non_blocking=True), recipe.mean, recipe.std,
                         jitter.to(device, non_blocking=True) if recipe.color_jitter else None)
             y = y.to(device, non_blocking=True)
-            loss, logits = train_step(model, optimizer, stats, x[None], y[None], terms, recipe.precision)
-            loss_sum += loss
-            correct += (logits.argmax(-1) == y).sum(-1)
-            step_index += 1
+            loss, logits = train_step(self.stacked, self.optimizer, self.stats, x[None], y[None], self.terms,
+                                      recipe.precision)
+            self.loss_sum += loss
+            self.correct += (logits.argmax(-1) == y).sum(-1)
+            self.step_index += 1
             finite = torch.isfinite(loss).all() & torch.isfinite(logits).all()  # read once an epoch, not per step
-            first_bad.copy_(torch.where(finite | (first_bad >= 0), first_bad, step_index))
-            report.step(epoch, step)
-        # every rank stops if any rank saw a non-finite value (one host read an epoch); metrics of the global batch
-        bad = int(first_bad)
-        if int(world.all_reduce(torch.tensor([int(bad >= 0)], device=device))[0]):
-            settings = ", ".join(f"{key}={getattr(recipe, key)}" for key in LOSS_SETTINGS[recipe.loss])
-            where = f"step {bad} of {steps}" if bad >= 0 else f"a step of another rank than {world.rank}"
-            raise NonFiniteError(f"{name}: non-finite loss or logits in epoch {epoch}, {where} "
-                                 f"({recipe.loss}: {settings}, lr={lr:.4g}); nothing was saved for this training. "
-                                 "Lower the learning rate or check the input data.")
-        world.all_reduce(correct)
-        world.all_reduce(loss_sum).div_(world.size)  # the mean over ranks of their batch means
-        evaluated = time.perf_counter()
-        world.broadcast_buffers(network)  # every rank tests with the BatchNorm statistics that rank 0 saves
-        test_logits = predict(network, test_images, recipe, workers, device, world)  # every rank its shard
-        if world.leader:  # one writer; the others wait at the barrier
-            test_logits = test_logits[None]
-            history.add(epoch, lr, loss_sum, correct, tuple(t[None] for t in network.classifier_terms()), test_logits,
-                        y_test, steps, recipe.batch_size, started, evaluated)
-            saved.save(epoch, network, optimizer, stats, history)
-            report.epoch(epoch, history)
-        world.barrier()
-    if first_epoch > last_epoch:  # every epoch was in the checkpoint: only the test logits are missing
-        test_logits = predict(network, test_images, recipe, workers, device, world)
-        test_logits = None if test_logits is None else test_logits[None]
-    if not world.leader:
-        return None
-    single = GradientStatistics(num_classes, device, keep_matrix=stats.keeps_matrix)
-    single.load_state_dict(stats.member(0))
-    network.eval()
-    return TrainResult(network, test_logits[0].cpu().numpy(), history.metrics[0], single, history.best[0])
+            self.first_bad.copy_(torch.where(finite | (self.first_bad >= 0), self.first_bad, self.step_index))
+            yield step
+
+    def non_finite(self) -> list[str | None]:
+        """Every rank stops if any rank saw a non-finite value (one host read and one all-reduce an epoch)."""
+        bad = int(self.first_bad)
+        if not int(self.world.all_reduce(torch.tensor([int(bad >= 0)], device=self.device))[0]):
+            return [None]
+        return [f"step {bad} of {self.steps}" if bad >= 0 else f"a step of another rank than {self.world.rank}"]
+
+    def totals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The global batches': correct predictions summed over the ranks, and the mean over ranks of their batch
+        means."""
+        self.world.all_reduce(self.correct)
+        self.world.all_reduce(self.loss_sum).div_(self.world.size)
+        return self.loss_sum, self.correct
+
+    def test_logits(self) -> torch.Tensor | None:
+        """Every rank tests its shard with the BatchNorm statistics that rank 0 saves; rank 0 gathers them."""
+        self.world.broadcast_buffers(self.network)
+        logits = predict(self.network, self.test_images, self.recipes[0], self.workers, self.device, self.world)
+        return None if logits is None else logits[None]
+
+    def classifier_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return tuple(t[None] for t in self.network.classifier_terms())
+
+    def model(self, k: int) -> nn.Module:
+        self.network.eval()
+        return self.network
+
+    def resumes_at(self, epoch: int) -> None:
+        if not self.world.same_on_every_rank(epoch):  # each rank read its own newest checkpoint
+            raise DistributedError(f"{self.name}: the processes found different newest checkpoints in "
+                                   f"{self.checkpoint_dir} (rank {self.world.rank} resumes at epoch {epoch}); every "
+                                   "node must see the same checkpoint directory (a shared file system, not a node's "
+                                   "local disk)")
+
+    def end_epoch(self) -> None:
+        self.world.barrier()  # the other ranks wait for rank 0's checkpoint
+
+    def state_dict(self) -> dict:
+        """Rank 0's is saved: every rank holds the same weights, optimizer state and statistics."""
+        return {"model": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "statistics": self.stats.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.network.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.stats.load_state_dict(state["statistics"])
 
 
 def synchronised_batchnorm(network: backbones.Network, device: str) -> backbones.Network:
@@ -204,37 +226,12 @@ def _list_digest(image_list: ImageList) -> np.ndarray:
     return np.frombuffer(digest.digest(), dtype=np.uint8)
 
 
-class _Checkpoints:
-    """Per-epoch checkpoints of one image-list training (checkpoint.py), or none without a directory."""
-
-    def __init__(self, directory, recipe: ImageListRecipe, train_list: ImageList, test_list: ImageList,
-                 keep_matrix: bool, device, world: World):
-        self.directory, self.device, self.world = directory, device, world
-        fields = dataclasses.asdict(recipe)
-        if not recipe.sync_batchnorm:  # a setting newer than format 1: left out at its default, so that checkpoints
-            del fields["sync_batchnorm"]  # written before it still resume
-        settings = {"format": 1, "kind": "image_list", "recipe": fields, "keep_matrix": keep_matrix}
-        if recipe.stage1 is not None:  # other stage-1 weights under the same path are another training
-            settings["stage1_sha256"] = hashlib.sha256(Path(recipe.stage1).read_bytes()).hexdigest()
-        self.identity = checkpoint.fingerprint(settings, _list_digest(train_list), _list_digest(test_list))
-
-    def restore(self, network, optimizer: SGD, stats: StackedStatistics, history: _History,
-                announce: Callable[[int], None]) -> int:
-        """Load the newest intact checkpoint of this training; the first epoch still to train."""
-        state = self.directory is not None and checkpoint.load_latest(self.directory, self.identity, self.device)
-        if not state:
-            return 1
-        network.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        stats.load_state_dict(state["statistics"])
-        history.metrics, history.best = state["metrics"], state["best"]
-        announce(state["epoch"])
-        return state["epoch"] + 1
-
-    def save(self, epoch: int, network, optimizer: SGD, stats: StackedStatistics, history: _History) -> None:
-        """Rank 0's: every rank holds the same weights, optimizer state and statistics."""
-        if self.directory is not None and self.world.leader:
-            checkpoint.save(self.directory, epoch, {
-                "fingerprint": self.identity, "epoch": epoch, "model": network.state_dict(),
-                "optimizer": optimizer.state_dict(), "statistics": stats.state_dict(),
-                "metrics": history.metrics, "best": history.best})
+def _fingerprint(recipe: ImageListRecipe, train_list: ImageList, test_list: ImageList, keep_matrix: bool) -> str:
+    """What a checkpoint of this training belongs to (checkpoint.fingerprint): settings, lists, stage-1 weights."""
+    fields = dataclasses.asdict(recipe)
+    if not recipe.sync_batchnorm:  # a setting newer than format 1: left out at its default, so that checkpoints
+        del fields["sync_batchnorm"]  # written before it still resume
+    settings = {"format": 1, "kind": "image_list", "recipe": fields, "keep_matrix": keep_matrix}
+    if recipe.stage1 is not None:  # other stage-1 weights under the same path are another training
+        settings["stage1_sha256"] = hashlib.sha256(Path(recipe.stage1).read_bytes()).hexdigest()
+    return checkpoint.fingerprint(settings, _list_digest(train_list), _list_digest(test_list))

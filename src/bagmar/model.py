@@ -32,16 +32,17 @@ class _BasicBlock(nn.Module):
         return F.relu(out + shortcut)
 
 
-def _stages(width: int, members: int = 1) -> nn.Sequential:
-    """SPEC §2's 3 stages x 5 blocks of widths width x (1, 2, 4), stride 2 entering stages 2 and 3."""
-    stages, in_planes = [], width
+def stages(width: int, members: int = 1) -> nn.Sequential:
+    """SPEC §2's 3 stages x 5 blocks of widths width x (1, 2, 4), stride 2 entering stages 2 and 3 (``members``
+    models side by side as grouped convolutions: the fused engine's network)."""
+    layers, in_planes = [], width
     for stage, planes in enumerate((width, 2 * width, 4 * width)):
         blocks = []
         for b in range(ResNet32.blocks_per_stage):
             blocks.append(_BasicBlock(in_planes, planes, 2 if (stage > 0 and b == 0) else 1, members))
             in_planes = planes
-        stages.append(nn.Sequential(*blocks))
-    return nn.Sequential(*stages)
+        layers.append(nn.Sequential(*blocks))
+    return nn.Sequential(*layers)
 
 
 class CosineClassifier(nn.Module):
@@ -77,7 +78,7 @@ class ResNet32(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.stages = _stages(width)
+        self.stages = stages(width)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight)

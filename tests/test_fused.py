@@ -421,3 +421,33 @@ def test_a_cuda_graph_that_fails_to_capture_or_replay_trains_on_eagerly_and_says
     saved = pd.read_csv(files["metrics"])
     assert list(saved.columns[-3:]) == ["cuda_graph", "seconds", "eval_seconds"]
     assert list(saved["cuda_graph"]) == ["warming up", after]
+
+
+OWN_LOSS = '''import torch.nn.functional as F
+
+
+def focal(logits, labels):
+    """Focal loss (Lin et al., 2017), gamma = 2: a loss of one's own, written outside the package."""
+    log_p = F.log_softmax(logits, dim=-1).gather(-1, labels[:, None]).squeeze(-1)
+    return (-(1 - log_p.exp()) ** 2 * log_p).mean()
+
+
+def plain(logits, labels):
+    return F.cross_entropy(logits, labels)
+'''
+
+
+def test_a_loss_of_ones_own_trains_fused_with_the_built_in_ones(data, tmp_path, monkeypatch):
+    """A member named by module:function trains on that function of its logits, inside the fused network, and keeps
+    the gradient statistics of that loss; cross-entropy written by the user trains as the built-in one does."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "own_losses_for_fusion.py").write_text(OWN_LOSS)
+    focal, own_ce, ce = (recipe(loss="own_losses_for_fusion:focal"), recipe(loss="own_losses_for_fusion:plain"),
+                         recipe(**MEMBERS[0]))
+    fused = run_group(data, [focal, own_ce, recipe(**MEMBERS[1])])
+    alone = run_group(data, [focal])[0]
+    assert relative_difference(fused[0].model.state_dict(), alone.model.state_dict()) < FLOAT64_TOLERANCE
+    assert torch.equal(fused[0].stats.theta, alone.stats.theta) and fused[0].stats.theta.sum() > 0
+    builtin = run_group(data, [ce])[0]
+    assert relative_difference(fused[1].model.state_dict(), builtin.model.state_dict()) < FLOAT64_TOLERANCE
+    assert relative_difference(fused[0].model.state_dict(), builtin.model.state_dict()) > DISTINCT  # same seed

@@ -288,3 +288,43 @@ def test_fused_jobs_still_take_the_gpu_one_at_a_time(tmp_path):
     assert run.returncode == 0, run.stderr
     assert job_counts(run.stdout + run.stderr)["train"] == 4  # 15 models (5 trainings x 3 seeds) per IF
     assert "gpu=1" in run.stdout + run.stderr
+
+
+OWN_LOSSES = '''import torch.nn.functional as F
+
+
+def focal(logits, labels):
+    """Focal loss (Lin et al., 2017), gamma = 2."""
+    log_p = F.log_softmax(logits, dim=-1).gather(-1, labels[:, None]).squeeze(-1)
+    return (-(1 - log_p.exp()) ** 2 * log_p).mean()
+'''
+
+
+def test_a_loss_of_ones_own_plans_trains_and_reruns_when_its_code_changes(tmp_path):
+    """trainings.<name>.loss: module:function, a module of the project's own: the demo plans with it, a wrong
+    name stops the run before any job in one line, a training runs it, and only a change of its code reruns."""
+    workdir = copy_project(tmp_path)
+    (workdir / "my_losses.py").write_text(OWN_LOSSES)
+    demo = workdir / "config" / "demo.yaml"
+    edit_config(demo, lambda c: c["trainings"].update(ce={"loss": "my_losses:focal"}))
+    assert planned_jobs(workdir, "--configfile", "config/demo.yaml")["train"] == 4
+
+    edit_config(demo, lambda c: c["trainings"].update(ce={"loss": "my_losses:focall"}))
+    run = snakemake(workdir, "-n", "--configfile", "config/demo.yaml")
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert "trainings.ce.loss 'my_losses:focall': module my_losses" in run.stderr
+    assert "has no function focall" in run.stderr
+
+    edit_config(demo, lambda c: (c.update(imbalance_factors=[100]), c["recipe"].update(epochs=1, warmup_epochs=1),
+                                 c["trainings"].update(ce={"loss": "my_losses:focal"})))
+    run = snakemake(workdir, "--configfile", "config/demo.yaml")
+    assert run.returncode == 0, run.stdout + run.stderr
+    metrics = workdir / "results" / "demo" / "train" / "ce" / "imba100" / "seed0" / "metrics.csv"
+    assert metrics.is_file()
+    assert planned_jobs(workdir, "--configfile", "config/demo.yaml") == {}
+
+    replace_in(workdir / "my_losses.py", '"""Focal loss (Lin et al., 2017), gamma = 2."""', "# gamma = 2")
+    assert planned_jobs(workdir, "--configfile", "config/demo.yaml") == {}  # a comment and a docstring: nothing
+    replace_in(workdir / "my_losses.py", "** 2", "** 3")
+    plan = planned_jobs(workdir, "--configfile", "config/demo.yaml")
+    assert plan["train"] == 1 and "split" not in plan and "synthetic_dataset" not in plan, plan

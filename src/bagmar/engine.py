@@ -29,6 +29,7 @@ from . import baselines
 from .augment import test_transform, train_augment
 from .loss import GradientStatistics, adjusted_logits, cross_entropy_and_gradient
 from .model import ResNet32, stages
+from .recipe import is_user_loss, user_loss
 
 
 # The dtype of the weights and the loss for each recipe precision. bfloat16 autocasts the forward pass only, over
@@ -132,7 +133,9 @@ class LossTerms:
           + tau[k] log(pi)                                                    (logit adjustment, baselines)
           - target_margins[k, y] at the target class                          (LDAM, baselines)
     Every term a member's method does not use is exactly zero (and its weights exactly one), which leaves
-    the logits unchanged bit for bit, so each member gets the numbers of its own method alone.
+    the logits unchanged bit for bit, so each member gets the numbers of its own method alone. A member whose
+    loss is a function of the user's own (``module:function``, recipe.user_loss) trains in the same network on
+    that function of its own logits instead (``own``: member -> function).
     """
 
     def __init__(self, recipes: list, train_counts: np.ndarray, device: torch.device | str):
@@ -156,6 +159,7 @@ class LossTerms:
         self.target_margins = as_tensor(margins)
         self.drw_weights = as_tensor(drw)
         self.class_weights = torch.ones(k, c, dtype=torch.float64, device=device)
+        self.own = {member: user_loss(r.loss) for member, r in enumerate(recipes) if is_user_loss(r.loss)}
 
     def start_epoch(self, epoch: int) -> None:
         """LDAM-DRW members switch to their class-balanced weights once their deferred epoch has come
@@ -174,7 +178,21 @@ def group_loss(logits: torch.Tensor, labels: torch.Tensor, stats: StackedStatist
         adjusted = baselines.logit_adjusted_logits(adjusted, terms.log_prior, terms.tau)
     if terms.ldam:
         adjusted = baselines.ldam_logits(adjusted, labels, terms.target_margins)
-    return cross_entropy_and_gradient(adjusted, labels, terms.class_weights if terms.ldam else None)
+    loss, grad = cross_entropy_and_gradient(adjusted, labels, terms.class_weights if terms.ldam else None)
+    return own_losses(logits, labels, loss, grad, terms.own) if terms.own else (loss, grad)
+
+
+def own_losses(logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor,
+               own: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """``loss`` (K,) and ``grad`` (K, B, C) with the members of ``own`` (member -> the user's function) replaced:
+    the function's value on that member's (B, C) logits, and its |dL/dz| by autograd (for the statistics)."""
+    losses, grads = list(loss.unbind(0)), list(grad.unbind(0))
+    for member, function in own.items():
+        z = logits[member].to(loss.dtype)
+        value = function(z, labels[member]).reshape(())
+        (gradient,) = torch.autograd.grad(value, z, retain_graph=True)
+        losses[member], grads[member] = value.to(loss.dtype), gradient.detach().abs().to(grad.dtype)
+    return torch.stack(losses), torch.stack(grads)
 
 
 def train_step(model: nn.Module, optimizer: SGD, stats: StackedStatistics, images: torch.Tensor,

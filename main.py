@@ -34,7 +34,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's package, as the workflow's jobs import it
-from bagmar.layout import EVALUATION_FILES, Layout, imbalance_key  # noqa: E402
+from bagmar.config.layout import EVALUATION_FILES, Layout, imbalance_key  # noqa: E402
 HEADER = """\
 # {title}, imbalance factor {imbalance:g}: the seed's {path} ({variant}).
 #   python main.py --cfg {path}
@@ -85,7 +85,7 @@ def workflow_config(seed: dict) -> dict:
 
 
 def evaluation_files(seed: dict) -> list[str]:
-    """The outputs of this experiment's evaluation per seed, where the workflow writes them (bagmar.layout)."""
+    """The outputs of this experiment's evaluation per seed, where the workflow writes them (bagmar.config.layout)."""
     layout = Layout(workflow_config(seed))
     return [layout.evaluation_file(kind, seed["training"]["name"], imbalance_key(seed["imbalance_factor"]), s)
             for s in seed["seeds"] for kind in EVALUATION_FILES]
@@ -187,10 +187,10 @@ def run(seed: dict, name: str, cores: str, dry_run: bool) -> int:
 
 
 def print_summary(seed: dict, targets: list[str]) -> None:
-    """The evaluation's headline numbers, as the workflow's tables define them (bagmar.tables.summarize)."""
+    """The evaluation's headline numbers, as the workflow's tables define them (bagmar.evaluation.tables.summarize)."""
     import pandas as pd
 
-    from bagmar.tables import summarize
+    from bagmar.evaluation.tables import summarize
 
     sweeps = pd.concat([pd.read_csv(ROOT / t) for t in targets if t.endswith("tau_sweep.csv")], ignore_index=True)
     for _, row in summarize(sweeps).iterrows():

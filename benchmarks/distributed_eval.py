@@ -1,5 +1,5 @@
 """Testing a data-parallel training's model: every rank its shard of the test set, gathered on rank 0 (what
-bagmar.image_train.predict does), against rank 0 testing the whole set while the others wait (issue 16).
+bagmar.training.image_train.predict does), against rank 0 testing the whole set while the others wait.
 
     python benchmarks/distributed_eval.py                        # CPU: 2 gloo ranks, ResNet-50, 64 test JPEGs
     python benchmarks/distributed_eval.py --device cuda --processes 8 --images 8192 --workers 6
@@ -32,11 +32,11 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bagmar import backbones  # noqa: E402
-from bagmar.distributed import World, init_world  # noqa: E402
-from bagmar.image_data import TestImages  # noqa: E402
-from bagmar.image_lists import read_list  # noqa: E402
-from bagmar.image_train import predict  # noqa: E402
-from bagmar.recipe import ImageListRecipe  # noqa: E402
+from bagmar.training.distributed import World, init_world  # noqa: E402
+from bagmar.data.image_data import TestImages  # noqa: E402
+from bagmar.data.image_lists import read_list  # noqa: E402
+from bagmar.training.image_train import predict  # noqa: E402
+from bagmar.config.recipe import ImageListRecipe  # noqa: E402
 
 CLASSES = 1000
 

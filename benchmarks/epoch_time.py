@@ -1,18 +1,18 @@
 """Per-epoch training and evaluation time at IF 100: a reference-style loop against the project's trainer.
 
-Issue 4 asks the project's trainer to beat the paper's released code. This script measures both, in one run on
+The project's trainer should be faster than the paper's released code. This script measures both, in one run on
 one machine, on the project's synthetic CIFAR-shaped set cut to IF 100 (full size: 100 classes, 10,847 training
 images = 169 steps of 64, 10,000 test images, 32x32, ResNet-32 of width 16):
 
 (a) **reference-style**: written here to SPEC, in the released code's shape: a torch DataLoader with worker
     processes over a Dataset that runs torchvision's per-image PIL transforms (RandomCrop(padding),
     RandomHorizontalFlip, AutoAugment(CIFAR10, fill=128), ToTensor, a per-image numpy Cutout, Normalize);
-    fp32 eager ResNet-32 (``bagmar.model.ResNet32``); SGD per SPEC §3; the BaGMar loss with its gradient read
+    fp32 eager ResNet-32 (``bagmar.method.model.ResNet32``); SGD per SPEC §3; the BaGMar loss with its gradient read
     from the adjusted logits after backward and the statistics updated by a per-sample Python loop
     (``F[:, y_i] += g[i]``, then ``P += F*I``, ``N += F*(1-I)``, ``theta = P.sum(1)``, ``phi = N.sum(0)``);
     ``loss.item()`` every step for the running loss, as such code logs; after each epoch a test pass through a
     DataLoader (ToTensor + Normalize per image) with plain and PN (tau = 1) accuracy.
-(b) **project**: ``bagmar.train.train`` for the same epochs. Its logged per-epoch seconds include its own
+(b) **project**: ``bagmar.training.train.train`` for the same epochs. Its logged per-epoch seconds include its own
     evaluation (test logits + PN), which it logs separately (``eval_seconds``, after a host sync that ends the
     epoch's training steps); the project's training time per epoch is the logged epoch time minus that epoch's
     evaluation. The same evaluation is also timed separately on the final model (``predict_logits`` + PN), as a
@@ -49,9 +49,9 @@ import torch
 import torchvision
 from torch import nn
 
-from bagmar.data import long_tailed_indices, make_synthetic
-from bagmar.evaluate import pn_predictions
-from bagmar.train import Recipe, predict_logits, resolve_device, train, train_group
+from bagmar.data.long_tail import long_tailed_indices, make_synthetic
+from bagmar.evaluation.evaluate import pn_predictions
+from bagmar.training.train import Recipe, predict_logits, resolve_device, train, train_group
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # imported by file path from the tests
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -97,7 +97,7 @@ def run_project(data, size: Size, epochs: int, warmup_epochs: int, device: str, 
     train_s = statistics.median([e - v for e, v in zip(epoch_seconds, in_trainer)][warmup_epochs:])
     return {
         "includes": {
-            "epoch_total": "bagmar.train.train's logged seconds per epoch (metrics[i]['seconds']): augmentation on "
+            "epoch_total": "bagmar.training.train.train's logged seconds per epoch (metrics[i]['seconds']): augmentation on "
                            "the device, training steps, its per-epoch test evaluation (predict_logits + PN) and metrics",
             "eval": "the trainer's own test pass in each epoch, as it logs it (metrics[i]['eval_seconds']: "
                     "predict_logits on the device-resident uint8 test set, plain and PN accuracy, after a sync)",
@@ -122,7 +122,7 @@ FUSED_LAMBDAS = [(0.0, 0.0), (1.0, 1.0), (1.2, 0.9)]  # ce, BaGMar, BaGMar_pn (S
 
 def run_fused(data, size: Size, epochs: int, warmup_epochs: int, device: str, seed: int, members: int,
               precision: str, log) -> dict:
-    """``bagmar.train.train_group`` with K models (the three trainings of an IF, then further seeds)."""
+    """``bagmar.training.train.train_group`` with K models (the three trainings of an IF, then further seeds)."""
     train_images, train_labels, test_images, test_labels = data
     recipes = [
         Recipe(epochs=warmup_epochs + epochs, batch_size=size.batch_size, width=size.width, padding=size.padding,

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bagmar.data import make_synthetic
-from bagmar.engine import FusedGroup, to_device_images
-from bagmar.train import Recipe, learning_rate
+from bagmar.data.long_tail import make_synthetic
+from bagmar.training.engine import FusedGroup, to_device_images
+from bagmar.training.train import Recipe, learning_rate
 
 ROOT = Path(__file__).resolve().parent
 NUM_CLASSES = 5

@@ -1,4 +1,4 @@
-"""The GPU acceptance run (issue 11): one command, one record, every stage tried even when one fails.
+"""The GPU acceptance run: one command, one record, every stage tried even when one fails.
 
     bash benchmarks/gpu_acceptance.sh --prepare   # here, once: ../shared/data's CIFAR-10 -> .gpu_data/ (ignored)
     bash benchmarks/gpu_acceptance.sh             # on the GPU machine, from the repository root (carry .gpu_data)
@@ -18,12 +18,12 @@ order, with their budget on one H200 (estimates; the record holds the measured s
    the CUDA graph); passes when every model's relative weight difference is below ``--graph-tolerance``.
 4. ``data`` (~30 s): genuine CIFAR-10 (``.gpu_data/cifar10_jpeg.npz``, JPEG-decoded, from ../shared/data)
    written in the official layout to a temporary folder by ``cifar10_official_layout.py``, read by
-   ``bagmar.cifar.load_cifar(unofficial_copy=...)``, cut to CIFAR-10-LT IF 100 (split seed 0) and checked
+   ``bagmar.data.cifar.load_cifar(unofficial_copy=...)``, cut to CIFAR-10-LT IF 100 (split seed 0) and checked
    against SPEC §1 (12,406 images).
 5. ``real_run`` (~240 s, ``--real-budget``): ce, BaGMar and BaGMar_pn (config/cifar10_lt.yaml's lambdas)
    fused, the paper recipe's 200-epoch schedule, stopped after N epochs, N chosen from the fused-3 speed
    of stage 2 so the run fits the budget (``FALLBACK_EPOCHS`` when stage 2 failed); at the end
-   each training's plain and PN (tau = 1) top-1 and shot-group accuracies, as bagmar.evaluate computes them
+   each training's plain and PN (tau = 1) top-1 and shot-group accuracies, as bagmar.evaluation.evaluate computes them
    (CIFAR-10-LT IF 100 has no class under 20 images, so few-shot is null there: "not applicable"), and
    each epoch's plain and PN test top-1 from the trainer's own metrics. ``train_group(stop_after_epoch=N)``
    keeps the 200-epoch learning-rate schedule and stops after epoch N.
@@ -71,10 +71,10 @@ if str(BENCHMARKS) not in sys.path:
     sys.path.insert(0, str(BENCHMARKS))
 
 import epoch_time  # noqa: E402  (benchmarks/epoch_time.py)
-from bagmar.cifar import load_cifar  # noqa: E402
-from bagmar.data import class_counts, check_spec_counts, long_tailed_indices, make_synthetic  # noqa: E402
-from bagmar.evaluate import group_accuracies, per_class_accuracy, pn_predictions, shot_groups  # noqa: E402
-from bagmar.train import Recipe, learning_rate, resolve_device, train_group  # noqa: E402
+from bagmar.data.cifar import load_cifar  # noqa: E402
+from bagmar.data.long_tail import class_counts, check_spec_counts, long_tailed_indices, make_synthetic  # noqa: E402
+from bagmar.evaluation.evaluate import group_accuracies, per_class_accuracy, pn_predictions, shot_groups  # noqa: E402
+from bagmar.training.train import Recipe, learning_rate, resolve_device, train_group  # noqa: E402
 
 STAGES = ("card", "epoch_time", "graph_check", "data", "real_run")
 DATA_FILES = ("cifar10_jpeg.npz", "cifar10_official_layout.py", "README.md")  # README.md is optional
@@ -249,7 +249,7 @@ def prepare_data(data_dir: Path, workdir: Path, synthetic: bool, arrays: dict, l
     if synthetic:
         images = make_synthetic(10, CPU_DATA["train_per_class"], CPU_DATA["test_per_class"], 32, seed=SEED)
         write_official_layout(images, layout, [f"synthetic_{c}" for c in range(10)])
-        provenance = {"genuine": False, "source": "generated in CPU mode: bagmar.data.make_synthetic(10 classes, "
+        provenance = {"genuine": False, "source": "generated in CPU mode: bagmar.data.long_tail.make_synthetic(10 classes, "
                       f"{CPU_DATA['train_per_class']} train / {CPU_DATA['test_per_class']} test per class, 32x32, "
                       "seed 0), written in CIFAR-10's official layout"}
     else:
@@ -352,7 +352,7 @@ def run_real(data: tuple, summary: dict, device: str, plan: dict, recipe_overrid
         "first_epoch_seconds": seconds[0],
         "seconds_per_epoch": statistics.median(seconds[1:]) if epochs > 1 else seconds[0],
         "train_seconds_total": train_seconds,
-        "evaluation": "final epoch's test logits; plain = PN tau 0, pn = PN tau 1 (bagmar.evaluate.pn_predictions), "
+        "evaluation": "final epoch's test logits; plain = PN tau 0, pn = PN tau 1 (bagmar.evaluation.evaluate.pn_predictions), "
                       "top-1 and shot groups (many > 100, few < 20 training images; null = no class in the group)",
         "trainings": trainings,
         "curve": curve,  # per epoch: seconds, and each training's plain and PN (tau = 1) test top-1

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU acceptance run (issue 11): benchmarks/gpu_acceptance.py does the work; its docstring lists the stages.
+# The GPU acceptance run: benchmarks/gpu_acceptance.py does the work; its docstring lists the stages.
 #
 #   bash benchmarks/gpu_acceptance.sh --prepare   # here: copy ../shared/data's CIFAR-10 into .gpu_data/ (ignored)
 #   bash benchmarks/gpu_acceptance.sh             # GPU machine (device tool: carry [".gpu_data"]); <= 8 minutes

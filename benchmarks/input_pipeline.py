@@ -1,4 +1,4 @@
-"""Images per second of the image-list input pipeline, of the network alone, and of both together (issue 15),
+"""Images per second of the image-list input pipeline, of the network alone, and of both together,
 against a plain DataLoader + PIL + torchvision transforms loop on the same files, in the same run.
 
     python benchmarks/input_pipeline.py                          # CPU: 512 generated JPEGs, 2 workers, ResNet-50
@@ -7,7 +7,7 @@ against a plain DataLoader + PIL + torchvision transforms loop on the same files
 The JPEGs are generated at ImageNet's typical size (500 x 375 pixels, quality 90, smooth random content plus
 noise: about 100 kB a file, as ImageNet's average), so decoding costs about what it costs on the real data. Measured:
 
-- loader: bagmar.image_data's TrainImages through its DataLoader (decode, RandomResizedCrop, flip in the workers);
+- loader: bagmar.data.image_data's TrainImages through its DataLoader (decode, RandomResizedCrop, flip in the workers);
 - pipeline: the same, then on the training device: uint8 -> float, ColorJitter, normalise (on a CPU device that
   runs in the training process, where the PIL loop does it in its workers);
 - pil: the literature's loop (Kang et al.'s data loader): PIL open and convert, RandomResizedCrop, flip,
@@ -36,11 +36,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from bagmar.engine import SGD, LossTerms, StackedStatistics, train_step  # noqa: E402
-from bagmar.image_data import TrainImages, epoch_order, prepare, train_loader  # noqa: E402
-from bagmar.image_lists import read_list  # noqa: E402
-from bagmar.image_train import _Stacked  # noqa: E402
-from bagmar.recipe import ImageListRecipe  # noqa: E402
+from bagmar.training.engine import SGD, LossTerms, StackedStatistics, train_step  # noqa: E402
+from bagmar.data.image_data import TrainImages, epoch_order, prepare, train_loader  # noqa: E402
+from bagmar.data.image_lists import read_list  # noqa: E402
+from bagmar.training.image_train import _Stacked  # noqa: E402
+from bagmar.config.recipe import ImageListRecipe  # noqa: E402
 
 
 def write_images(root: Path, count: int, classes: int, seed: int = 0) -> Path:
@@ -147,7 +147,7 @@ def main() -> None:
         record["pil_images_per_s"] = rate(pil, lambda b: (b[0].to(device), b[1].to(device)), args.batch_size,
                                           device, steps)
 
-        from bagmar import backbones
+        from bagmar.method import backbones
 
         network = backbones.build(args.architecture, classes).to(device)
         if device == "cuda":

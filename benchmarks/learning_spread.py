@@ -1,4 +1,4 @@
-"""Seed-to-seed spread of the learning tests' effects, to choose their margins (issue 12).
+"""Seed-to-seed spread of the learning tests' effects, to choose their margins.
 
 tests/test_learning.py asserts that BaGMar, the logit-adjusted loss and LDAM-DRW beat cross-entropy and that PN
 beats plain argmax, by margins. A

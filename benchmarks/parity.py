@@ -1,4 +1,4 @@
-"""Issue 12: does the fast trainer learn what the reference-style loop learns? A paired comparison over seeds.
+"""Does the fast trainer learn what the reference-style loop learns? A paired comparison over seeds.
 
 For each seed, two trainings on the SAME long-tailed training set, schedule, width, batch, BaGMar_pn lambdas
 (1.2 / 0.9) and seed:
@@ -7,13 +7,13 @@ For each seed, two trainings on the SAME long-tailed training set, schedule, wid
     worker processes over torchvision's per-image PIL transforms (RandomCrop, flip, AutoAugment(CIFAR10),
     ToTensor, numpy Cutout, Normalize), fp32 eager ResNet-32, torch.optim.SGD, the statistics updated by a
     per-sample Python loop;
-(b) **fast**: ``bagmar.train.train`` (on-device batched augmentation, the fused-group step, bagmar.engine.SGD).
+(b) **fast**: ``bagmar.training.train.train`` (on-device batched augmentation, the fused-group step, bagmar.training.engine.SGD).
 
 Both follow SPEC §3's schedule over the same ``--epochs`` (``run_reference`` is called with no untimed epochs,
 so its total is ``--epochs``; its learning-rate function is given ``--warmup-epochs``, and the record holds both
 loops' per-epoch learning rates, which must be equal). Both start from the same initial weights
 (``torch.manual_seed(seed)`` before ``ResNet32``); data order and augmentation draws differ by construction.
-Each final-epoch model's test logits are evaluated the same way (``bagmar.evaluate``): top-1 and many / medium /
+Each final-epoch model's test logits are evaluated the same way (``bagmar.evaluation.evaluate``): top-1 and many / medium /
 few-shot accuracy, plain (argmax) and PN (tau = 1). Per metric the record holds both loops' means and standard
 deviations and the paired difference fast - reference: mean, standard deviation, standard error, the 95 %
 Student-t interval and n, plus the seeds that would bring the standard error to ``--target-se`` at the
@@ -51,16 +51,16 @@ import numpy as np
 import torch
 import torchvision
 
-from bagmar.cifar import load_cifar
-from bagmar.data import (
+from bagmar.data.cifar import load_cifar
+from bagmar.data.long_tail import (
     check_spec_counts,
     class_counts,
     long_tailed_indices,
     make_synthetic,
 )
-from bagmar.evaluate import group_accuracies, pn_predictions, shot_groups
+from bagmar.evaluation.evaluate import group_accuracies, pn_predictions, shot_groups
 from bagmar.io import atomic_write
-from bagmar.train import Recipe, resolve_device, train
+from bagmar.training.train import Recipe, resolve_device, train
 
 ROOT = Path(__file__).resolve().parent
 LOOPS = ("reference", "fast")

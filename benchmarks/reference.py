@@ -21,10 +21,10 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from bagmar.augment import CIFAR_MEAN, CIFAR_STD
-from bagmar.loss import EPS
-from bagmar.model import ResNet32
-from bagmar.train import Recipe
+from bagmar.data.augment import CIFAR_MEAN, CIFAR_STD
+from bagmar.method.loss import EPS
+from bagmar.method.model import ResNet32
+from bagmar.training.train import Recipe
 
 PAPER = Recipe()  # SPEC §3's recipe, from the config schema's defaults
 LAMBDA1, LAMBDA2 = 1.2, 0.9  # BaGMar_pn (SPEC §6): the reference loop trains with the BaGMar loss
@@ -105,7 +105,7 @@ def reference_transforms(size: Size):
 
 def reference_lr(epoch: int, epochs: int, base: float = PAPER.base_lr, peak: float = PAPER.peak_lr,
                  warmup: int = PAPER.warmup_epochs) -> float:
-    """SPEC §3, epoch = 1..E, written out as the released code does (the recipe's numbers: bagmar.recipe.Recipe)."""
+    """SPEC §3, epoch = 1..E, written out as the released code does (the recipe's numbers: bagmar.config.recipe.Recipe)."""
     if epoch < warmup:
         return base + (peak - base) * (epoch - 1) / (warmup - 1)
     return peak * (1 + math.cos(math.pi * (epoch - warmup) / max(epochs - warmup, 1))) / 2

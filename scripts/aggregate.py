@@ -2,7 +2,7 @@
 import pandas as pd
 
 from bagmar.io import atomic_write, log_to
-from bagmar.tables import methods_table, over_seeds, paper_comparison, summarize
+from bagmar.evaluation.tables import methods_table, over_seeds, paper_comparison, summarize
 
 with log_to(snakemake.log[0]):
     sweeps = pd.concat([pd.read_csv(path) for path in snakemake.input.sweeps], ignore_index=True)

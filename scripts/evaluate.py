@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from bagmar.evaluate import Outputs, evaluate_training, per_class_table
+from bagmar.evaluation.evaluate import Outputs, evaluate_training, per_class_table
 from bagmar.io import atomic_write, log_to
 
 with log_to(snakemake.log[0]):

@@ -1,9 +1,9 @@
-"""Snakemake job: write the miniature image-list data set (JPEGs and lists, bagmar.image_lists.write_miniature)
+"""Snakemake job: write the miniature image-list data set (JPEGs and lists, bagmar.data.image_lists.write_miniature)
 and its facts (counts, per-class extremes, each list's sha256), which the verification job checks it against."""
 import json
 from pathlib import Path
 
-from bagmar.image_lists import write_miniature
+from bagmar.data.image_lists import write_miniature
 from bagmar.io import atomic_write, log_to
 
 with log_to(snakemake.log[0]):

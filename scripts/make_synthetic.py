@@ -1,5 +1,5 @@
 """Snakemake job: generate the synthetic balanced image set."""
-from bagmar.data import make_synthetic
+from bagmar.data.long_tail import make_synthetic
 from bagmar.io import log_to
 
 with log_to(snakemake.log[0]):

@@ -2,7 +2,7 @@
 import numpy as np
 import pandas as pd
 
-from bagmar import plots
+from bagmar.evaluation import plots
 from bagmar.io import atomic_write, log_to
 
 

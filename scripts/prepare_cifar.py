@@ -2,7 +2,7 @@
 and record where it came from (provenance.json says whether the official verification was skipped)."""
 import json
 
-from bagmar.cifar import load_cifar
+from bagmar.data.cifar import load_cifar
 from bagmar.io import atomic_write, log_to
 
 with log_to(snakemake.log[0]):

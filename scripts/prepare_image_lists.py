@@ -1,10 +1,10 @@
 """Snakemake job: find (or download) an image-list data set's split lists, verify them and every listed image
-(bagmar.image_lists.prepare), and write verified copies, the training counts and provenance.json, which records
+(bagmar.data.image_lists.prepare), and write verified copies, the training counts and provenance.json, which records
 the image root that training reads the images from."""
 import json
 from pathlib import Path
 
-from bagmar.image_lists import DATASETS, DatasetFacts, prepare
+from bagmar.data.image_lists import DATASETS, DatasetFacts, prepare
 from bagmar.io import atomic_write, log_to
 
 with log_to(snakemake.log[0]):

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from bagmar.io import atomic_write, log_to
-from bagmar.render import markers, splice_readme
+from bagmar.evaluation.render import markers, splice_readme
 
 with log_to(snakemake.log[0]):
     readme, run_name = snakemake.params.readme, snakemake.params.run_name

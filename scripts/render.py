@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from bagmar.io import atomic_write, log_to
-from bagmar.render import render_results
+from bagmar.evaluation.render import render_results
 
 with log_to(snakemake.log[0]):
     p = snakemake.params

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from bagmar.data import ImageSet, check_spec_counts, class_counts, long_tailed_indices
+from bagmar.data.long_tail import ImageSet, check_spec_counts, class_counts, long_tailed_indices
 from bagmar.io import atomic_write, log_to
 
 with log_to(snakemake.log[0]):

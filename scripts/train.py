@@ -2,9 +2,9 @@
 import numpy as np
 import torch
 
-from bagmar.data import ImageSet
+from bagmar.data.long_tail import ImageSet
 from bagmar.io import log_to
-from bagmar.train import Recipe, resolve_device, train_group
+from bagmar.training.train import Recipe, resolve_device, train_group
 
 with log_to(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)

@@ -1,11 +1,11 @@
-"""Snakemake job: train one network on an image-list data set (bagmar.image_job: in this process, or in gpus
+"""Snakemake job: train one network on an image-list data set (bagmar.training.image_job: in this process, or in gpus
 processes a node on nodes machines under torchrun; fusion is none for these). threads are a node's."""
 import json
 from pathlib import Path
 
-from bagmar.image_job import launch
+from bagmar.training.image_job import launch
 from bagmar.io import log_to
-from bagmar.train import resolve_device
+from bagmar.training.train import resolve_device
 
 with log_to(snakemake.log[0]):
     p = snakemake.params

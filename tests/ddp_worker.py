@@ -21,19 +21,19 @@ from pathlib import Path
 
 import torch
 
-import bagmar.distributed
-import bagmar.engine
-import bagmar.image_data
-from bagmar.engine import StackedStatistics
-from bagmar.image_lists import read_list
-from bagmar.image_train import train_image_list
+import bagmar.training.distributed
+import bagmar.training.engine
+import bagmar.data.image_data
+from bagmar.training.engine import StackedStatistics
+from bagmar.data.image_lists import read_list
+from bagmar.training.image_train import train_image_list
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_distributed import CLASSES, recipe  # noqa: E402
 
 
 def record_into(record: dict, no_reduce: bool) -> None:
-    for cls in (StackedStatistics, bagmar.distributed.GlobalStatistics):
+    for cls in (StackedStatistics, bagmar.training.distributed.GlobalStatistics):
         def update(self, grad, labels, _original=cls.update):
             _original(self, grad, labels)
             record["theta"].append(self.theta[0].clone())
@@ -41,16 +41,16 @@ def record_into(record: dict, no_reduce: bool) -> None:
 
         cls.update = update
     if no_reduce:
-        init = bagmar.distributed.GlobalStatistics.__init__
-        bagmar.distributed.GlobalStatistics.__init__ = lambda self, *a, **k: init(self, *a, **{**k, "reduce": False})
-    batches = bagmar.image_data._EpochBatches.__iter__
+        init = bagmar.training.distributed.GlobalStatistics.__init__
+        bagmar.training.distributed.GlobalStatistics.__init__ = lambda self, *a, **k: init(self, *a, **{**k, "reduce": False})
+    batches = bagmar.data.image_data._EpochBatches.__iter__
 
     def recorded_batches(self):
         for batch in batches(self):
             record["indices"].append([index for index, _, _ in batch])
             yield batch
 
-    bagmar.image_data._EpochBatches.__iter__ = recorded_batches
+    bagmar.data.image_data._EpochBatches.__iter__ = recorded_batches
 
 
 STEPS = 4  # a rank's steps per epoch (159 images, batch 32)
@@ -60,7 +60,7 @@ def arm_kill(world, point: str) -> None:
     rank, epoch, step = map(int, point.split(":"))
     if world.rank != rank:
         return
-    calls, loss = [0], bagmar.engine.group_loss
+    calls, loss = [0], bagmar.training.engine.group_loss
 
     def killing_loss(*args, **kwargs):
         calls[0] += 1
@@ -69,12 +69,12 @@ def arm_kill(world, point: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return loss(*args, **kwargs)
 
-    bagmar.engine.group_loss = killing_loss
+    bagmar.training.engine.group_loss = killing_loss
 
 
 def main(root: str, stage1: str, out: str, *flags: str) -> None:
     torch.set_num_threads(1)
-    world = bagmar.distributed.init_world("cpu", timeout_seconds=60)
+    world = bagmar.training.distributed.init_world("cpu", timeout_seconds=60)
     record = {"theta": [], "phi": [], "indices": [], "model": {}}
     record_into(record, "--no-reduce" in flags)
     if "--kill" in flags:

@@ -4,7 +4,7 @@ Used by tests/test_resume.py: the kill points are injected here, from outside th
 wrapping the functions the trainer calls — the trainer itself has no test hooks.
 usage: python resume_worker.py CHECKPOINT_DIR OUT_FILE [step:EPOCH:STEP | checkpoint:EPOCH | evaluate:EPOCH]
        python resume_worker.py --image-list ROOT CHECKPOINT_DIR OUT_FILE [POINT]
-(--image-list: a training on the miniature image-list data set under ROOT, bagmar.image_train.)
+(--image-list: a training on the miniature image-list data set under ROOT, bagmar.training.image_train.)
 """
 
 import os
@@ -13,12 +13,12 @@ import sys
 
 import torch
 
-import bagmar.checkpoint
-import bagmar.engine
-import bagmar.image_train
-import bagmar.train
-from bagmar.data import make_synthetic
-from bagmar.train import Recipe, train
+import bagmar.training.checkpoint
+import bagmar.training.engine
+import bagmar.training.image_train
+import bagmar.training.train
+from bagmar.data.long_tail import make_synthetic
+from bagmar.training.train import Recipe, train
 
 EPOCHS, STEPS = 4, 5  # 4 classes x 20 images, batch 16
 
@@ -33,7 +33,7 @@ def arm(point: str) -> None:
     epoch = int(epoch)
     if kind == "step":  # mid-epoch: during the loss of step STEP of EPOCH
         calls, target = [0], (epoch - 1) * STEPS + int(rest[0])
-        loss = bagmar.engine.group_loss
+        loss = bagmar.training.engine.group_loss
 
         def killing_loss(*args, **kwargs):
             calls[0] += 1
@@ -41,7 +41,7 @@ def arm(point: str) -> None:
                 die()
             return loss(*args, **kwargs)
 
-        bagmar.engine.group_loss = killing_loss
+        bagmar.training.engine.group_loss = killing_loss
     elif kind == "checkpoint":  # half-way through writing EPOCH's checkpoint
         save = torch.save
 
@@ -52,9 +52,9 @@ def arm(point: str) -> None:
                 die()
             return save(obj, f, *args, **kwargs)
 
-        bagmar.checkpoint.torch.save = killing_save
+        bagmar.training.checkpoint.torch.save = killing_save
     elif kind == "evaluate":  # during EPOCH's test-set evaluation
-        for module, name in ((bagmar.train, "predict_logits"), (bagmar.image_train, "predict")):
+        for module, name in ((bagmar.training.train, "predict_logits"), (bagmar.training.image_train, "predict")):
             calls, predict = [0], getattr(module, name)
 
             def killing_predict(*args, _calls=calls, _predict=predict, **kwargs):
@@ -70,14 +70,14 @@ IMAGE_LIST_CLASSES = 10  # tests/test_image_train.py's miniature: 10 classes, 40
 
 
 def image_list_training(root: str, checkpoint_dir: str):
-    from bagmar.image_lists import read_list
-    from bagmar.recipe import ImageListRecipe
+    from bagmar.data.image_lists import read_list
+    from bagmar.config.recipe import ImageListRecipe
 
     train_list = read_list(f"{root}/Mini_LT_train.txt", IMAGE_LIST_CLASSES)
     test_list = read_list(f"{root}/Mini_LT_test.txt", IMAGE_LIST_CLASSES)
     recipe = ImageListRecipe("resnet10", 3, 32, 0.1, 5e-4, width=8, image_size=24, resize_size=28, lambda1=1.2,
                              lambda2=0.9, seed=3)
-    return bagmar.image_train.train_image_list(root, train_list, test_list, IMAGE_LIST_CLASSES, recipe,
+    return bagmar.training.image_train.train_image_list(root, train_list, test_list, IMAGE_LIST_CLASSES, recipe,
                                                checkpoint_dir=checkpoint_dir, name="worker")
 
 

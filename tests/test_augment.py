@@ -8,7 +8,7 @@ import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import autoaugment as tv_autoaugment
 
-from bagmar import augment
+from bagmar.data import augment
 
 SIZES = [(32, 32), (15, 11)]  # CIFAR, and an odd non-square size
 FILL = [augment.FILL] * 3

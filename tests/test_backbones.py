@@ -1,4 +1,4 @@
-"""The large benchmarks' networks (issue 15, bagmar.backbones): torchvision's ResNets, stage-1 weights, stage 2.
+"""The large benchmarks' networks (bagmar.method.backbones): torchvision's ResNets, stage-1 weights, stage 2.
 
 No weights are downloaded: torchvision builds each network with random weights, and the state dicts here are
 written by the tests.
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision import models
 
-from bagmar.backbones import WeightsError, build, freeze_backbone, load_stage1
+from bagmar.method.backbones import WeightsError, build, freeze_backbone, load_stage1
 
 
 def test_resnet10_is_basic_blocks_one_per_stage_with_a_biased_classifier():

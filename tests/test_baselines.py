@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from bagmar import baselines
-from bagmar.engine import LossTerms, group_loss, StackedStatistics
-from bagmar.evaluate import Outputs, label_free_tau, predictions, tau_sweep
-from bagmar.model import CosineClassifier, ResNet32
-from bagmar.train import Recipe
+from bagmar.method import baselines
+from bagmar.training.engine import LossTerms, group_loss, StackedStatistics
+from bagmar.evaluation.evaluate import Outputs, label_free_tau, predictions, tau_sweep
+from bagmar.method.model import CosineClassifier, ResNet32
+from bagmar.training.train import Recipe
 
 COUNTS = np.array([500, 100, 20, 5])
 
@@ -41,7 +41,7 @@ def test_logit_adjusted_loss_and_gradient_are_the_formula_and_its_autograd():
 
 def test_with_uniform_priors_logit_adjustment_is_cross_entropy_exactly():
     """log pi = -log C for every class: a constant shift, which softmax cancels (up to the rounding of z + c)."""
-    from bagmar.loss import GradientStatistics, bagmar_loss
+    from bagmar.method.loss import GradientStatistics, bagmar_loss
 
     logits, labels = random_batch(1)
     uniform = torch.full((4,), math.log(0.25), dtype=torch.float64)
@@ -145,7 +145,7 @@ def test_a_group_of_mixed_losses_gives_each_member_its_own_methods_numbers():
     stats = StackedStatistics(4, "cpu", 3)
     stats.update(torch.rand(3, 8, 4, generator=torch.Generator().manual_seed(5)), labels.expand(3, 8))
     loss, grad = group_loss(logits.expand(3, 8, 4), labels.expand(3, 8), stats, terms)
-    from bagmar.loss import GradientStatistics, bagmar_loss
+    from bagmar.method.loss import GradientStatistics, bagmar_loss
     single = GradientStatistics(4)
     single.load_state_dict(stats.member(0))
     expected = [

@@ -1,6 +1,6 @@
 """benchmarks/epoch_time.py runs end to end and writes a complete record (a smoke test: no timing is asserted).
 
-The benchmark itself (issue 4) is run by hand, at full size where the machine allows; its figures and the
+The benchmark itself is run by hand, at full size where the machine allows; its figures and the
 command are in benchmarks/RESULTS.md.
 """
 
@@ -77,7 +77,7 @@ def test_a_tiny_run_writes_a_complete_record(epoch_time, tmp_path):
 
 def test_the_default_size_is_the_paper_cut_at_if_100(epoch_time):
     """Full size: 100 classes x 500 cut at IF 100 = 10,847 images = 169 steps of 64 (SPEC §1)."""
-    from bagmar.data import long_tailed_counts
+    from bagmar.data.long_tail import long_tailed_counts
 
     size = epoch_time.FULL
     assert size.is_paper_size and (size.image_size, size.width, size.batch_size) == (32, 16, 64)

@@ -1,4 +1,4 @@
-"""Real CIFAR data (issue 3): the official format, md5 verification, offline use, and errors a user can act on.
+"""Real CIFAR data: the official format, md5 verification, offline use, and errors a user can act on.
 
 CIFAR cannot be downloaded here, so each test builds a small release in the official layout: the
 archive's top folder, its members pickled as Python 2 wrote them (byte strings, numpy arrays under
@@ -26,10 +26,10 @@ import numpy as np
 import pytest
 import yaml
 
-import bagmar.cifar as cifar
+import bagmar.data.cifar as cifar
 from project import copy_project, env
-from bagmar.cifar import CIFAR10, CIFAR100, DataError, load_cifar
-from bagmar.data import REAL_DATASETS, SPEC_TOTALS, check_spec_counts, long_tailed_counts
+from bagmar.data.cifar import CIFAR10, CIFAR100, DataError, load_cifar
+from bagmar.data.long_tail import REAL_DATASETS, SPEC_TOTALS, check_spec_counts, long_tailed_counts
 
 ROOT = Path(__file__).parents[1]
 
@@ -211,7 +211,7 @@ class _WouldRunCode:
 
 @pytest.mark.parametrize("given", ["archive", "folder"])
 def test_a_crafted_member_that_would_run_code_is_refused(tmp_path, given):
-    """Issue 5: even an opted-in copy, which skips the md5s, cannot execute code when read."""
+    """Even an opted-in copy, which skips the md5s, cannot execute code when read."""
     marker = tmp_path / "code-ran"
     members, _ = release_members(CIFAR100)
     members["train"] = pickle.dumps({b"data": _WouldRunCode(marker), b"fine_labels": [0]}, protocol=2)
@@ -457,7 +457,7 @@ def test_cifar10_is_a_config_value_with_its_own_acquisition_job(tmp_path):
     assert not results.exists()
 
 
-# --------------------------------------------------------------------------- copies written by Python 3 (issue 11)
+# --------------------------------------------------------------------------- copies written by Python 3
 
 
 def py3_members(fmt, keys: type, protocol: int) -> tuple[dict[str, bytes], dict]:

@@ -6,8 +6,8 @@ import io
 import numpy as np
 import pytest
 
-from bagmar.data import ImageSet, class_counts, long_tailed_counts, long_tailed_indices, make_synthetic
-from bagmar.evaluate import shot_groups
+from bagmar.data.long_tail import ImageSet, class_counts, long_tailed_counts, long_tailed_indices, make_synthetic
+from bagmar.evaluation.evaluate import shot_groups
 
 CIFAR_LABELS = np.repeat(np.arange(100), 500)  # CIFAR-100's training labels: 500 per class
 

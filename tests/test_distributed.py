@@ -1,5 +1,5 @@
 """One image-list model trained by several processes (torchrun, gloo on the CPU), with BaGMar's
-statistics kept global (bagmar.distributed).
+statistics kept global (bagmar.training.distributed).
 
 Two ranks give the single process's statistics after every step (float rounding apart), the same on both ranks,
 and its weights; without the all-reduce the ranks' theta drift apart; the ranks' batches of a step are together
@@ -18,12 +18,13 @@ import pandas as pd
 import pytest
 import torch
 
-from bagmar import backbones
-from bagmar.distributed import DistributedError, World, rank_positions
-from bagmar.image_job import Allocation, LaunchError, launch, torchrun_command
-from bagmar.image_data import epoch_order
-from bagmar.image_lists import read_list, write_miniature
-from bagmar.recipe import ImageListRecipe
+from bagmar.method import backbones
+from bagmar.data.image_data import rank_positions
+from bagmar.training.distributed import DistributedError, World
+from bagmar.training.image_job import Allocation, LaunchError, launch, torchrun_command
+from bagmar.data.image_data import epoch_order
+from bagmar.data.image_lists import read_list, write_miniature
+from bagmar.config.recipe import ImageListRecipe
 
 CLASSES = 10
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -78,11 +79,13 @@ def single(setup, tmp_path_factory):
     import ddp_worker
 
     record = {"theta": [], "phi": [], "indices": []}
-    from bagmar import distributed, engine, image_data
+    from bagmar.training import distributed
+    from bagmar.training import engine
+    from bagmar.data import image_data
     saved = (engine.StackedStatistics.update, distributed.GlobalStatistics.update, image_data._EpochBatches.__iter__)
     try:
         ddp_worker.record_into(record, no_reduce=False)
-        from bagmar.image_train import train_image_list
+        from bagmar.training.image_train import train_image_list
         train = read_list(root / "Mini_LT_train.txt", CLASSES)
         test = read_list(root / "Mini_LT_test.txt", CLASSES)
         result = train_image_list(root, train, test, CLASSES, recipe(str(stage1)), progress=lambda line: None)
@@ -114,8 +117,8 @@ def test_two_ranks_keep_the_single_process_statistics_and_weights(setup, single,
             assert torch.equal(model[key], value), key
 
     # the test set: each rank tested half, rank 0 gathered the halves in order, as one process tests the whole
-    from bagmar.image_data import TestImages
-    from bagmar.image_train import predict
+    from bagmar.data.image_data import TestImages
+    from bagmar.training.image_train import predict
     network = backbones.build("resnet10", CLASSES, width=8)
     network.load_state_dict(model)
     test = read_list(root / "Mini_LT_test.txt", CLASSES)
@@ -146,7 +149,7 @@ def test_a_killed_rank_fails_the_job_naming_it_and_a_rerun_resumes_to_the_uninte
 def test_a_two_process_checkpoint_resumes_in_one_process(setup, two_ranks, two_ranks_dir, tmp_path):
     """Resume on any number of ranks: the 2-rank run's epoch-1 checkpoint, resumed by one process, ends at the
     2-rank run's weights (float rounding apart: one network sees the whole batch)."""
-    from bagmar.image_train import train_image_list
+    from bagmar.training.image_train import train_image_list
 
     root, stage1 = setup
     checkpoints = Path(shutil.copytree(two_ranks_dir / "checkpoints", tmp_path / "checkpoints"))
@@ -165,8 +168,8 @@ def test_a_two_process_checkpoint_resumes_in_one_process(setup, two_ranks, two_r
 def test_an_end_to_end_trainings_ranks_test_with_the_batchnorm_statistics_rank_0_saves(setup, tmp_path):
     """Each rank's BatchNorm statistics move with its own images in the last step; the test pass uses rank 0's
     on every rank (World.broadcast_buffers), so the gathered logits are the saved model's."""
-    from bagmar.image_data import TestImages
-    from bagmar.image_train import predict
+    from bagmar.data.image_data import TestImages
+    from bagmar.training.image_train import predict
 
     root, stage1 = setup
     ranks = torchrun(root, stage1, tmp_path, 2, "--end-to-end")
@@ -202,7 +205,7 @@ def test_the_ranks_batches_of_a_step_are_the_single_process_batch():
 
 
 def job(setup, tmp_path, root=None) -> dict:
-    """What scripts/train_image_list.py hands bagmar.image_job: the test's recipe on the miniature."""
+    """What scripts/train_image_list.py hands bagmar.training.image_job: the test's recipe on the miniature."""
     data, stage1 = setup
     return {"name": "t", "recipe": {**vars(recipe(str(stage1)))}, "root": str(root or data), "classes": CLASSES,
             "train": str(data / "Mini_LT_train.txt"), "test": str(data / "Mini_LT_test.txt"),
@@ -217,7 +220,7 @@ def test_the_job_launcher_runs_two_processes_under_torchrun_and_rank_0_writes_th
                                                                                            capsys):
     launch(job(setup, tmp_path), tmp_path / "job.json", processes=2)
     out = capsys.readouterr().out
-    assert "torch.distributed.run --nproc_per_node=2 --max_restarts=0 --standalone -m bagmar.image_job" in out
+    assert "torch.distributed.run --nproc_per_node=2 --max_restarts=0 --standalone -m bagmar.training.image_job" in out
     model = torch.load(tmp_path / "model.pt", weights_only=True)
     for key, value in single["model"].items():
         torch.testing.assert_close(model[key], value, rtol=1e-4, atol=1e-5)
@@ -243,13 +246,13 @@ def test_several_nodes_meet_at_the_first_node_of_the_slurm_allocation(monkeypatc
                            "--kill-on-bad-exit=1"]
     assert command[6:] == [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=4", "--max_restarts=1",
                            "--nnodes=2", "--rdzv_backend=c10d", "--rdzv_endpoint=gpu07:34211", "--rdzv_id=4711",
-                           "-m", "bagmar.image_job", "job.json"]
+                           "-m", "bagmar.training.image_job", "job.json"]
     monkeypatch.setattr(socket, "gethostname", lambda: "gpu07.cluster")  # the batch step's node: a free port
     (endpoint,) = [arg for arg in torchrun_command("job.json", 4, nodes=2, allocation=allocation)
                    if arg.startswith("--rdzv_endpoint=")]
     host, port = endpoint.removeprefix("--rdzv_endpoint=").split(":")
     assert host == "gpu07" and 0 < int(port) < 65536
-    assert torchrun_command("job.json", 8)[-5:] == ["--max_restarts=0", "--standalone", "-m", "bagmar.image_job",
+    assert torchrun_command("job.json", 8)[-5:] == ["--max_restarts=0", "--standalone", "-m", "bagmar.training.image_job",
                                                     "job.json"]
     with pytest.raises(LaunchError, match=r"asks for nodes: 3, but SLURM job 4711 has 2 \(gpu07, gpu08\)"):
         torchrun_command("job.json", 4, nodes=3, allocation=allocation)
@@ -268,8 +271,8 @@ def test_shards_of_the_test_set_are_consecutive_whole_batches_and_cover_it_once(
 
 
 def test_sync_batchnorm_is_refused_without_gpus_and_for_a_frozen_backbone(setup):
-    from bagmar.image_train import synchronised_batchnorm
-    from bagmar.recipe import RecipeError
+    from bagmar.training.image_train import synchronised_batchnorm
+    from bagmar.config.recipe import RecipeError
 
     network = backbones.build("resnet10", CLASSES, width=8)
     with pytest.raises(DistributedError, match="sync_batchnorm needs GPUs .* runs on cpu: set sync_batchnorm: false"):
@@ -280,7 +283,7 @@ def test_sync_batchnorm_is_refused_without_gpus_and_for_a_frozen_backbone(setup)
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (SyncBatchNorm is CUDA-only)")
 def test_sync_batchnorm_keeps_the_parameters_and_state_dict_keys():
-    from bagmar.image_train import synchronised_batchnorm
+    from bagmar.training.image_train import synchronised_batchnorm
 
     network = backbones.build("resnet10", CLASSES, width=8)
     keys, weight = list(network.state_dict()), network.bn1.weight
@@ -291,7 +294,7 @@ def test_sync_batchnorm_keeps_the_parameters_and_state_dict_keys():
 
 def stand_in_for_torchrun(monkeypatch, program: str, *args: str) -> None:
     """launch runs ``python -c program args`` where it would run torchrun."""
-    from bagmar import image_job
+    from bagmar.training import image_job
 
     monkeypatch.setattr(image_job, "torchrun_command", lambda *_: [sys.executable, "-c", program, *args])
 

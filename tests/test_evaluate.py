@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from bagmar.evaluate import group_accuracies, per_class_table, pn_predictions, tau_grid, tau_sweep
+from bagmar.config.run import tau_grid
+from bagmar.evaluation.evaluate import group_accuracies, per_class_table, pn_predictions, tau_sweep
 
 
 def test_pn_on_hand_made_logits():

@@ -34,36 +34,38 @@ def changed(before, after):
 
 def test_each_script_reaches_the_modules_it_runs(project):
     fp = fingerprints(project)
-    assert set(fp["train.py"]) == {"train.py", "bagmar.augment", "bagmar.baselines", "bagmar.checkpoint", "bagmar.data",
-                                   "bagmar.engine", "bagmar.io", "bagmar.loop", "bagmar.loss", "bagmar.model",
-                                   "bagmar.recipe", "bagmar.train"}
-    assert set(fp["split.py"]) == {"split.py", "bagmar.data", "bagmar.io"}
-    assert "bagmar.loss" not in fp["evaluate.py"] and "bagmar.train" not in fp["plots.py"]
+    assert set(fp["train.py"]) == {
+        "train.py", "bagmar.config.recipe", "bagmar.data.augment", "bagmar.data.long_tail", "bagmar.io",
+        "bagmar.method.baselines", "bagmar.method.loss", "bagmar.method.model", "bagmar.training.checkpoint",
+        "bagmar.training.engine", "bagmar.training.loop", "bagmar.training.train"}
+    assert set(fp["split.py"]) == {"split.py", "bagmar.data.long_tail", "bagmar.io"}
+    assert "bagmar.method.loss" not in fp["evaluate.py"] and "bagmar.training.train" not in fp["plots.py"]
 
 
 def test_comments_docstrings_and_layout_change_nothing(project):
     before = fingerprints(project)
-    for path in [*(project / "bagmar").glob("*.py"), *(project / "scripts").glob("*.py")]:
+    for path in [*(project / "bagmar").rglob("*.py"), *(project / "scripts").glob("*.py")]:
         path.write_text("# a comment\n" + path.read_text().replace("\n\n\n", "\n\n\n\n") + "\n# another\n")
-    edit(project / "bagmar" / "loss.py", "SPEC §4's bookkeeping", "SPEC §4's bookkeeping (edited)")
-    edit(project / "bagmar" / "loss.py", '"""z\' of SPEC §4', '"""The adjusted logits z\' of SPEC §4')
+    edit(project / "bagmar" / "method" / "loss.py", "SPEC §4's bookkeeping", "SPEC §4's bookkeeping (edited)")
+    edit(project / "bagmar" / "method" / "loss.py", '"""z\' of SPEC §4', '"""The adjusted logits z\' of SPEC §4')
     assert fingerprints(project) == before
 
 
 def test_a_change_reaches_exactly_the_scripts_that_can_run_it(project):
     before = fingerprints(project)
-    edit(project / "bagmar" / "loss.py", "torch.log(stats.theta + EPS)", "torch.log(stats.theta + 2 * EPS)")
-    assert changed(before, fingerprints(project)) == {"train.py": ["bagmar.loss"], "train_image_list.py": ["bagmar.loss"]}
+    edit(project / "bagmar" / "method" / "loss.py", "torch.log(stats.theta + EPS)", "torch.log(stats.theta + 2 * EPS)")
+    assert changed(before, fingerprints(project)) == {"train.py": ["bagmar.method.loss"],
+                                                      "train_image_list.py": ["bagmar.method.loss"]}
 
     before = fingerprints(project)
-    edit(project / "bagmar" / "evaluate.py", "FEW_SHOT_BELOW = 20", "FEW_SHOT_BELOW = 25")
+    edit(project / "bagmar" / "evaluation" / "evaluate.py", "FEW_SHOT_BELOW = 20", "FEW_SHOT_BELOW = 25")
     # the scripts that evaluate, and aggregate (whose tables module imports evaluate): not train, not split
-    assert changed(before, fingerprints(project)) == {"evaluate.py": ["bagmar.evaluate"]}
+    assert changed(before, fingerprints(project)) == {"evaluate.py": ["bagmar.evaluation.evaluate"]}
 
     before = fingerprints(project)
-    edit(project / "bagmar" / "data.py", "rng = np.random.default_rng(seed)\n    grid = 4",
+    edit(project / "bagmar" / "data" / "long_tail.py", "rng = np.random.default_rng(seed)\n    grid = 4",
          "rng = np.random.default_rng(seed)\n    grid = 5")  # make_synthetic: only the synthetic data job runs it
-    assert changed(before, fingerprints(project)) == {"make_synthetic.py": ["bagmar.data"]}
+    assert changed(before, fingerprints(project)) == {"make_synthetic.py": ["bagmar.data.long_tail"]}
 
     before = fingerprints(project)
     edit(project / "bagmar" / "io.py", "@contextlib.contextmanager\ndef atomic_write(",

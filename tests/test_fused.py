@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from bagmar.augment import train_augment
-from bagmar.data import make_synthetic
-from bagmar.evaluate import pn_predictions
-from bagmar.loss import GradientStatistics, bagmar_loss
-from bagmar.engine import (PRECISION_DTYPES, SGD, FusedGroup, FusedResNet32, StackedStatistics, pn_correct,
+from bagmar.data.augment import train_augment
+from bagmar.data.long_tail import make_synthetic
+from bagmar.evaluation.evaluate import pn_predictions
+from bagmar.method.loss import GradientStatistics, bagmar_loss
+from bagmar.training.engine import (PRECISION_DTYPES, SGD, FusedGroup, FusedResNet32, StackedStatistics, pn_correct,
                            to_device_images)
-from bagmar.model import ResNet32
-from bagmar.train import Recipe, learning_rate, train, train_group
+from bagmar.method.model import ResNet32
+from bagmar.training.train import Recipe, learning_rate, train, train_group
 
 NUM_CLASSES = 5
 # the three trainings of one imbalance factor (SPEC §6), with different seeds as a seed-fused group has
@@ -270,7 +270,7 @@ def test_the_step_never_reads_a_device_value_on_the_host(data, monkeypatch):
     any host read in the step (.item(), a boolean mask, a data-dependent shape) raises."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    import bagmar.engine
+    import bagmar.training.engine
 
     group = FusedGroup([recipe(precision="float32", **m) for m in MEMBERS], NUM_CLASSES, to_device_images(data.train_images, "cpu"),
                    torch.as_tensor(data.train_labels, dtype=torch.int64), "cpu")
@@ -280,14 +280,14 @@ def test_the_step_never_reads_a_device_value_on_the_host(data, monkeypatch):
         group.step()
         group.step()
 
-    real = bagmar.engine.group_loss
+    real = bagmar.training.engine.group_loss
 
     def syncing(*args, **kwargs):  # the check itself: a step that reads its loss on the host is caught
         loss, grad = real(*args, **kwargs)
         float(loss.detach().sum())
         return loss, grad
 
-    monkeypatch.setattr(bagmar.engine, "group_loss", syncing)
+    monkeypatch.setattr(bagmar.training.engine, "group_loss", syncing)
     from torch._subclasses.fake_tensor import DataDependentOutputException
 
     with pytest.raises(DataDependentOutputException), FakeTensorMode(allow_non_fake_inputs=True):
@@ -328,13 +328,13 @@ class _CaptureOnTheCpu:
         import copy
         import types
 
-        import bagmar.engine
-        import bagmar.train
+        import bagmar.training.engine
+        import bagmar.training.train
 
         self.steppers, self.capturing = [], False
         outer = self
 
-        class OnTheCpu(bagmar.engine.Stepper):
+        class OnTheCpu(bagmar.training.engine.Stepper):
             def __init__(self, group, cuda_graph, log):
                 super().__init__(group, cuda_graph=True, log=log)
                 outer.steppers.append(self)
@@ -375,15 +375,15 @@ class _CaptureOnTheCpu:
                             "stream": lambda s: contextlib.nullcontext(), "synchronize": lambda: None,
                             "CUDAGraph": Graph, "graph": Capture}.items():
             monkeypatch.setattr(torch.cuda, name, value)
-        monkeypatch.setattr(bagmar.train, "Stepper", OnTheCpu)
-        group_loss = bagmar.engine.group_loss
+        monkeypatch.setattr(bagmar.training.train, "Stepper", OnTheCpu)
+        group_loss = bagmar.training.engine.group_loss
 
         def host_read_under_capture(*args, **kwargs):
             if outer.capturing and fail == "capture":
                 raise RuntimeError("operation not permitted when stream is capturing")
             return group_loss(*args, **kwargs)
 
-        monkeypatch.setattr(bagmar.engine, "group_loss", host_read_under_capture)
+        monkeypatch.setattr(bagmar.training.engine, "group_loss", host_read_under_capture)
 
 
 @pytest.mark.parametrize("fail, reason", [

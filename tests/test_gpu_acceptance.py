@@ -1,4 +1,4 @@
-"""Issue 11: benchmarks/gpu_acceptance.sh's CPU mode runs every stage on tiny sizes and writes a well-formed record.
+"""`benchmarks/gpu_acceptance.sh`'s CPU mode runs every stage on tiny sizes and writes a well-formed record.
 
 The GPU run itself happens in sessions lent a GPU machine; here the same script runs with --cpu (generated
 CIFAR-10-format data, no ../shared needed). No duration is asserted: only that the figures exist, are finite
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bagmar.train import Recipe, learning_rate
+from bagmar.training.train import Recipe, learning_rate
 
 ROOT = Path(__file__).parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_acceptance.sh"

@@ -1,4 +1,4 @@
-"""The large benchmarks' split lists (issue 15, bagmar.image_lists): parsing, verification, missing images.
+"""The large benchmarks' split lists (bagmar.data.image_lists): parsing, verification, missing images.
 
 The real lists are read from ../shared/data/lt_lists/ when that folder exists (a check of the parser and the
 recorded facts; skipped elsewhere). Everything else runs on miniature lists written here.
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bagmar import image_lists
-from bagmar.image_lists import DATASETS, SplitFacts, read_list, require_images, verify_list
+from bagmar.data import image_lists
+from bagmar.data.image_lists import DATASETS, SplitFacts, read_list, require_images, verify_list
 from bagmar.io import DataError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "lt_lists"
@@ -121,7 +121,7 @@ def test_missing_images_are_counted_and_named_before_any_training(miniature, tmp
 def test_a_miniature_in_the_benchmarks_layout_verifies_like_the_real_lists(tmp_path, monkeypatch):
     from PIL import Image
 
-    from bagmar.data import long_tailed_counts
+    from bagmar.data.long_tail import long_tailed_counts
     facts = image_lists.write_miniature(tmp_path / "a", classes=6, imbalance_factor=10, max_per_class=20,
                                         val_per_class=2, test_per_class=3, image_size=16)
     monkeypatch.setitem(DATASETS, "mini", facts)

@@ -1,4 +1,4 @@
-"""Issue 15: training on an image-list data set (bagmar.image_train, bagmar.image_data) on a generated miniature.
+"""Training on an image-list data set (bagmar.training.image_train, bagmar.data.image_data) on a generated miniature.
 
 Stage 2 leaves the feature model bit-identical; a stage-1 model round-trips through its saved file; a training
 stopped after a checkpoint resumes to the uninterrupted weights bit for bit (with another number of decoding
@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from bagmar import backbones
-from bagmar.image_data import epoch_order, read_image, TrainImages
-from bagmar.image_lists import read_list, write_miniature
-from bagmar.image_train import build_network, train_image_list
+from bagmar.method import backbones
+from bagmar.data.image_data import epoch_order, read_image, TrainImages
+from bagmar.data.image_lists import read_list, write_miniature
+from bagmar.training.image_train import build_network, train_image_list
 from bagmar.io import DataError
-from bagmar.recipe import ImageListRecipe, RecipeError
+from bagmar.config.recipe import ImageListRecipe, RecipeError
 
 CLASSES = 10
 

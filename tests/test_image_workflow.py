@@ -1,4 +1,4 @@
-"""Issue 15: the image-list data sets in the workflow.
+"""The image-list data sets in the workflow.
 
 The miniature demo (config/miniature.yaml) runs the whole DAG (generated JPEGs and lists, verification, stage 1
 and a stage-2 classifier re-training, PN, tables, README section); a list with a missing image, an out-of-range

@@ -1,4 +1,4 @@
-"""bagmar.layout: the run's paths and its group table, and that nothing else builds or parses a results path."""
+"""bagmar.config.layout: the run's paths and its group table, and that nothing else builds or parses a results path."""
 
 import ast
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bagmar.layout import TRAINING_FILES, Layout, Member
+from bagmar.config.layout import TRAINING_FILES, Layout, Member
 
 ROOT = Path(__file__).parents[1]
 PAPER = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from bagmar.data import class_counts, long_tailed_indices, make_synthetic
-from bagmar.evaluate import tau_sweep
-from bagmar.train import Recipe, train
+from bagmar.data.long_tail import class_counts, long_tailed_indices, make_synthetic
+from bagmar.evaluation.evaluate import tau_sweep
+from bagmar.training.train import Recipe, train
 
 NUM_CLASSES, IMAGE_SIZE, IMBALANCE, SEED = 10, 8, 50, 0
 # torchvision's AutoAugment policy: the one the margins were measured with (the released one is the default)
@@ -102,10 +102,10 @@ def test_training_is_a_function_of_its_seed():
 @pytest.mark.slow
 def test_without_lambda1_the_bagmar_margin_fails(sweeps, monkeypatch):
     """The margins catch a broken method: BaGMar's loss without its lambda1 term (the class margin) is CE."""
-    import bagmar.loss
+    import bagmar.method.loss
 
-    real = bagmar.loss.adjusted_logits
-    monkeypatch.setattr(bagmar.loss, "adjusted_logits", lambda logits, labels, stats, lambda1, lambda2: real(
+    real = bagmar.method.loss.adjusted_logits
+    monkeypatch.setattr(bagmar.method.loss, "adjusted_logits", lambda logits, labels, stats, lambda1, lambda2: real(
         logits, labels, stats, 0.0 * torch.as_tensor(lambda1), lambda2))
     broken = learning_run(1.0, 1.0)
     assert not broken.loc[0.0, "few"] > sweeps["ce"].loc[0.0, "few"] + 25.0

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from bagmar.loss import GradientStatistics, adjusted_logits, bagmar_loss
+from bagmar.method.loss import GradientStatistics, adjusted_logits, bagmar_loss
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 from reference import ReferenceStatistics, reference_adjusted_logits  # noqa: E402 (SPEC §4 written out literally)
@@ -37,7 +37,7 @@ def test_vectorised_statistics_equal_the_naive_per_sample_spec():
 
 
 def test_o_c_statistics_equal_the_matrix_statistics_over_many_steps():
-    """Issue 15: theta and phi from two C-vectors are SPEC's three-matrix numbers, with absent classes and
+    """Theta and phi from two C-vectors are SPEC's three-matrix numbers, with absent classes and
     repeated labels, for a set that keeps F and one that does not (the same theta and phi bit for bit)."""
     c, batch = 11, 24
     rng = np.random.default_rng(3)

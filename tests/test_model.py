@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from bagmar.model import ResNet32
-from bagmar.train import Recipe, learning_rate
+from bagmar.method.model import ResNet32
+from bagmar.training.train import Recipe, learning_rate
 
 
 def independent_parameter_count(width=16, num_classes=100, blocks=5):

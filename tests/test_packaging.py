@@ -39,7 +39,7 @@ def test_the_recipes_numbers_are_written_in_one_place():
 
     from project import spec_recipe
 
-    from bagmar.train import Recipe
+    from bagmar.training.train import Recipe
 
     spec = spec_recipe()
     triple = {spec["base_lr"], spec["peak_lr"], spec["weight_decay"]}

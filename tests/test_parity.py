@@ -1,4 +1,4 @@
-"""Issue 12: benchmarks/parity.py (the fast trainer against the reference-style loop, paired by seed) runs end to
+"""Benchmarks/parity.py (the fast trainer against the reference-style loop, paired by seed) runs end to
 end and writes a well-formed record; its statistics are right on a hand-computed example.
 
 A smoke test only: at this size (tiny synthetic set, 2 seeds, 1 epoch, width 2) nothing about accuracy parity

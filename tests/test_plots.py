@@ -1,4 +1,4 @@
-"""Issue 11: figures a reader can trust at a glance.
+"""Figures a reader can trust at a glance.
 
 No two series of one panel look alike, every panel with more than one series has a legend naming
 them all, and tick labels neither repeat nor overlap (the narrow log axis of IF 10 used to read
@@ -15,8 +15,8 @@ import pytest
 from matplotlib import pyplot as plt
 from matplotlib.colors import to_hex
 
-from bagmar import plots
-from bagmar.data import long_tailed_counts
+from bagmar.evaluation import plots
+from bagmar.data.long_tail import long_tailed_counts
 
 FACTORS = [200.0, 100.0, 50.0, 10.0]
 TRAININGS = ["ce", "BaGMar", "BaGMar_pn"]
@@ -182,7 +182,7 @@ def test_narrow_and_wide_log_axes_have_plain_unique_labels(max_per_class):
 
 
 def test_the_if_10_count_axis_reads_as_plain_numbers(figures):
-    """The panel of issue 11: counts 50..500 on a log axis, labelled 50 100 200 500, no 10^n."""
+    """The panel of class counts: counts 50..500 on a log axis, labelled 50 100 200 500, no 10^n."""
     figures["per_class"].canvas.draw()
     ax = next(ax for ax in figures["per_class"].axes if ax.get_title() == "IF 10")
     texts = [label.get_text() for label in _tick_labels(ax.xaxis)]

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from bagmar import augment
+from bagmar.data import augment
 
 SIZES = [(32, 32), (16, 16), (15, 11)]  # CIFAR, the demo's size, and an odd non-square one (H, W)
 
@@ -157,7 +157,7 @@ class SubPolicy(object):
 
 # --------------------------------------------------------------------------------------------------------------
 
-NAMES = {  # the released code's op names -> bagmar.augment's (torchvision's)
+NAMES = {  # the released code's op names -> bagmar.data.augment's (torchvision's)
     "invert": "Invert", "contrast": "Contrast", "rotate": "Rotate", "translateX": "TranslateX",
     "sharpness": "Sharpness", "shearY": "ShearY", "translateY": "TranslateY", "autocontrast": "AutoContrast",
     "equalize": "Equalize", "posterize": "Posterize", "color": "Color", "brightness": "Brightness",

@@ -1,4 +1,4 @@
-"""Issue 6: statistics over seeds, honest selection, plots and the Snakemake HTML report."""
+"""Statistics over seeds, honest selection, plots and the Snakemake HTML report."""
 
 import json
 import re
@@ -15,8 +15,9 @@ import yaml
 from project import SEEDS_RUN, snakemake
 from test_plots import check_readable
 
-from bagmar import plots
-from bagmar.evaluate import evaluate_training, label_free_tau, tau_grid
+from bagmar.evaluation import plots
+from bagmar.config.run import tau_grid
+from bagmar.evaluation.evaluate import evaluate_training, label_free_tau
 
 SEEDS = SEEDS_RUN["seeds"]
 
@@ -58,7 +59,7 @@ def test_table_cells_are_mean_and_std_over_the_per_seed_results(two_seeds):
 def test_every_cell_of_the_methods_table_is_recomputed_from_the_per_seed_files(two_seeds):
     """tables/methods.csv and its rendered table: each variant's final-epoch top-1, shot groups and
     test-selected best epoch, mean and std over the seeds, from the evaluation files alone."""
-    from bagmar.render import cell
+    from bagmar.evaluation.render import cell
     workdir, results = two_seeds
     config = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())
     methods = pd.read_csv(results / "tables" / "methods.csv").set_index(["variant", "imbalance_factor"])

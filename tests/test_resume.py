@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from bagmar import checkpoint
-from bagmar.data import make_synthetic
-from bagmar.train import Recipe, train
+from bagmar.training import checkpoint
+from bagmar.data.long_tail import make_synthetic
+from bagmar.training.train import Recipe, train
 
 WORKER = Path(__file__).with_name("resume_worker.py")
 
@@ -106,16 +106,16 @@ def test_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
 
 
 def test_non_finite_loss_stops_with_epoch_step_and_name(monkeypatch, tmp_path):
-    import bagmar.engine
+    import bagmar.training.engine
 
-    calls, real = [0], bagmar.engine.group_loss
+    calls, real = [0], bagmar.training.engine.group_loss
 
     def nan_at_step_8(*args, **kwargs):
         calls[0] += 1
         loss, grad = real(*args, **kwargs)
         return (loss * float("nan"), grad) if calls[0] == 8 else (loss, grad)
 
-    monkeypatch.setattr(bagmar.engine, "group_loss", nan_at_step_8)
+    monkeypatch.setattr(bagmar.training.engine, "group_loss", nan_at_step_8)
     with pytest.raises(FloatingPointError, match=r"BaGMar_pn IF 100 seed 0: non-finite loss or logits in epoch 2, step 3 of 5"):
         run_tiny(tmp_path, name="BaGMar_pn IF 100 seed 0")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch0001.pt"]  # epoch 2 was never checkpointed
@@ -190,7 +190,7 @@ def test_a_checkpoint_from_before_the_cuda_graph_column_resumes_with_the_column_
     """Metrics rows written before the cuda_graph column (same checkpoint format) get it, before the times."""
     import pandas as pd
 
-    from bagmar.train import train_group
+    from bagmar.training.train import train_group
 
     images, recipe = tiny()
     data = (images.train_images, images.train_labels, images.test_images, images.test_labels, 4, [recipe])

@@ -1,4 +1,4 @@
-"""The seed's interface (issue 3): config/CIFAR100_LT/*.yaml and `python main.py --cfg ...`.
+"""The seed's interface: config/CIFAR100_LT/*.yaml and `python main.py --cfg ...`.
 
 The seed configs (one per variant and imbalance factor) are generated from config/config.yaml (`python main.py --write-seed-configs`);
 these tests fail when either changes without the other, check the values against SPEC §3-6, and

@@ -1,4 +1,4 @@
-"""Issue 7: the workflow on a real SLURM cluster through snakemake-executor-plugin-slurm.
+"""The workflow on a real SLURM cluster through snakemake-executor-plugin-slurm.
 
 A one-node cluster (munged, MariaDB, slurmdbd, slurmctld, slurmd; tests/slurm/) is started on
 localhost for this module and stopped after it, and nothing of it may be left running. The demo
@@ -80,7 +80,7 @@ def use_test_cluster(workdir: Path) -> None:
     path.write_text(yaml.safe_dump(profile, sort_keys=False))
 
 
-# Issue 16: the miniature's stage-2 training on 2 processes (gpus: 2), retrained through SLURM in a copy of the
+# The miniature's stage-2 training on 2 processes (gpus: 2), retrained through SLURM in a copy of the
 # finished local miniature run: one sbatch job asking for 2 GPUs, torchrun's 2 gloo ranks on the CPU inside it.
 TWO_RANKS = "results/miniature/train/BaGMar_crt/imba50/seed0"
 
@@ -139,7 +139,7 @@ class Canceller(threading.Thread):
     """Cancels the run's training job with scancel once it has checkpointed its first epoch (its later epochs
     to come), once; Snakemake (retries >= 1) submits it again and it resumes from that checkpoint.
 
-    The job is told by its working directory as well as its rule: the 2-process training of another run (issue 16)
+    The job is told by its working directory as well as its rule: the 2-process training of another run
     may be queued or running at the same moment, also as a rule_train job."""
 
     def __init__(self, cluster, workdir: Path, checkpoints: Path, process: subprocess.Popen):
@@ -305,7 +305,7 @@ def test_a_training_cancelled_with_scancel_resumes_and_ends_as_if_uninterrupted(
 
 
 def test_a_two_process_training_runs_as_one_sbatch_job_and_writes_what_one_process_writes(cluster, demo):
-    """Issue 16: gpus: 2 makes the training job ask SLURM for 2 GPUs (sacct), torchrun runs 2 gloo ranks in it (the
+    """`gpus: 2` makes the training job ask SLURM for 2 GPUs (sacct), torchrun runs 2 gloo ranks in it (the
     test node's GPUs are placeholders), and rank 0 writes the outputs: a classifier re-training gives the one-process
     local run's weights to float rounding (its BatchNorm is frozen), and its log names both ranks' launch."""
     import torch
@@ -326,7 +326,7 @@ def test_a_two_process_training_runs_as_one_sbatch_job_and_writes_what_one_proce
 
 
 def test_a_training_on_two_nodes_asks_slurm_for_two_nodes_of_one_task_and_the_gpus_of_a_node_each(cluster, demo):
-    """Issue 16: nodes: 2 x gpus: 2 reaches SLURM as 2 nodes, 2 tasks (one a node, each a torchrun) and gres gpu:2
+    """`nodes: 2` x `gpus: 2` reaches SLURM as 2 nodes, 2 tasks (one a node, each a torchrun) and gres gpu:2
     a node, not a job total of GPUs (which SLURM may spread unevenly). The one-node test cluster queues it and
     cannot start it (PartitionNodeLimit): what is checked is the request as SLURM holds it."""
     workdir, process = demo[4]
@@ -349,14 +349,14 @@ def test_a_training_on_two_nodes_asks_slurm_for_two_nodes_of_one_task_and_the_gp
 
 
 def test_the_slurm_rendezvous_starts_one_torchrun_a_node_with_srun_inside_the_allocation(cluster, tmp_path):
-    """Issue 16: the launch a multi-node job makes (srun, one task a node, torchrun's c10d rendezvous at the
+    """The launch a multi-node job makes (srun, one task a node, torchrun's c10d rendezvous at the
     allocation's first node from scontrol), run for real in an sbatch allocation of the one-node cluster: 2 gloo
     ranks train, rank 0 writes the outputs, and sacct shows the srun step of one task on the node."""
     sys.path.insert(0, str(Path(__file__).parent))
     from test_distributed import CLASSES, job
 
-    from bagmar import backbones
-    from bagmar.image_lists import write_miniature
+    from bagmar.method import backbones
+    from bagmar.data.image_lists import write_miniature
     import torch
 
     data = tmp_path / "data"
@@ -367,7 +367,7 @@ def test_the_slurm_rendezvous_starts_one_torchrun_a_node_with_srun_inside_the_al
     job_file = tmp_path / "job.json"
     job_file.write_text(json.dumps(job((data, data / "stage1.pt"), tmp_path)))
     # the environment the SLURM jobstep plugin leaves a multi-node (mpi) job: SLURM_JOB_ID, not the node list
-    launch = ("import json, os, sys; from bagmar.image_job import launch; "
+    launch = ("import json, os, sys; from bagmar.training.image_job import launch; "
               "[os.environ.pop(k) for k in list(os.environ) if k.startswith('SLURM_') and k != 'SLURM_JOB_ID'];"
               "launch(json.load(open(sys.argv[1])), sys.argv[2], 2, nodes=1, rendezvous='slurm')")
     root = Path(__file__).parents[1]

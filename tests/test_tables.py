@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from bagmar.io import UserError
-from bagmar.render import cell, methods_rows, render_results, splice_readme
-from bagmar.tables import methods_table, over_seeds, paper_comparison, summarize
+from bagmar.evaluation.render import cell, methods_rows, render_results, splice_readme
+from bagmar.evaluation.tables import methods_table, over_seeds, paper_comparison, summarize
 
 TEMPLATE = Path(__file__).parents[1] / "templates" / "results.md.j2"
 
@@ -164,7 +164,7 @@ def test_the_paper_configs_published_figures_render_with_numbered_sources():
 
 @pytest.mark.parametrize("name", ["places_lt", "inat2018", "imagenet_lt"])
 def test_the_large_benchmarks_paper_figures_render_beside_ours(name):
-    """Issue 15: their configs give the paper's PN figure at its tuned tau (no tau = 1 figure) and the BaGMar loss's
+    """Their configs give the paper's PN figure at its tuned tau (no tau = 1 figure) and the BaGMar loss's
     figure without PN; both render beside ours, and the missing one shows as n/a, never as a number."""
     import yaml
     config = yaml.safe_load((Path(__file__).parents[1] / "config" / f"{name}.yaml").read_text())

@@ -133,8 +133,8 @@ def test_comments_docstrings_and_formatting_plan_nothing(demo, tmp_path):
         for path in code:
             with open(path, "a") as f:
                 f.write("\n# an edit\n")
-        replace_in(workdir / "src" / "bagmar" / "loss.py", '"""z\' of SPEC §4', '"""The adjusted logits z\' of SPEC §4')
-        replace_in(workdir / "src" / "bagmar" / "data.py", "def class_counts(labels: np.ndarray, num_classes: int)",
+        replace_in(workdir / "src" / "bagmar" / "method" / "loss.py", '"""z\' of SPEC §4', '"""The adjusted logits z\' of SPEC §4')
+        replace_in(workdir / "src" / "bagmar" / "data" / "long_tail.py", "def class_counts(labels: np.ndarray, num_classes: int)",
                    "def class_counts(labels: np.ndarray,\n                 num_classes: int)")  # formatting
         replace_in(workdir / "scripts" / "train.py", "import numpy as np\n", "import numpy as np  # arrays\n")
 
@@ -143,7 +143,7 @@ def test_comments_docstrings_and_formatting_plan_nothing(demo, tmp_path):
 
 def test_changing_the_loss_arithmetic_reruns_trainings_not_data_or_splits(demo, tmp_path):
     def change(workdir):
-        replace_in(workdir / "src" / "bagmar" / "loss.py", "torch.log(stats.theta + EPS)", "torch.log(stats.theta + 2 * EPS)")
+        replace_in(workdir / "src" / "bagmar" / "method" / "loss.py", "torch.log(stats.theta + EPS)", "torch.log(stats.theta + 2 * EPS)")
 
     assert rerun_plan(demo, tmp_path, change) == {"train": 4, "evaluate": 4, "aggregate": 1, "render": 1, "readme": 1,
                                                   "plots": 1, "all": 1}
@@ -151,7 +151,7 @@ def test_changing_the_loss_arithmetic_reruns_trainings_not_data_or_splits(demo, 
 
 def test_changing_the_shot_group_thresholds_reruns_evaluations_and_what_follows(demo, tmp_path):
     def change(workdir):
-        replace_in(workdir / "src" / "bagmar" / "evaluate.py", "FEW_SHOT_BELOW = 20", "FEW_SHOT_BELOW = 25")
+        replace_in(workdir / "src" / "bagmar" / "evaluation" / "evaluate.py", "FEW_SHOT_BELOW = 20", "FEW_SHOT_BELOW = 25")
 
     assert rerun_plan(demo, tmp_path, change) == {"evaluate": 4, "aggregate": 1, "render": 1, "readme": 1, "plots": 1,
                                                   "all": 1}
@@ -160,13 +160,13 @@ def test_changing_the_shot_group_thresholds_reruns_evaluations_and_what_follows(
 def test_the_dry_run_says_which_module_changed(demo, tmp_path):
     workdir = tmp_path / "copy"
     shutil.copytree(demo, workdir)
-    replace_in(workdir / "src" / "bagmar" / "evaluate.py", "FEW_SHOT_BELOW = 20", "FEW_SHOT_BELOW = 25")
+    replace_in(workdir / "src" / "bagmar" / "evaluation" / "evaluate.py", "FEW_SHOT_BELOW = 20", "FEW_SHOT_BELOW = 25")
     run = snakemake(workdir, "-n", "--configfile", "config/demo.yaml")
     out = run.stdout + run.stderr
     assert run.returncode == 0 and "Params have changed since last execution" in out
     before, now = re.search(r"before: (.*?) now: (.*?)\s*$", out, re.M).groups()
     changed = {k for k, v in eval(now).items() if eval(before).get(k) != v}  # the params' repr, as Snakemake shows it
-    assert changed == {"bagmar.evaluate"}
+    assert changed == {"bagmar.evaluation.evaluate"}
 
 
 def test_changing_the_tau_grid_reruns_post_hoc_evaluations_only(demo, tmp_path):
@@ -207,7 +207,7 @@ def test_a_cosmetic_template_change_reruns_only_the_rendering(demo, tmp_path):
 
 def test_a_plotting_change_reruns_only_the_plots(demo, tmp_path):
     def change(workdir):
-        path = workdir / "src" / "bagmar" / "plots.py"
+        path = workdir / "src" / "bagmar" / "evaluation" / "plots.py"
         text = path.read_text()
         assert text.count("alpha=0.75") == 1
         path.write_text(text.replace("alpha=0.75", "alpha=0.7"))
@@ -252,7 +252,7 @@ def test_fused_jobs_write_every_models_own_files(fused_demo):
             assert f"{training} IF {factors[0]} seed {seed} epoch 2/2" in log
     # each model is saved in ResNet32's own layout
     import torch
-    from bagmar.model import ResNet32
+    from bagmar.method.model import ResNet32
     member = results / "train" / "BaGMar" / f"imba{factors[-1]}" / f"seed{seeds[1]}" / "model.pt"
     ResNet32(20, 4).load_state_dict(torch.load(member, weights_only=True))
     def losses(training, seed):

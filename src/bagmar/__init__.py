@@ -1,11 +1,14 @@
 """BaGMar (Balanced Gradient Margin) for long-tailed classification: the method, as a library.
 
-The method: data (image sets, long-tailed cut, synthetic data), cifar (official archives,
-md5-verified, read without running pickled code), augment (SPEC §3 on the device), model
-(ResNet-32), loss (one model's gradient statistics, adjusted logits and loss), train (the recipe
-and its loop), checkpoint (resume), evaluate (PN, shot groups, tau selection). The engine that
-runs it fast: engine (K models as one grouped network, stacked statistics, device SGD, CUDA-graph
-step). Presentation, reading result files only: tables, render, plots. The workflow's side:
-layout (every path and the training groups), fingerprint (rerun triggers). Plumbing: io.
-The package never imports Snakemake; the workflow calls it through scripts/.
+Its rooms, each a subpackage, with doors that go one way (config <- method <- data <- training <- evaluation):
+
+- ``config``: a workflow config in, a ``Run`` out: validation, recipes, training groups and every path;
+- ``method``: what is computed for one model: the BaGMar loss and its statistics, the baselines, the networks;
+- ``data``: image sets, the long-tailed cut, CIFAR and the image lists, augmentation on the device;
+- ``training``: the one training loop, the fused engine that runs it fast, checkpoints, many processes;
+- ``evaluation``: accuracies and the post-hoc rules on saved outputs, tables, rendering, plots.
+
+Beside them: ``io`` (atomic writes, job logs, the errors a user can act on) and ``fingerprint`` (the code a
+workflow job runs, for its rerun triggers). The package never imports Snakemake; the workflow calls it through
+``bagmar.config`` and scripts/ (docs/architecture.md).
 """

@@ -1,4 +1,4 @@
-# Evaluation: one job per training group (bagmar.layout), as the trainings ran: each member whose training a
+# Evaluation: one job per training group (bagmar.config.layout), as the trainings ran: each member whose training a
 # variant reads, under every variant of that training (plain, or a post-hoc rule with its tau sweep), from
 # the saved test outputs. Each member's files are the same paths whatever the fusion.
 

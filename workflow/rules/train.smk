@@ -1,7 +1,7 @@
-# Training: one job per training group (bagmar.layout: a single training with fusion: none, else all
+# Training: one job per training group (bagmar.config.layout: a single training with fusion: none, else all
 # trainings of one imbalance factor and seed, or of one imbalance factor, fused into one network by
-# bagmar.train.train_group). Each member's files are the same paths whatever the fusion.
-# Image-list data sets: one network per job (bagmar.image_train), the same files.
+# bagmar.training.train.train_group). Each member's files are the same paths whatever the fusion.
+# Image-list data sets: one network per job (bagmar.training.image_train), the same files.
 
 if RUN.image_lists:
 

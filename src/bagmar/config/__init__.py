@@ -4,7 +4,7 @@
 file: keys, types, allowed values and defaults) and the cross-field rules a schema cannot express. ``load(config)``
 refuses a config with problems (``ConfigError``), fills the schema's defaults in place and returns a ``Run``: the
 run's data-set facts, its trainings and their recipes, the groups they train in, the paths of every file
-(bagmar.layout) and the job parameters of each rule. ``workflow/rules/common.smk`` calls ``load`` once and its
+(bagmar.config.layout) and the job parameters of each rule. ``workflow/rules/common.smk`` calls ``load`` once and its
 rules only ask the ``Run``; nothing here imports torch, so planning a run stays fast.
 """
 

@@ -10,16 +10,15 @@ from pathlib import Path
 
 import jsonschema
 
-from ..data import REAL_DATASETS, long_tailed_counts
-from ..evaluate import tau_grid
-from ..image_lists import DATASETS as LIST_DATASETS
-from ..image_lists import miniature_imbalance_factor
+from ..data.long_tail import REAL_DATASETS, long_tailed_counts
+from ..data.image_lists import DATASETS as LIST_DATASETS
+from ..data.image_lists import miniature_imbalance_factor
+from ..evaluation.evaluate import POST_HOC  # the evaluations that sweep tau
 from ..io import UserError
-from ..layout import Layout, Member, imbalance_key
-from ..recipe import (CONFIG_SCHEMA, FUSABLE, LOSS_SETTINGS, Recipe, RecipeError, image_list_problems, is_user_loss,
+from .layout import Layout, Member, imbalance_key
+from .recipe import (CONFIG_SCHEMA, FUSABLE, LOSS_SETTINGS, Recipe, RecipeError, image_list_problems, is_user_loss,
                       loss_settings, schema, training_defaults, user_loss, user_loss_file)
 
-POST_HOC = ("pn", "logit_adjustment", "tau_norm")  # evaluations that sweep tau
 STAGE1_TRAINING = "training:"  # a stage1 naming another training of the run, not a file
 # What a CIFAR training may set: its Recipe's fields (the schema's training definition lists image-list keys too).
 CIFAR_TRAINING_KEYS = frozenset(field.name for field in dataclasses.fields(Recipe))
@@ -58,6 +57,12 @@ def problems(config: dict, train_resources: frozenset[str] | set[str] = frozense
     filled = copy.deepcopy(config)
     _fill_defaults(schema(), filled)
     return _Checks(Run(filled), set(train_resources)).problems()
+
+
+def tau_grid(start: float, stop: float, step: float) -> list[float]:
+    """Inclusive grid, rounded so that 0.1-steps give 1.0 exactly (PN's headline tau)."""
+    n = int(round((stop - start) / step))
+    return [round(start + i * step, 10) for i in range(n + 1)]
 
 
 def _shown(path: Path) -> str:
@@ -168,7 +173,7 @@ class Run:
         return [path for path in found if path is not None]
 
     def group_members(self, group: str) -> list[dict]:
-        """What a training job trains: each member's keys, name, recipe and output names (bagmar.layout).
+        """What a training job trains: each member's keys, name, recipe and output names (bagmar.config.layout).
 
         A job param, so a change to any member's settings reruns the job (and no other). gpus and nodes are the
         job's processes, not the model's recipe: out of the recipe (and so out of the checkpoint's fingerprint,
@@ -356,7 +361,7 @@ class _Checks:
         config, run, found = self.config, self.run, []
         if "recipe" in config:
             found.append(f"recipe is the CIFAR recipe; dataset {run.dataset} trains under image_list_recipe "
-                         "(bagmar.recipe.ImageListRecipe)")
+                         "(bagmar.config.recipe.ImageListRecipe)")
         if run.fusion != "none":
             found.append(f"fusion: {run.fusion}: image-list trainings run one network per job; set fusion: none")
         if [float(f) for f in config["imbalance_factors"]] != [run.list_imbalance]:
@@ -367,7 +372,7 @@ class _Checks:
         return found
 
     def image_list_training(self, training: str, recipe: dict) -> list[str]:
-        """One image-list training's rules: the recipe's own (bagmar.recipe.image_list_problems, which
+        """One image-list training's rules: the recipe's own (bagmar.config.recipe.image_list_problems, which
         ImageListRecipe enforces too), its stage-1 weights, its batch over its processes, its resources."""
         where, trainings = f"trainings.{training}", self.config["trainings"]
         found = [f"{where}: {problem}" for problem in image_list_problems(recipe)]

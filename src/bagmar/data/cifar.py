@@ -30,8 +30,8 @@ from typing import Callable
 
 import numpy as np
 
-from .data import ImageSet
-from .io import DataError, download
+from .long_tail import ImageSet
+from ..io import DataError, download
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,11 +25,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import baselines
-from .augment import test_transform, train_augment
-from .loss import GradientStatistics, adjusted_logits, cross_entropy_and_gradient
-from .model import ResNet32, stages
-from .recipe import is_user_loss, user_loss
+from ..method import baselines
+from ..data.augment import test_transform, train_augment
+from ..method.loss import GradientStatistics, adjusted_logits, cross_entropy_and_gradient
+from ..method.model import ResNet32, stages
+from ..config.recipe import is_user_loss, user_loss
 
 
 # The dtype of the weights and the loss for each recipe precision. bfloat16 autocasts the forward pass only, over

@@ -31,9 +31,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
-from .distributed import World, rank_positions
 from .image_lists import ImageList
-from .io import DataError
+from ..io import DataError
 
 # torchvision 0.29 marks its image decoders deprecated in favour of TorchCodec, and warns on every call (a million
 # times an ImageNet-LT epoch). They remain its libjpeg-turbo decoders, 1.4x faster than Pillow's here
@@ -157,10 +156,21 @@ def epoch_order(labels: np.ndarray, classes: int, seed: int, epoch: int, sampler
     return order[:n]
 
 
+def rank_positions(step: int, batch_size: int, world=None) -> range:
+    """Positions in the epoch's order of this rank's share of step ``step``: the global batch of that step is
+    positions [step * B, (step + 1) * B), and rank r takes the r-th of its N contiguous slices of B / N. ``world``:
+    this process's rank and the ranks' batch (bagmar.training.distributed.World); None for a single process."""
+    if world is None:
+        return range(step * batch_size, (step + 1) * batch_size)
+    per_rank = world.per_rank_batch(batch_size)
+    start = step * batch_size + world.rank * per_rank
+    return range(start, start + per_rank)
+
+
 class _EpochBatches:
     """The batch sampler of one epoch: lists of (index, epoch, position), this rank's share of each global batch."""
 
-    def __init__(self, order: np.ndarray, epoch: int, batch_size: int, steps: int, world: World):
+    def __init__(self, order: np.ndarray, epoch: int, batch_size: int, steps: int, world=None):
         self.order, self.epoch, self.batch_size, self.steps, self.world = order, epoch, batch_size, steps, world
 
     def __len__(self) -> int:
@@ -172,9 +182,9 @@ class _EpochBatches:
 
 
 def train_loader(images: TrainImages, order: np.ndarray, epoch: int, batch_size: int, workers: int,
-                 device: torch.device | str, world: World = World()) -> DataLoader:
+                 device: torch.device | str, world=None) -> DataLoader:
     """The epoch's batches (the last incomplete one dropped), decoded by ``workers`` processes ahead of the step;
-    in a data-parallel training, this rank's B / N images of each (bagmar.distributed.rank_positions)."""
+    in a data-parallel training, this rank's B / N images of each (rank_positions)."""
     return DataLoader(images, batch_sampler=_EpochBatches(order, epoch, batch_size, len(order) // batch_size, world),
                       num_workers=workers, pin_memory=torch.device(device).type == "cuda",
                       persistent_workers=False, prefetch_factor=4 if workers else None)

@@ -17,14 +17,14 @@ from typing import Callable
 
 import yaml
 
-from .io import UserError
+from ..io import UserError
 
 
 class RecipeError(UserError, ValueError):
     """Recipe settings that cannot train: the message says which and what to change."""
 
 
-CONFIG_SCHEMA = Path(__file__).resolve().parent / "config" / "schema.yaml"  # shipped inside the package
+CONFIG_SCHEMA = Path(__file__).resolve().parent / "schema.yaml"  # shipped inside the package
 
 
 @functools.cache
@@ -184,7 +184,7 @@ class ImageListRecipe(LossSettings):
     mean: tuple[float, float, float] = tuple(_IMAGE_LIST["mean"])
     std: tuple[float, float, float] = tuple(_IMAGE_LIST["std"])
     precision: str = _IMAGE_LIST["precision"]
-    sync_batchnorm: bool = _IMAGE_LIST["sync_batchnorm"]  # SyncBatchNorm across the ranks (bagmar.distributed)
+    sync_batchnorm: bool = _IMAGE_LIST["sync_batchnorm"]  # SyncBatchNorm across the ranks (bagmar.training.distributed)
 
     def __post_init__(self):
         for key in ("mean", "std"):  # lists in a config; tuples here, so that the recipe stays hashable

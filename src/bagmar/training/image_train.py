@@ -1,12 +1,12 @@
-"""Training on an image-list data set: a torchvision ResNet (bagmar.backbones), end to end (stage 1) or
+"""Training on an image-list data set: a torchvision ResNet (bagmar.method.backbones), end to end (stage 1) or
 as classifier re-training on a frozen feature model (stage 2), with any of the losses of the CIFAR runs.
 
 The step is the CIFAR one (engine.train_step with loss.GradientStatistics's O(C) statistics, engine.LossTerms,
-engine.SGD), on a group of one, and so is the loop (bagmar.loop: checkpoints and resume, history, progress, the
+engine.SGD), on a group of one, and so is the loop (bagmar.training.loop: checkpoints and resume, history, progress, the
 non-finite check); the result is a loop.TrainResult, saved in the same files, so evaluation, the tables and the
 report read an image-list training exactly as a CIFAR one. What differs is where the steps come from: JPEGs
-decoded and cropped by DataLoader workers (bagmar.image_data), colour jitter and normalisation on the device, and
-in a data-parallel training each rank's share of every global batch (bagmar.distributed).
+decoded and cropped by DataLoader workers (bagmar.data.image_data), colour jitter and normalisation on the device, and
+in a data-parallel training each rank's share of every global batch (bagmar.training.distributed).
 
 A killed training resumes from its newest checkpoint and ends with the same weights, bit for bit on the CPU
 (every random draw follows from the seed and epoch).
@@ -25,14 +25,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Subset
 
-from . import backbones, checkpoint
+from ..method import backbones
+from . import checkpoint
 
 from .distributed import DistributedError, GlobalStatistics, World
 from .engine import SGD, LossTerms, StackedStatistics, train_step
-from .image_data import TestImages, TrainImages, epoch_order, prepare, test_loader, train_loader
-from .image_lists import ImageList
+from ..data.image_data import TestImages, TrainImages, epoch_order, prepare, test_loader, train_loader
+from ..data.image_lists import ImageList
 from .loop import TrainResult, run, steps_per_epoch
-from .recipe import ImageListRecipe, cosine_learning_rate
+from ..config.recipe import ImageListRecipe, cosine_learning_rate
 
 
 class _Stacked(nn.Module):
@@ -68,7 +69,7 @@ def train_image_list(
 
     ``workers``: JPEG-decoding processes (the numbers do not depend on it); ``checkpoint_dir``: save every epoch
     and resume from the newest intact checkpoint; ``stop_after_epoch``: the first epochs of the schedule only;
-    ``world``: this process's rank in a data-parallel training (bagmar.distributed; every rank calls this, each
+    ``world``: this process's rank in a data-parallel training (bagmar.training.distributed; every rank calls this, each
     trains on its share of every global batch and tests its shard of the test set; rank 0 gathers the test logits,
     writes the checkpoints and returns the result, the others None).
     """
@@ -80,7 +81,7 @@ def train_image_list(
 
 
 class _ImageListSteps:
-    """One network's steps (bagmar.loop.Steps): batches of JPEGs decoded by DataLoader workers and prepared on the
+    """One network's steps (bagmar.training.loop.Steps): batches of JPEGs decoded by DataLoader workers and prepared on the
     device. In a data-parallel training, this rank's share of each global batch, its gradients averaged over the
     ranks (DistributedDataParallel) and the statistics' increments summed (distributed.GlobalStatistics)."""
 

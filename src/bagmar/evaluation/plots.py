@@ -189,7 +189,7 @@ def theta_per_class(theta: pd.DataFrame) -> Figure:
 def methods(table: pd.DataFrame) -> Figure:
     """Final-epoch top-1 of every variant, one panel per imbalance factor: a bar per variant (mean over
     seeds, in its own colour) with ± one standard deviation as a black range, and a cross at the
-    published figure where a source gives one (bagmar.tables.methods_table)."""
+    published figure where a source gives one (bagmar.evaluation.tables.methods_table)."""
     factors = _factors(table)
     names = list(dict.fromkeys(table["variant"]))
     seeds = int(table["n_seeds"].max())

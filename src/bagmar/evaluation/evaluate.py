@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from .data import log_prior
+from ..data.long_tail import log_prior
 
 
 PN_HEADLINE_TAU = 1.0  # the paper's "tau = 1" column
@@ -72,12 +72,6 @@ def predictions(evaluation: str, outputs: Outputs, train_counts: np.ndarray, tau
         bias, log_norm = np.asarray(outputs.bias, np.float64), np.log(np.asarray(outputs.weight_norm, np.float64))
         return np.stack([(bias + (z - bias) * np.exp(-tau * log_norm)).argmax(axis=1) for tau in taus])
     raise ValueError(f"evaluation '{evaluation}' is not one of {', '.join(EVALUATIONS)}")
-
-
-def tau_grid(start: float, stop: float, step: float) -> list[float]:
-    """Inclusive grid, rounded so that 0.1-steps give 1.0 exactly (PN's headline tau)."""
-    n = int(round((stop - start) / step))
-    return [round(start + i * step, 10) for i in range(n + 1)]
 
 
 def pn_predictions(logits: np.ndarray, taus: list[float]) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""Training under the recipe of SPEC §3 (bagmar.recipe), shared by every training (they differ in their loss and
-its settings): one model, or a group of them fused into one network (bagmar.engine), trained by bagmar.loop on
+"""Training under the recipe of SPEC §3 (bagmar.config.recipe), shared by every training (they differ in their loss and
+its settings): one model, or a group of them fused into one network (bagmar.training.engine), trained by bagmar.training.loop on
 steps drawn from the training images held on the device."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from torch import nn
 
 from . import checkpoint
 from .engine import FusedGroup, Stepper, predict_logits, to_device_images
-from .io import UserError
+from ..io import UserError
 from .loop import SELECTIONS, NonFiniteError, TrainResult, run, steps_per_epoch  # noqa: F401 (re-exported)
-from .recipe import FUSABLE, LOSS_SETTINGS, Recipe, RecipeError, learning_rate  # noqa: F401 (re-exported)
+from ..config.recipe import FUSABLE, LOSS_SETTINGS, Recipe, RecipeError, learning_rate  # noqa: F401 (re-exported)
 
 
 def resolve_device(name: str) -> str:
@@ -79,7 +79,7 @@ def train_group(
 
 
 class _FusedSteps:
-    """A fused group's steps (bagmar.loop.Steps): batches drawn on the device from its in-memory training set by
+    """A fused group's steps (bagmar.training.loop.Steps): batches drawn on the device from its in-memory training set by
     engine.FusedGroup, each step run by engine.Stepper (replayed as a CUDA graph on a GPU)."""
 
     leader = True

@@ -1,4 +1,4 @@
-"""The large long-tailed benchmarks' split lists (issue 15): ImageNet-LT, Places-LT, iNaturalist 2018.
+"""The large long-tailed benchmarks' split lists: ImageNet-LT, Places-LT, iNaturalist 2018.
 
 The literature's splits (OLTR's, as the paper's released code ships them) are text lists of
 ``relative/path label``, one image a line, under an image root. This module reads them and checks them
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import DataError, download
+from ..io import DataError, download
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,14 +187,14 @@ def write_miniature(root: str | Path, name: str = "Mini_LT", classes: int = 30, 
     """A miniature data set in the large benchmarks' on-disk layout, for demos and tests: JPEGs under
     ``root/{train,val,test}/class_<c>/<i>.jpg`` and the lists ``root/<name>_{train,val,test}.txt``.
 
-    The images are bagmar.data.make_synthetic's class patterns; the training split is cut long-tailed
+    The images are bagmar.data.long_tail.make_synthetic's class patterns; the training split is cut long-tailed
     (SPEC §1's counts for ``classes``, ``max_per_class`` and ``imbalance_factor``), val and test are balanced.
     Returns the facts that verify_list checks (counts, per-class extremes, each list's sha256), so that the
     miniature is verified exactly as the real lists are. The same arguments write the same bytes.
     """
     from PIL import Image  # torchvision's JPEG encoder is deprecated (0.29); Pillow is the reference one
 
-    from .data import long_tailed_counts, make_synthetic
+    from .long_tail import long_tailed_counts, make_synthetic
 
     root = Path(root)
     counts = long_tailed_counts(classes, max_per_class, imbalance_factor)
@@ -223,7 +223,7 @@ def write_miniature(root: str | Path, name: str = "Mini_LT", classes: int = 30, 
 
 def miniature_imbalance_factor(classes: int, max_per_class: int, imbalance_factor: float) -> float:
     """The miniature training list's largest over smallest class (SPEC §1's truncated counts), as planned."""
-    from .data import long_tailed_counts
+    from .long_tail import long_tailed_counts
 
     counts = long_tailed_counts(classes, max_per_class, imbalance_factor)
     return max(counts) / min(counts)

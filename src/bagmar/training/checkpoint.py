@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import atomic_write
+from ..io import atomic_write
 
 _NAME = re.compile(r"epoch(\d{4,})\.pt$")
 KEEP = 2  # the newest, and the one before it in case the newest is damaged on disk

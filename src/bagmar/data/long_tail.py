@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import DataError, atomic_write
+from ..io import DataError, atomic_write
 
 
 
@@ -78,7 +78,7 @@ def long_tailed_indices(labels: np.ndarray, num_classes: int, imbalance_factor: 
     return np.concatenate(chosen).astype(np.int64)
 
 
-# SPEC §1 and issue 3: the real data sets' size before the cut, and the cut's totals that a run must reproduce.
+# SPEC §1: the real data sets' size before the cut, and the cut's totals that a run must reproduce.
 REAL_DATASETS = {"cifar100": (100, 500), "cifar10": (10, 5000)}  # name -> (classes, training images per class)
 SPEC_TOTALS = {
     "cifar100": {200: 9502, 100: 10847, 50: 12608, 10: 19573},

@@ -13,7 +13,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from .io import UserError, atomic_write
+from ..io import UserError, atomic_write
 
 
 def cell(mean: float, std: float = float("nan"), n: int = 1, digits: int = 1) -> str:
@@ -92,7 +92,7 @@ def render_results(table: pd.DataFrame, comparison: pd.DataFrame, methods: pd.Da
     ``links`` maps an imbalance factor to one {"seed", "log", "model"} per seed of the headline
     variant's training; paths are written relative to ``link_base``, where the markdown will live.
     ``data_note`` says where real data came from (an unofficial copy is flagged there). ``methods`` is
-    bagmar.tables.methods_table: the comparison of methods, with published figures and their sources.
+    bagmar.evaluation.tables.methods_table: the comparison of methods, with published figures and their sources.
     """
     factors, method_rows, sources = methods_rows(methods)
     order = {v: i for i, v in enumerate(variants)}

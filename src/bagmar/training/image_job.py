@@ -2,8 +2,8 @@
 
 The Snakemake job (scripts/train_image_list.py) writes everything the training needs into a JSON job file; with
 one process it calls ``run`` itself, with N it starts ``python -m torch.distributed.run`` on
-``python -m bagmar.image_job JOB`` (``torchrun_command``) and passes its output on to the job's log line by line,
-as the ranks print it. Every rank trains its share of each global batch (bagmar.distributed); rank 0 writes the
+``python -m bagmar.training.image_job JOB`` (``torchrun_command``) and passes its output on to the job's log line by line,
+as the ranks print it. Every rank trains its share of each global batch (bagmar.training.distributed); rank 0 writes the
 checkpoints and the job's outputs, each atomically.
 
 On several nodes of a SLURM allocation, ``srun`` starts one torchrun a node and they meet at the first node
@@ -31,10 +31,10 @@ import torch
 import torch.distributed as dist
 
 from .distributed import init_world
-from .image_lists import read_list
+from ..data.image_lists import read_list
 from .image_train import train_image_list
-from .io import UserError
-from .recipe import ImageListRecipe
+from ..io import UserError
+from ..config.recipe import ImageListRecipe
 
 
 class LaunchError(UserError, RuntimeError):
@@ -102,7 +102,7 @@ def torchrun_command(job_file: str | Path, processes: int, nodes: int = 1, resta
     SLURM runs the batch step) and one derived from the job ID otherwise; srun is given the job's CPUs a task,
     which it no longer inherits from sbatch, and ends the step when a task fails.
     """
-    entry = ["-m", "bagmar.image_job", str(job_file)]
+    entry = ["-m", "bagmar.training.image_job", str(job_file)]
     torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
                 f"--max_restarts={restarts}"]
     rendezvous = rendezvous or ("standalone" if nodes == 1 else "slurm")

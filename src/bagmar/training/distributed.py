@@ -1,10 +1,10 @@
-"""Data-parallel training of one image-list model across processes (issue 16): torchrun starts them, this module
+"""Data-parallel training of one image-list model across processes: torchrun starts them, this module
 makes the method run in them exactly as on one GPU.
 
 - ``World``: this process's rank among ``size`` (from torchrun's environment), its device, and the collectives
   the trainer needs, each under a timeout (a rank that dies takes the job down with an error, never a hang);
-- ``rank_positions``: which positions of a step's global batch this rank trains on: the ranks' batches together
-  are exactly the single-process batch of that step, so the data order is the single-process order;
+- ``World.per_rank_batch``: each rank's share of the global batch (bagmar.data.image_data.rank_positions says which
+  positions: the ranks' batches together are exactly the single-process batch, so the data order is the same);
 - ``World.shard`` and ``World.gather_rows``: the test set split into consecutive shards, one a rank, and the
   shards' logits put back together in order on rank 0 (evaluation: benchmarks/distributed_eval.py measured it
   against rank 0 testing alone);
@@ -15,7 +15,7 @@ makes the method run in them exactly as on one GPU.
 Gradients are averaged over the ranks by torch's DistributedDataParallel; each rank's loss is the mean over its
 own batch of B / N images, so the average is the global batch mean. BatchNorm stays per rank (the literature's
 practice): in end-to-end training a rank normalises over its own B / N images, which differs from one process
-over B; ``sync_batchnorm`` (GPUs only, bagmar.image_train.synchronised_batchnorm) normalises over the global batch
+over B; ``sync_batchnorm`` (GPUs only, bagmar.training.image_train.synchronised_batchnorm) normalises over the global batch
 instead. A classifier re-training (stage 2) keeps BatchNorm in eval mode, so there the ranks compute exactly the
 single-process numbers (to float rounding; tests/test_distributed.py).
 """
@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 
 from .engine import StackedStatistics
-from .io import UserError
+from ..io import UserError
 
 
 class DistributedError(UserError, RuntimeError):
@@ -136,14 +136,6 @@ def init_world(device: str, timeout_seconds: float = 600.0) -> World:
         dist.init_process_group("nccl" if device == "cuda" else "gloo",
                                 timeout=datetime.timedelta(seconds=timeout_seconds))
     return world
-
-
-def rank_positions(step: int, batch_size: int, world: World) -> range:
-    """Positions in the epoch's order of this rank's share of step ``step``: the global batch of that step is
-    positions [step * B, (step + 1) * B), and rank r takes the r-th of its N contiguous slices of B / N."""
-    per_rank = world.per_rank_batch(batch_size)
-    start = step * batch_size + world.rank * per_rank
-    return range(start, start + per_rank)
 
 
 class GlobalStatistics(StackedStatistics):

@@ -1,9 +1,9 @@
 """The training loop of every training: epochs, per-epoch checkpoints and exact resume, the metrics history with its
 test-selected best epochs, the job log's progress lines, the non-finite check, and a stop after an early epoch.
 
-Trainings differ only in where their steps come from, a ``Steps`` object: bagmar.train's trains a group of
+Trainings differ only in where their steps come from, a ``Steps`` object: bagmar.training.train's trains a group of
 ResNet-32s fused into one network on images held on the device (engine.FusedGroup, run by engine.Stepper, a CUDA
-graph on a GPU); bagmar.image_train's trains one network on JPEG batches decoded by DataLoader workers, in one
+graph on a GPU); bagmar.training.image_train's trains one network on JPEG batches decoded by DataLoader workers, in one
 process or as one rank of several. ``run`` trains either and returns a TrainResult per model, saved in the same
 files, so evaluation, the tables and the report read every training alike.
 
@@ -25,9 +25,9 @@ from torch import nn
 
 from . import checkpoint
 from .engine import StackedStatistics, pn_correct
-from .io import UserError, atomic_write
-from .loss import GradientStatistics
-from .recipe import RecipeError, loss_settings
+from ..io import UserError, atomic_write
+from ..method.loss import GradientStatistics
+from ..config.recipe import RecipeError, loss_settings
 
 
 class NonFiniteError(UserError, FloatingPointError):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .data import log_prior  # noqa: F401 (the logit adjustment's prior, re-exported beside its loss)
+from ..data.long_tail import log_prior  # noqa: F401 (the logit adjustment's prior, re-exported beside its loss)
 from .loss import cross_entropy_and_gradient, loss_dtype
 
 

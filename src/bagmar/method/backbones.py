@@ -1,4 +1,4 @@
-"""The large benchmarks' networks (issue 15): torchvision's ResNet family with a dot-product classifier.
+"""The large benchmarks' networks: torchvision's ResNet family with a dot-product classifier.
 
 - ``Network``: ``resnet10`` (BasicBlock, [1, 1, 1, 1]: the literature's ImageNet-LT ResNet-10), ``resnet50``,
   ``resnext50_32x4d`` and ``resnet152``, torchvision's ResNet class with random weights (nothing is downloaded),
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torchvision import models
 
-from .io import UserError
+from ..io import UserError
 
 from .model import CosineClassifier
 

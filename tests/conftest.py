@@ -14,9 +14,27 @@ import pytest
 from project import SEEDS_RUN, copy_project, edit_config, planned_jobs, snakemake
 
 
+# The test tiers (README, "Tests"; markers in pyproject.toml). Every test is in exactly one: its own marker, else its
+# module's tier here, else fast. `python -m pytest -m fast` is the tier to run on every change (under a minute on 2
+# cores); `python -m pytest` runs them all.
+TIERS = ("fast", "workflow", "processes", "learning", "slurm", "benchmark")
+MODULE_TIERS = {
+    "test_workflow": "workflow", "test_image_workflow": "workflow", "test_reporting": "workflow",
+    "test_front_door": "workflow", "test_lint": "workflow",
+    "test_distributed": "processes", "test_cpu_capabilities": "processes",
+    "test_learning": "learning",
+    "test_slurm": "slurm",
+    "test_benchmark": "benchmark", "test_gpu_acceptance": "benchmark", "test_parity": "benchmark",
+}
+
+
 def pytest_collection_modifyitems(items):
-    """tests/test_slurm.py first: its run through the test cluster mostly waits on the SLURM executor's status
-    checks, and the shared runs below (which it requests while it waits) fill that time instead of adding to it."""
+    """Each test gets its tier's marker. tests/test_slurm.py runs first: its run through the test cluster mostly
+    waits on the SLURM executor's status checks, and the shared runs below (which it requests while it waits) fill
+    that time instead of adding to it."""
+    for item in items:
+        if not any(item.get_closest_marker(tier) for tier in TIERS):
+            item.add_marker(getattr(pytest.mark, MODULE_TIERS.get(item.module.__name__, "fast")))
     items.sort(key=lambda item: item.module.__name__ != "test_slurm")  # stable: the rest keep their order
 
 

@@ -429,6 +429,7 @@ def workflow_on(tmp_path: Path, dataset: dict, *args: str) -> tuple[Path, subpro
     return workdir / "results" / "cifar_test", run
 
 
+@pytest.mark.workflow
 def test_the_workflow_stops_at_a_bad_archive_before_any_training(tmp_path):
     release = make_release(tmp_path, CIFAR100)
     results, run = workflow_on(tmp_path, {"name": "cifar100", "path": str(release["archive"])})
@@ -438,6 +439,7 @@ def test_the_workflow_stops_at_a_bad_archive_before_any_training(tmp_path):
     assert not (results / "train").exists() and not (results / "splits").exists()
 
 
+@pytest.mark.workflow
 def test_an_unofficial_copy_is_recorded_and_the_split_checks_the_spec_totals(tmp_path):
     """The copy is read (by opt-in) and recorded; being tiny, it cannot give SPEC §1's cut, so the split stops."""
     release = make_release(tmp_path, CIFAR100)
@@ -450,6 +452,7 @@ def test_an_unofficial_copy_is_recorded_and_the_split_checks_the_spec_totals(tmp
     assert "SPEC §1 requires" in output and not (results / "train").exists()
 
 
+@pytest.mark.workflow
 def test_cifar10_is_a_config_value_with_its_own_acquisition_job(tmp_path):
     results, run = workflow_on(tmp_path, {"name": "cifar10"}, "-n")
     assert run.returncode == 0, run.stdout + run.stderr

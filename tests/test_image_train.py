@@ -64,6 +64,7 @@ def test_a_stopped_training_resumes_to_the_uninterrupted_weights_bit_for_bit(min
     assert not torch.equal(other_seed.model.fc.weight, first.model.fc.weight)  # the comparison can fail
 
 
+@pytest.mark.processes
 def test_sigkill_mid_epoch_then_rerun_is_bit_identical(miniature, tmp_path):
     """As for CIFAR (tests/test_resume.py, whose worker runs this training too): killed in epoch 2's third step,
     the rerun resumes after epoch 1 and ends with the uninterrupted weights, statistics, logits and metrics."""

@@ -10,6 +10,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).parents[1]
@@ -140,6 +141,7 @@ else:
 """
 
 
+@pytest.mark.workflow
 def test_snakemake_runs_the_post_deploy_script_and_a_conda_job_imports_the_checkouts_bagmar(tmp_path):
     """Snakemake 9's own conda code, end to end, with a fake conda (no channel is reachable here): it copies
     envs/bagmar.yaml into .snakemake/conda/ before `conda env create` reads it (so a relative pip path there would

@@ -35,6 +35,7 @@ def uninterrupted(tmp_path_factory):
     ("checkpoint:3", 2),  # during the checkpoint write
     ("evaluate:2", 1),  # during the evaluation
 ])
+@pytest.mark.processes
 def test_sigkill_then_rerun_is_bit_identical(tmp_path, uninterrupted, point, resumed_after):
     checkpoints = tmp_path / "checkpoints"
     killed, out = run_worker(tmp_path, checkpoints, point)
@@ -121,6 +122,7 @@ def test_non_finite_loss_stops_with_epoch_step_and_name(monkeypatch, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch0001.pt"]  # epoch 2 was never checkpointed
 
 
+@pytest.mark.workflow
 def test_killing_the_whole_workflow_and_rerunning_gives_the_same_table(tmp_path):
     import base64
     import os

@@ -149,6 +149,7 @@ def test_overrides_are_dotted_keys_with_yaml_values():
 # --------------------------------------------------------------------------- the command itself
 
 
+@pytest.mark.workflow
 def test_the_seed_command_plans_one_experiments_jobs(tmp_path):
     workdir = copy_project(tmp_path / "project")
     run = subprocess.run([sys.executable, "main.py", "--cfg", "config/CIFAR100_LT/ce_pn_imba100.yaml", "-n",
@@ -184,6 +185,7 @@ def seed_run(tmp_path_factory):
     return workdir, run
 
 
+@pytest.mark.workflow
 def test_a_seed_config_runs_end_to_end_on_synthetic_data(seed_run):
     workdir, run = seed_run
     results = workdir / "results" / "seed_demo"
@@ -202,6 +204,7 @@ def test_a_seed_config_runs_end_to_end_on_synthetic_data(seed_run):
     assert counts[0] == 100 and counts[-1] == 1
 
 
+@pytest.mark.workflow
 def test_the_workflow_reuses_what_a_seed_command_made(seed_run):
     """The full workflow with the same settings plans everything except the seed command's jobs."""
     workdir, _ = seed_run

@@ -37,7 +37,7 @@ def test_each_script_reaches_the_modules_it_runs(project):
     assert set(fp["train.py"]) == {
         "train.py", "bagmar.config.recipe", "bagmar.data.augment", "bagmar.data.long_tail", "bagmar.io",
         "bagmar.method.baselines", "bagmar.method.loss", "bagmar.method.model", "bagmar.training.checkpoint",
-        "bagmar.training.engine", "bagmar.training.loop", "bagmar.training.train"}
+        "bagmar.training.engine", "bagmar.training.fused_network", "bagmar.training.loop", "bagmar.training.train"}
     assert set(fp["split.py"]) == {"split.py", "bagmar.data.long_tail", "bagmar.io"}
     assert "bagmar.method.loss" not in fp["evaluate.py"] and "bagmar.training.train" not in fp["plots.py"]
 

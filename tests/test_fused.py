@@ -12,7 +12,8 @@ from bagmar.data.augment import train_augment
 from bagmar.data.long_tail import make_synthetic
 from bagmar.evaluation.evaluate import pn_predictions
 from bagmar.method.loss import GradientStatistics, bagmar_loss
-from bagmar.training.engine import (PRECISION_DTYPES, SGD, FusedGroup, FusedResNet32, StackedStatistics, pn_correct,
+from bagmar.training.fused_network import FusedResNet32
+from bagmar.training.engine import (PRECISION_DTYPES, SGD, FusedGroup, StackedStatistics, pn_correct,
                            to_device_images)
 from bagmar.method.model import ResNet32
 from bagmar.training.train import Recipe, learning_rate, train, train_group

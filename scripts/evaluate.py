@@ -14,11 +14,14 @@ with log_to(snakemake.log[0]):
         with np.load(path, allow_pickle=False) as f:
             logits = dict(f)
         sweeps, per_class = [], []
-        for variant in member["variants"]:  # {variant, evaluation, taus}
+        for variant in member["variants"]:  # {variant, evaluation, taus[, tau_norm_bias]}
             columns = {"variant": variant["variant"], **member["key_columns"], "evaluation": variant["evaluation"]}
-            sweep = evaluate_training(logits, logits["labels"], counts, variant["taus"], variant["evaluation"])
+            keep_bias = variant.get("tau_norm_bias") == "keep"
+            sweep = evaluate_training(logits, logits["labels"], counts, variant["taus"], variant["evaluation"],
+                                      keep_bias)
             sweeps.append(pd.concat([pd.DataFrame(columns, index=sweep.index), sweep], axis=1))
-            table = per_class_table(Outputs.from_saved(logits), logits["labels"], counts, variant["evaluation"])
+            table = per_class_table(Outputs.from_saved(logits, keep_bias=keep_bias), logits["labels"], counts,
+                                    variant["evaluation"])
             per_class.append(pd.concat([pd.DataFrame(columns, index=table.index), table], axis=1))
         sweeps, per_class = pd.concat(sweeps, ignore_index=True), pd.concat(per_class, ignore_index=True)
         outputs = {kind: getattr(snakemake.output, name) for kind, name in member["outputs"].items()}

@@ -170,7 +170,7 @@ class ImageListRecipe(LossSettings):
     architecture: str
     epochs: int
     batch_size: int
-    lr: float  # epoch 1's rate; cosine to 0 over the epochs (cosine_learning_rate)
+    lr: float  # the cosine schedule's peak; epoch e trains at lr (1 + cos(pi e / E)) / 2 (cosine_learning_rate)
     weight_decay: float
     width: int = _IMAGE_LIST["width"]
     momentum: float = _IMAGE_LIST["momentum"]
@@ -217,9 +217,11 @@ def image_list_problems(settings: dict) -> list[str]:
 
 
 def cosine_learning_rate(epoch: int, recipe: ImageListRecipe) -> float:
-    """Epoch 1..E of torch's CosineAnnealingLR(T_max=E, eta_min=0) stepped per epoch, as the released
-    large-scale code schedules it: lr * (1 + cos(pi * (epoch - 1) / E)) / 2."""
-    return recipe.lr * (1 + math.cos(math.pi * (epoch - 1) / recipe.epochs)) / 2
+    """Epoch 1..E's rate as the released large-scale code trains it: lr * (1 + cos(pi * epoch / E)) / 2.
+
+    The released loop (run_networks.py, train(), about line 772) steps its CosineAnnealingLR(T_max=E, eta_min=0)
+    at the start of every epoch, before the epoch's steps: epoch 1 already trains below lr, and epoch E at 0."""
+    return recipe.lr * (1 + math.cos(math.pi * epoch / recipe.epochs)) / 2
 
 
 # What may differ between the members of a fused group: the loss and its settings, and the seed.

@@ -230,7 +230,8 @@ class Run:
                 "key_columns": {k: member[k] for k in ("imbalance_factor", "seed")},
                 "variants": [
                     {"variant": name, "evaluation": variant["evaluation"],
-                     "taus": self.taus if variant["evaluation"] in POST_HOC else [0.0]}
+                     "taus": self.taus if variant["evaluation"] in POST_HOC else [0.0],
+                     **({"tau_norm_bias": self.config["tau_norm_bias"]} if variant["evaluation"] == "tau_norm" else {})}
                     for name, variant in self.config["variants"].items()
                     if variant["training"] == member["training"]
                 ],

@@ -9,8 +9,10 @@ The post-hoc rules re-balance a trained model's predictions without retraining, 
 - logit_adjustment: argmax_j z_j - tau log pi_j, pi the training split's class priors (Menon et al.,
   ICLR 2021, post-hoc form);
 - tau_norm: tau-normalisation (Kang et al., ICLR 2020): each class's weight vector w_j divided by
-  ||w_j||^tau, the bias kept, so z_j(tau) = b_j + (z_j - b_j) / ||w_j||^tau from the saved logits, bias and
-  norms. Kang et al.'s code drops the bias; keeping it makes tau = 0 the trained model itself.
+  ||w_j||^tau and the bias dropped, as Kang et al.'s tau_norm.py computes it (the released copy in the paper's
+  code: `dotproduct_similarity(feat, pnorm(weights, p))`, no bias), so z_j(tau) = (z_j - b_j) / ||w_j||^tau from
+  the saved logits, bias and norms. ``Outputs.keep_bias`` (config tau_norm_bias: keep) keeps the bias instead,
+  b_j + (z_j - b_j) / ||w_j||^tau, which makes tau = 0 the trained model itself.
 """
 
 from __future__ import annotations
@@ -47,12 +49,15 @@ class Outputs(NamedTuple):
     logits: np.ndarray  # (N, C) plain logits
     bias: np.ndarray  # (C,) the classifier's bias (0 for a cosine classifier)
     weight_norm: np.ndarray  # (C,) each class's weight-vector norm (s for a cosine classifier)
+    keep_bias: bool = False  # tau_norm: b + (z - b) / ||w||^tau instead of Kang et al.'s (z - b) / ||w||^tau
 
     @classmethod
-    def from_saved(cls, saved: dict, model: str = "final", selection: str = "plain") -> "Outputs":
+    def from_saved(cls, saved: dict, model: str = "final", selection: str = "plain",
+                   keep_bias: bool = False) -> "Outputs":
         """The final model's outputs, or (model="best_epoch") those of the epoch selected by ``selection``."""
         prefix = "" if model == "final" else f"best_{selection}_"
-        return cls(saved[f"{prefix}logits"], saved[f"{prefix}classifier_bias"], saved[f"{prefix}classifier_weight_norm"])
+        return cls(saved[f"{prefix}logits"], saved[f"{prefix}classifier_bias"], saved[f"{prefix}classifier_weight_norm"],
+                   keep_bias)
 
 
 def headline_tau(evaluation: str) -> float:
@@ -70,7 +75,8 @@ def predictions(evaluation: str, outputs: Outputs, train_counts: np.ndarray, tau
         return np.stack([(z - tau * prior).argmax(axis=1) for tau in taus])
     if evaluation == "tau_norm":
         bias, log_norm = np.asarray(outputs.bias, np.float64), np.log(np.asarray(outputs.weight_norm, np.float64))
-        return np.stack([(bias + (z - bias) * np.exp(-tau * log_norm)).argmax(axis=1) for tau in taus])
+        kept = bias if outputs.keep_bias else 0.0
+        return np.stack([(kept + (z - bias) * np.exp(-tau * log_norm)).argmax(axis=1) for tau in taus])
     raise ValueError(f"evaluation '{evaluation}' is not one of {', '.join(EVALUATIONS)}")
 
 
@@ -153,7 +159,7 @@ def label_free_tau(outputs: Outputs | np.ndarray, taus: list[float], evaluation:
 
 
 def evaluate_training(saved: dict[str, np.ndarray], labels: np.ndarray, train_counts: np.ndarray,
-                      taus: list[float], evaluation: str) -> pd.DataFrame:
+                      taus: list[float], evaluation: str, keep_bias: bool = False) -> pd.DataFrame:
     """One variant's evaluation of one training, from its saved test outputs (see TrainResult.save).
 
     Rows with model = "final": the final-epoch model at every tau. Rows with model =
@@ -161,12 +167,12 @@ def evaluate_training(saved: dict[str, np.ndarray], labels: np.ndarray, train_co
     released code did: by PN tau = 1 accuracy for PN, by plain accuracy otherwise) at the headline
     tau. ``label_free_tau`` is the final model's tau chosen without labels (post-hoc rules only).
     """
-    final_outputs = Outputs.from_saved(saved)
+    final_outputs = Outputs.from_saved(saved, keep_bias=keep_bias)
     final = tau_sweep(final_outputs, labels, train_counts, taus, evaluation)
     final.insert(0, "epoch", int(saved["final_epoch"]))
     final.insert(0, "model", "final")
     selection = "pn" if evaluation == "pn" else "plain"
-    best = tau_sweep(Outputs.from_saved(saved, "best_epoch", selection), labels, train_counts,
+    best = tau_sweep(Outputs.from_saved(saved, "best_epoch", selection, keep_bias), labels, train_counts,
                      [headline_tau(evaluation)], evaluation)
     best.insert(0, "epoch", int(saved[f"best_{selection}_epoch"]))
     best.insert(0, "model", "best_epoch")

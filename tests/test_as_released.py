@@ -1,0 +1,94 @@
+"""The large-scale recipe's "as released" claims, each checked against values read from the released files
+(the paper's code: github.com/lt-project-repository/lt-project at 1eea15d; Kang et al.'s classifier-balancing)."""
+
+import math
+
+import pytest
+
+from bagmar.config.recipe import ImageListRecipe, cosine_learning_rate
+
+
+def released_rates(lr: float, epochs: int) -> list[float]:
+    """The rate each epoch trains at in the released loop: run_networks.py, train() (lines 754-772 at 1eea15d),
+    `for epoch in range(1, end_epoch + 1): ... self.model_optimizer_scheduler.step()` before the epoch's steps, with
+    init_optimizers' torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, num_epochs, eta_min=endlr) (line 284)
+    and endlr 0.0 in every large-scale config. torch's closed form: eta_min + (lr - eta_min)(1 + cos(pi t / T)) / 2
+    after t steps."""
+    return [lr * (1 + math.cos(math.pi * epoch / epochs)) / 2 for epoch in range(1, epochs + 1)]
+
+
+# The same ten rates, as torch's CosineAnnealingLR gives them (lr 0.2, T_max 10, stepped once before each epoch).
+RELEASED_LR_10_EPOCHS = [0.1951056516295154, 0.18090169943749476, 0.15877852522924732, 0.13090169943749476, 0.1,
+                         0.06909830056250527, 0.04122147477075268, 0.019098300562505266, 0.0048943483704846355, 0.0]
+
+
+@pytest.mark.parametrize("epochs", [10, 30])
+def test_the_cosine_schedule_is_the_released_loops(epochs):
+    recipe = ImageListRecipe(architecture="resnet50", epochs=epochs, batch_size=512, lr=0.2, weight_decay=5e-4)
+    ours = [cosine_learning_rate(epoch, recipe) for epoch in range(1, epochs + 1)]
+    assert ours == pytest.approx(released_rates(0.2, epochs), abs=1e-15)
+    if epochs == 10:
+        assert ours == pytest.approx(RELEASED_LR_10_EPOCHS, abs=1e-15)
+    assert ours[-1] == pytest.approx(0.0, abs=1e-15) and ours[0] < 0.2
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")
+def test_the_table_of_rates_is_torchs_scheduler_stepped_as_released():
+    import torch
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.2)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 10, eta_min=0.0)
+    rates = []
+    for _ in range(10):
+        scheduler.step()  # the released loop's order: step, then train the epoch
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx(RELEASED_LR_10_EPOCHS, abs=1e-12)
+
+
+def kang_tau_norm_predictions(features, weights, tau):
+    """tau_norm.py of Kang et al.'s classifier-balancing, as the paper's code holds a copy (tau_norm.py at 1eea15d,
+    lines 82-117): ws = pnorm(weights, p) divides each class's weight row by its L2 norm ** p, then
+    logits = dotproduct_similarity(feat, ws) = feat @ ws.T (no bias), and the prediction is the argmax."""
+    import torch
+
+    norms = torch.norm(weights, 2, 1)
+    ws = weights.clone()
+    for i in range(weights.size(0)):
+        ws[i] = ws[i] / torch.pow(norms[i], tau)
+    return torch.mm(features, ws.t()).max(dim=1).indices.numpy()
+
+
+def test_tau_normalisation_drops_the_bias_as_kangs_code_does():
+    import numpy as np
+    import torch
+
+    from bagmar.evaluation.evaluate import Outputs, predictions
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(400, 16, generator=generator, dtype=torch.float64)
+    weights = torch.randn(10, 16, generator=generator, dtype=torch.float64) * torch.linspace(0.3, 3.0, 10)[:, None]
+    bias = torch.randn(10, generator=generator, dtype=torch.float64) * 2.0
+    logits = (features @ weights.T + bias).numpy()  # what a training saves, beside its bias and weight norms
+    saved = Outputs(logits, bias.numpy(), torch.norm(weights, 2, 1).numpy())
+    taus = [0.0, 0.5, 1.0, 1.5]
+    ours = predictions("tau_norm", saved, np.ones(10), taus)
+    for tau, made in zip(taus, ours):
+        assert np.array_equal(made, kang_tau_norm_predictions(features, weights, tau)), tau
+    kept = predictions("tau_norm", saved._replace(keep_bias=True), np.ones(10), taus)
+    assert np.array_equal(kept[0], logits.argmax(1))  # keep: tau = 0 is the trained model itself
+    assert (kept[2] != ours[2]).mean() > 0.05  # and the bias matters: the two forms differ
+
+
+@pytest.mark.parametrize("name", ["imagenet_lt", "inat2018", "places_lt"])
+def test_stage2_bagmar_uses_the_released_classifiers_lambdas(name):
+    """The released stage-2 configs that turn the margin on (config/ImageNet_LT/softmax_resnet50.yaml and
+    config/iNaturalist18/softmax.yaml at 1eea15d: `margin_cls: true, margin_mode: pos_grad`) set no lamda_1 or
+    lamda_2, so models/DotProductClassifier.py's create_model(..., lamda_1=1.0, lamda_2=1.0) applies them. Places-LT
+    has no released config; it follows the other two."""
+    from pathlib import Path
+
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "config" / f"{name}.yaml").read_text())
+    stage2 = {key: t for key, t in config["trainings"].items() if "stage1" in t and t.get("lambda1", 0.0) != 0.0}
+    assert stage2 and all((t["lambda1"], t["lambda2"]) == (1.0, 1.0) for t in stage2.values())

@@ -185,6 +185,7 @@ class ImageListRecipe(LossSettings):
     std: tuple[float, float, float] = tuple(_IMAGE_LIST["std"])
     precision: str = _IMAGE_LIST["precision"]
     sync_batchnorm: bool = _IMAGE_LIST["sync_batchnorm"]  # SyncBatchNorm across the ranks (bagmar.training.distributed)
+    stage2_batchnorm: str = _IMAGE_LIST["stage2_batchnorm"]  # "train" (as released) or "frozen": stage 2's BatchNorm
 
     def __post_init__(self):
         for key in ("mean", "std"):  # lists in a config; tuples here, so that the recipe stays hashable
@@ -213,6 +214,8 @@ def image_list_problems(settings: dict) -> list[str]:
     if settings["sync_batchnorm"] and protocol != "end_to_end":
         found.append("sync_batchnorm is for end_to_end training; a classifier re-training's BatchNorm is frozen, "
                      "so there is nothing to synchronise")
+    if settings.get("stage2_batchnorm", "train") not in ("train", "frozen"):
+        found.append(f"stage2_batchnorm '{settings['stage2_batchnorm']}' is not one of train, frozen")
     return found
 
 

@@ -7,8 +7,9 @@
 - ``load_stage1``: stage-1 weights from a file the user gives (``torch.load(weights_only=True)``; a full
   state dict, or one under "state_dict" / "model"; a "module." prefix from DataParallel is dropped), every
   missing or unexpected key reported by name;
-- ``freeze_backbone``: stage 2 (classifier re-training on a frozen feature model) trains ``fc`` only, and
-  the backbone's BatchNorm statistics stay as loaded (eval mode).
+- ``freeze_backbone``: stage 2 (classifier re-training on a frozen feature model) trains ``fc`` only; the
+  backbone's BatchNorm either normalises with batch statistics and updates its running ones, as the released code
+  does, or keeps the loaded statistics (eval mode).
 """
 
 from __future__ import annotations
@@ -112,14 +113,16 @@ def load_stage1(network: nn.Module, path: str | Path, *, classifier: bool = True
     network.load_state_dict(state, strict=classifier)
 
 
-def freeze_backbone(network: nn.Module) -> list[nn.Parameter]:
-    """Stage 2: every parameter but ``fc``'s frozen, BatchNorm in eval mode; returns the trainable parameters.
+def freeze_backbone(network: nn.Module, batchnorm: str = "frozen") -> list[nn.Parameter]:
+    """Stage 2: every parameter but ``fc``'s frozen; returns the trainable parameters. ``batchnorm`` "frozen" puts
+    the feature model's BatchNorm in eval mode (its stage-1 statistics); "train" leaves it as ``network.train()``
+    set it, normalising with batch statistics and updating its running statistics, as the released code does.
 
-    Call it again after ``network.train()``, which would put the BatchNorm layers back in training mode.
+    Call it again after ``network.train()``, which would put frozen BatchNorm layers back in training mode.
     """
     for name, module in network.named_modules():
         if name != "fc" and not name.startswith("fc.") and isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
+            module.train(batchnorm == "train" and network.training)
     trainable = []
     for name, parameter in network.named_parameters():
         parameter.requires_grad_(name.startswith("fc."))

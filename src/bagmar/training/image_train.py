@@ -200,7 +200,7 @@ def synchronised_batchnorm(network: backbones.Network, device: str) -> backbones
 def _train_mode(network: backbones.Network, recipe: ImageListRecipe) -> None:
     network.train()
     if recipe.protocol == "classifier_retraining":
-        backbones.freeze_backbone(network)  # the feature model's BatchNorm stays in eval mode
+        backbones.freeze_backbone(network, recipe.stage2_batchnorm)  # BatchNorm as released (train), or frozen
 
 
 @torch.no_grad()

@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bagmar import backbones  # noqa: E402
-from bagmar.training.distributed import World, init_world  # noqa: E402
+from bagmar.method import backbones  # noqa: E402
+from bagmar.training.distributed import init_world  # noqa: E402
 from bagmar.data.image_data import TestImages  # noqa: E402
 from bagmar.data.image_lists import read_list  # noqa: E402
 from bagmar.training.image_train import predict  # noqa: E402

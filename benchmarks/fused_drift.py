@@ -19,7 +19,6 @@ Record: benchmarks/results/<stamp>-fused-drift-<capability>.json (or --out).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import json
 import platform

@@ -34,7 +34,7 @@ through the same load_cifar path; about 10 s.
 
 Total about 6.5 minutes. The real run's budget shrinks when the stages before it ran long (it is at most
 ``--total-budget`` (430 s) minus the time spent minus 30 s), so the whole ends within about 7.5 minutes
-(the issue allows 8) unless the fused-3 estimate is off by more than the 30 s margin. The record is
+(the budget allows 8) unless the fused-3 estimate is off by more than the 30 s margin. The record is
 ``benchmarks/results/YYYYMMDD-HHMMSS-gpu-acceptance-<cuda|cpu>.json``, rewritten after every stage; when
 ``$OUT`` is set (the device tool) it and the log are copied there too. The exit status is 1 when any stage
 is not ``ok``.

@@ -19,7 +19,7 @@ with log_to(snakemake.log[0]):
     results = train_group(images.train_images[indices], images.train_labels[indices], images.test_images,
                           images.test_labels, images.num_classes, recipes, device=device,
                           checkpoint_dir=snakemake.params.checkpoints, names=[m["name"] for m in members],
-                          keep_matrix=snakemake.params.keep_matrix)
+                          keep_matrix=snakemake.params.keep_matrix, code=snakemake.params.code)
     for member, result in zip(members, results):  # each member's files: the outputs Snakemake names for it
         files = {kind: getattr(snakemake.output, name) for kind, name in member["outputs"].items()}
         result.save(**files, test_labels=images.test_labels)

@@ -19,6 +19,6 @@ with log_to(snakemake.log[0]):
         "outputs": {kind: getattr(snakemake.output, name) for kind, name in member["outputs"].items()},
         "device": resolve_device(settings.get("device", "auto")), "workers": settings["threads"]["loader"],
         "threads": max(1, snakemake.threads // member["gpus"]), "keep_matrix": p.keep_matrix,
-        "timeout_seconds": settings["distributed"]["timeout_seconds"],
+        "timeout_seconds": settings["distributed"]["timeout_seconds"], "code": p.code,
     }
     launch(job, Path(p.checkpoints) / "job.json", member["gpus"], member["nodes"], settings["distributed"]["restarts"])

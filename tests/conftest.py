@@ -16,7 +16,7 @@ from project import SEEDS_RUN, copy_project, edit_config, planned_jobs, snakemak
 
 # The test tiers (README, "Tests"; markers in pyproject.toml). Every test is in exactly one: its own marker, else its
 # module's tier here, else fast. `python -m pytest -m fast` is the tier to run on every change (under a minute on 2
-# cores); `python -m pytest` runs them all.
+# cores); `python -m pytest` runs them all but the tests marked slow.
 TIERS = ("fast", "workflow", "processes", "learning", "slurm", "benchmark")
 MODULE_TIERS = {
     "test_workflow": "workflow", "test_image_workflow": "workflow", "test_reporting": "workflow",

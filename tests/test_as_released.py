@@ -24,7 +24,7 @@ RELEASED_LR_10_EPOCHS = [0.1951056516295154, 0.18090169943749476, 0.158778525229
 
 @pytest.mark.parametrize("epochs", [10, 30])
 def test_the_cosine_schedule_is_the_released_loops(epochs):
-    recipe = ImageListRecipe(architecture="resnet50", epochs=epochs, batch_size=512, lr=0.2, weight_decay=5e-4)
+    recipe = ImageListRecipe(architecture="resnet50", epochs=epochs, batch_size=512, lr=0.2, weight_decay=1e-4)
     ours = [cosine_learning_rate(epoch, recipe) for epoch in range(1, epochs + 1)]
     assert ours == pytest.approx(released_rates(0.2, epochs), abs=1e-15)
     if epochs == 10:
@@ -76,7 +76,7 @@ def test_tau_normalisation_drops_the_bias_as_kangs_code_does():
         assert np.array_equal(made, kang_tau_norm_predictions(features, weights, tau)), tau
     kept = predictions("tau_norm", saved._replace(keep_bias=True), np.ones(10), taus)
     assert np.array_equal(kept[0], logits.argmax(1))  # keep: tau = 0 is the trained model itself
-    assert (kept[2] != ours[2]).mean() > 0.05  # and the bias matters: the two forms differ
+    assert (kept[2] != ours[2]).mean() > 0.02  # and the bias matters: the two forms differ
 
 
 @pytest.mark.parametrize("name", ["imagenet_lt", "inat2018", "places_lt"])

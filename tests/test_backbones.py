@@ -65,7 +65,7 @@ def test_stage2_trains_the_classifier_only_and_leaves_the_backbone_bit_identical
     torch.manual_seed(0)
     network = build("resnet10", 5)
     network.train()
-    trainable = freeze_backbone(network)
+    trainable = freeze_backbone(network, "frozen")
     assert trainable == [network.fc.weight, network.fc.bias]
     before = {k: v.clone() for k, v in network.state_dict().items()}
     optimizer = torch.optim.SGD(trainable, lr=0.2, momentum=0.9, weight_decay=5e-4)

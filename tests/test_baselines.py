@@ -181,17 +181,22 @@ def test_tau_normalisation_is_hand_computed():
     logits = np.array([[5.0, 3.0], [1.0, 2.0]])
     bias = np.array([1.0, 0.0])
     norms = np.array([4.0, 1.0])  # class 0's weight vector is 4x as long
+    # Kang et al.'s form (the default): z(tau) = (z - b) / n^tau; row 0: tau 0: 4 vs 3 -> 0; tau 0.5: 2 vs 3 -> 1;
+    # tau 1: 1 vs 3 -> 1. row 1: tau 0: 0 vs 2 -> 1, and stays 1
     made = predictions("tau_norm", Outputs(logits, bias, norms), None, [0.0, 0.5, 1.0])
-    # z(tau) = b + (z - b) / n^tau; row 0: tau 0.5: 1 + 4/2 = 3 vs 3 -> tie, argmax takes 0; tau 1: 2 vs 3 -> 1
-    # row 1: tau 0: 1 vs 2 -> 1; stays 1
-    assert made.tolist() == [[0, 1], [0, 1], [1, 1]]
+    assert made.tolist() == [[0, 1], [1, 1], [1, 1]]
+    # keeping the bias: z(tau) = b + (z - b) / n^tau; row 0: tau 0.5: 1 + 4/2 = 3 vs 3 -> tie, argmax takes 0
+    kept = predictions("tau_norm", Outputs(logits, bias, norms, keep_bias=True), None, [0.0, 0.5, 1.0])
+    assert kept.tolist() == [[0, 1], [0, 1], [1, 1]]
 
 
 @pytest.mark.parametrize("evaluation", ["logit_adjustment", "tau_norm", "pn"])
 def test_tau_zero_is_the_plain_prediction(evaluation):
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(200, 6)).astype(np.float32) * 4
-    outputs = Outputs(logits, rng.normal(size=6).astype(np.float32), rng.uniform(0.5, 3, size=6).astype(np.float32))
+    # tau_norm in its bias-keeping form; Kang et al.'s form at tau = 0 is argmax(z - b)
+    outputs = Outputs(logits, rng.normal(size=6).astype(np.float32), rng.uniform(0.5, 3, size=6).astype(np.float32),
+                      keep_bias=True)
     counts = np.array([400, 200, 80, 30, 10, 3])
     assert np.array_equal(predictions(evaluation, outputs, counts, [0.0])[0], logits.argmax(1))
     assert not np.array_equal(predictions(evaluation, outputs, counts, [2.0])[0], logits.argmax(1))

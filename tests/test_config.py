@@ -86,7 +86,8 @@ def test_an_image_list_config_lists_each_trainings_problems(tmp_path, monkeypatc
                                            "sync_batchnorm": True}),
         c["image_list_recipe"].update(resize_size=8),
         c["trainings"].update(ce_e2e={"loss": "bagmar", "stage1": "training:ce"}),
-        c["trainings"]["ce"].update(gpus=3, nodes=2)))
+        c["trainings"]["ce"].update(gpus=3, nodes=2),
+        c["trainings"]["BaGMar"].update(epochs=1)))
     found = problems(config, train_resources={"gpu_model"})
     for expected in (
             "fusion: trainings: image-list trainings run one network per job; set fusion: none",
@@ -98,7 +99,8 @@ def test_an_image_list_config_lists_each_trainings_problems(tmp_path, monkeypatc
             "trainings.BaGMar_file: sync_batchnorm is for end_to_end training",
             "trainings.ce: resize_size 8 is smaller than the crop image_size",
             "trainings.ce_e2e: stage1 'training:ce' is given to an end_to_end training",
-            "trainings.ce: nodes: 2, but the profile (or --set-resources) sets gpu_model for the train rule"):
+            "trainings.ce: nodes: 2, but the profile (or --set-resources) sets gpu_model for the train rule",
+            "trainings.BaGMar: epochs 1 trains at learning rate 0"):
         assert any(expected in line for line in found), (expected, found)
     assert not any("nodes: 2, but" in line for line in problems(config))  # only a profile's override clashes
 

@@ -382,7 +382,7 @@ def test_the_slurm_rendezvous_starts_one_torchrun_a_node_with_srun_inside_the_al
         assert time.monotonic() < deadline, cluster.logs()
         time.sleep(0.2)
     log = (tmp_path / "slurm.log").read_text()
-    (state,) = cluster.sacct("State", "ExitCode", name="wrap")
+    (state,) = cluster.final_state("State", "ExitCode", name="wrap")
     assert state == {"State": "COMPLETED", "ExitCode": "0:0"}, log
     assert re.search(rf"\$ srun --nodes=1 --ntasks=1 --ntasks-per-node=1 --cpus-per-task=2 --kill-on-bad-exit=1 "
                      rf"\S+ -m torch.distributed.run --nproc_per_node=2 --max_restarts=0 --nnodes=1 "

@@ -328,3 +328,11 @@ def test_a_loss_of_ones_own_plans_trains_and_reruns_when_its_code_changes(tmp_pa
     replace_in(workdir / "my_losses.py", "** 2", "** 3")
     plan = planned_jobs(workdir, "--configfile", "config/demo.yaml")
     assert plan["train"] == 1 and "split" not in plan and "synthetic_dataset" not in plan, plan
+    model = metrics.with_name("model.pt")
+    before = model.read_bytes()
+    run = snakemake(workdir, "--configfile", "config/demo.yaml")
+    assert run.returncode == 0, run.stdout + run.stderr
+    # the rerun trains the changed loss: the finished run's checkpoints belong to the old code and are not resumed
+    log = (workdir / "results" / "demo" / "logs" / "train" / "imba100.log").read_text()
+    assert "resuming" not in log.split("ce IF 100 seed 0: Recipe(")[-1]
+    assert model.read_bytes() != before

@@ -1,6 +1,6 @@
 """BaGMar (Balanced Gradient Margin) for long-tailed classification: the method, as a library.
 
-Its rooms, each a subpackage, with doors that go one way (config <- method <- data <- training <- evaluation):
+Its rooms, each a subpackage, with doors that go one way (docs/architecture.md; tests/test_architecture.py holds them):
 
 - ``config``: a workflow config in, a ``Run`` out: validation, recipes, training groups and every path;
 - ``method``: what is computed for one model: the BaGMar loss and its statistics, the baselines, the networks;

@@ -100,7 +100,7 @@ class _Module:
         for alias in statement.names:
             local = alias.asname or alias.name
             submodule = f"{source}.{alias.name}" if source else alias.name
-            # "from . import checkpoint" / "from bagmar import plots" bind a module; otherwise a name in it
+            # "from . import checkpoint" / "from bagmar.evaluation import plots" bind a module; else a name in it
             self.imported[local] = (submodule, None) if self._exists(submodule) else (source, alias.name)
 
 

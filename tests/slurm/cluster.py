@@ -173,6 +173,17 @@ class SlurmCluster:
         rows = self.run(*command).stdout.splitlines()
         return [dict(zip(fields, row.split("|"))) for row in rows if row]
 
+    def final_state(self, *fields: str, name: str, timeout: float = 120) -> list[dict[str, str]]:
+        """``sacct`` rows once accounting has recorded every job of that name as ended: slurmdbd can still show a job
+        RUNNING for a moment after squeue has dropped it, the more so on a loaded machine."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.sacct("State", *fields, name=name)
+            if rows and all(row["State"] not in ("PENDING", "RUNNING", "COMPLETING") for row in rows):
+                return [{key: row[key] for key in fields} for row in rows]
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.5)
+
     def listening_addresses(self) -> dict[str, set[str]]:
         """Daemon -> the local addresses of its listening TCP sockets (IPv4 and IPv6)."""
         inodes = {}

@@ -69,7 +69,7 @@ def is_user_loss(loss: str) -> bool:
 
 def loss_settings(loss: str) -> tuple[str, ...]:
     """The settings that belong to a loss (a user's own loss takes none: its function holds its numbers)."""
-    return () if is_user_loss(loss) else LOSS_SETTINGS[loss]
+    return () if is_user_loss(loss) else LOSS_SETTINGS.get(loss, ())  # an unknown loss: reported by the checks
 
 
 def user_loss(loss: str) -> Callable:
@@ -212,8 +212,8 @@ def image_list_problems(settings: dict) -> list[str]:
         found.append(f"resize_size {settings['resize_size']} is smaller than the crop image_size "
                      f"{settings['image_size']}")
     if settings["sync_batchnorm"] and protocol != "end_to_end":
-        found.append("sync_batchnorm is for end_to_end training; a classifier re-training's BatchNorm is frozen, "
-                     "so there is nothing to synchronise")
+        found.append("sync_batchnorm is for end_to_end training; a classifier re-training runs its feature model's "
+                     "BatchNorm per process (or frozen)")
     if settings.get("stage2_batchnorm", "train") not in ("train", "frozen"):
         found.append(f"stage2_batchnorm '{settings['stage2_batchnorm']}' is not one of train, frozen")
     return found

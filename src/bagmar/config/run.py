@@ -185,6 +185,8 @@ class Run:
             for member in members:
                 member["gpus"] = member["recipe"].pop("gpus")
                 member["nodes"] = member["recipe"].pop("nodes")
+                if member["recipe"]["protocol"] == "end_to_end":  # a stage-2 setting: not a stage-1 rerun trigger
+                    member["recipe"].pop("stage2_batchnorm")
                 stage1 = self.stage1_model(member["training"], member["imbalance_factor"], member["seed"])
                 if stage1 is not None:
                     member["recipe"]["stage1"] = stage1
@@ -387,6 +389,9 @@ class _Checks:
         elif stage1 is not None and not Path(stage1).is_file():
             found.append(f"{where}.stage1 = '{stage1}': no such file; give the stage-1 weights' path, or "
                          '"training:<name>"')
+        if recipe["epochs"] == 1:
+            found.append(f"{where}: epochs 1 trains at learning rate 0: the released cosine schedule gives epoch e of E "
+                         "lr (1 + cos(pi e / E)) / 2, which is 0 at e = E; train 2 epochs or more")
         if recipe["batch_size"] > self.run.train_images:
             found.append(f"{where}: batch_size {recipe['batch_size']} is larger than the training list "
                          f"({self.run.train_images} images)")

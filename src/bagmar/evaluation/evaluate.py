@@ -4,7 +4,7 @@ All accuracies are percentages. A shot group with no classes (few-shot at IF 10)
 "not applicable" — never 0.
 
 The post-hoc rules re-balance a trained model's predictions without retraining, each with an exponent tau
-(tau = 0 is the plain argmax for all of them):
+(tau = 0 is the plain argmax for all of them but tau_norm in Kang et al.'s form, whose tau = 0 is argmax(z - b)):
 - pn: PN, the paper's prediction re-balancing (SPEC §5);
 - logit_adjustment: argmax_j z_j - tau log pi_j, pi the training split's class priors (Menon et al.,
   ICLR 2021, post-hoc form);

@@ -113,7 +113,7 @@ def load_stage1(network: nn.Module, path: str | Path, *, classifier: bool = True
     network.load_state_dict(state, strict=classifier)
 
 
-def freeze_backbone(network: nn.Module, batchnorm: str = "frozen") -> list[nn.Parameter]:
+def freeze_backbone(network: nn.Module, batchnorm: str) -> list[nn.Parameter]:
     """Stage 2: every parameter but ``fc``'s frozen; returns the trainable parameters. ``batchnorm`` "frozen" puts
     the feature model's BatchNorm in eval mode (its stage-1 statistics); "train" leaves it as ``network.train()``
     set it, normalising with batch statistics and updating its running statistics, as the released code does.

@@ -53,7 +53,7 @@ def run(job: dict) -> None:
         f"{job['root']}, {job['workers']} decoding workers per process")
     result = train_image_list(job["root"], train, test, job["classes"], recipe, device=job["device"],
                               checkpoint_dir=job["checkpoints"], name=job["name"], workers=job["workers"],
-                              keep_matrix=job["keep_matrix"], world=world, progress=say)
+                              keep_matrix=job["keep_matrix"], world=world, progress=say, code=job.get("code"))
     if result is not None:
         result.save(**job["outputs"], test_labels=test.labels)
     if world.distributed:

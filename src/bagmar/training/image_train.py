@@ -56,14 +56,14 @@ def build_network(recipe: ImageListRecipe, num_classes: int) -> tuple[backbones.
     if recipe.protocol == "end_to_end":
         return network, list(network.parameters())
     backbones.load_stage1(network, recipe.stage1, classifier=False)
-    return network, backbones.freeze_backbone(network)
+    return network, backbones.freeze_backbone(network, recipe.stage2_batchnorm)
 
 
 def train_image_list(
     root: str | Path, train_list: ImageList, test_list: ImageList, num_classes: int, recipe: ImageListRecipe,
     device: str = "cpu", progress: Callable[[str], None] = print, checkpoint_dir: str | Path | None = None,
     name: str = "training", workers: int = 0, keep_matrix: bool | None = None, stop_after_epoch: int | None = None,
-    world: World = World(),
+    world: World = World(), code: dict | None = None,
 ) -> TrainResult | None:
     """Train one network on ``train_list``'s images under ``root``; test after every epoch on ``test_list``.
 
@@ -71,11 +71,12 @@ def train_image_list(
     and resume from the newest intact checkpoint; ``stop_after_epoch``: the first epochs of the schedule only;
     ``world``: this process's rank in a data-parallel training (bagmar.training.distributed; every rank calls this, each
     trains on its share of every global batch and tests its shard of the test set; rank 0 gathers the test logits,
-    writes the checkpoints and returns the result, the others None).
+    writes the checkpoints and returns the result, the others None); ``code``: the fingerprint of the code that
+    trains, so that a checkpoint of other code is not resumed.
     """
     source = _ImageListSteps(root, train_list, test_list, num_classes, recipe, world.device(device), workers,
                              keep_matrix, world, name, checkpoint_dir)
-    identity = _fingerprint(recipe, train_list, test_list, source.stats.keeps_matrix)
+    identity = _fingerprint(recipe, train_list, test_list, source.stats.keeps_matrix, code)
     results = run(source, [name], identity, progress, checkpoint_dir, stop_after_epoch)
     return None if results is None else results[0]
 
@@ -227,12 +228,12 @@ def _list_digest(image_list: ImageList) -> np.ndarray:
     return np.frombuffer(digest.digest(), dtype=np.uint8)
 
 
-def _fingerprint(recipe: ImageListRecipe, train_list: ImageList, test_list: ImageList, keep_matrix: bool) -> str:
-    """What a checkpoint of this training belongs to (checkpoint.fingerprint): settings, lists, stage-1 weights."""
-    fields = dataclasses.asdict(recipe)
-    if not recipe.sync_batchnorm:  # a setting newer than format 1: left out at its default, so that checkpoints
-        del fields["sync_batchnorm"]  # written before it still resume
-    settings = {"format": 1, "kind": "image_list", "recipe": fields, "keep_matrix": keep_matrix}
+def _fingerprint(recipe: ImageListRecipe, train_list: ImageList, test_list: ImageList, keep_matrix: bool,
+                 code: dict | None) -> str:
+    """What a checkpoint of this training belongs to (checkpoint.fingerprint): settings, lists, stage-1 weights, and
+    the code that trains (where the workflow gives it)."""
+    settings = {"format": 2, "kind": "image_list", "recipe": dataclasses.asdict(recipe), "keep_matrix": keep_matrix,
+                **({"code": code} if code else {})}
     if recipe.stage1 is not None:  # other stage-1 weights under the same path are another training
         settings["stage1_sha256"] = hashlib.sha256(Path(recipe.stage1).read_bytes()).hexdigest()
     return checkpoint.fingerprint(settings, _list_digest(train_list), _list_digest(test_list))

@@ -15,8 +15,8 @@ from torch import nn
 from . import checkpoint
 from .engine import FusedGroup, Stepper, predict_logits, to_device_images
 from ..io import UserError
-from .loop import SELECTIONS, NonFiniteError, TrainResult, run, steps_per_epoch  # noqa: F401 (re-exported)
-from ..config.recipe import FUSABLE, LOSS_SETTINGS, Recipe, RecipeError, learning_rate  # noqa: F401 (re-exported)
+from .loop import TrainResult, run, steps_per_epoch
+from ..config.recipe import FUSABLE, Recipe, RecipeError, learning_rate
 
 
 def resolve_device(name: str) -> str:
@@ -57,13 +57,16 @@ def train_group(
     cuda_graph: bool | None = None,
     stop_after_epoch: int | None = None,
     keep_matrix: bool | None = None,
+    code: dict | None = None,
 ) -> list[TrainResult]:
     """Train K models (recipes differing only in FUSABLE) as one fused network; each ends as if trained alone.
 
     ``checkpoint_dir``: save every epoch, resume from the newest intact checkpoint (bit-identical on the CPU);
     ``cuda_graph`` (default: on a GPU; should capture fail, the eager step trains on, as the log and the metrics'
     cuda_graph column say); ``stop_after_epoch``: the first epochs of ``recipe.epochs``' schedule;
-    ``keep_matrix``: keep SPEC §4's matrix F beside theta and phi (loss.GradientStatistics; default: C <= 1,000).
+    ``keep_matrix``: keep SPEC §4's matrix F beside theta and phi (loss.GradientStatistics; default: C <= 1,000);
+    ``code``: the fingerprint of the code that trains (the workflow job's), so that a checkpoint of other code is
+    not resumed: a rerun for a change of the code trains again instead of returning the old model.
     """
     names = names or [f"training {k}" for k in range(len(recipes))]
     _check_fusable(recipes)
@@ -73,8 +76,8 @@ def train_group(
     steps = steps_per_epoch(len(train_labels), recipes[0].batch_size, "training split")
     y_test = torch.as_tensor(test_labels, dtype=torch.int64, device=device)
     source = _FusedSteps(recipes, group, stepper, steps, to_device_images(test_images, device), y_test)
-    identity = checkpoint.fingerprint({"format": 4, "recipes": [dataclasses.asdict(r) for r in recipes],
-                                       "keep_matrix": group.stats.keeps_matrix}, train_images, train_labels)
+    settings = {"format": 4, "recipes": [dataclasses.asdict(r) for r in recipes], "keep_matrix": group.stats.keeps_matrix}
+    identity = checkpoint.fingerprint({**settings, **({"code": code} if code else {})}, train_images, train_labels)
     return run(source, names, identity, progress, checkpoint_dir, stop_after_epoch)
 
 

@@ -334,5 +334,6 @@ def test_a_loss_of_ones_own_plans_trains_and_reruns_when_its_code_changes(tmp_pa
     assert run.returncode == 0, run.stdout + run.stderr
     # the rerun trains the changed loss: the finished run's checkpoints belong to the old code and are not resumed
     log = (workdir / "results" / "demo" / "logs" / "train" / "imba100.log").read_text()
-    assert "resuming" not in log.split("ce IF 100 seed 0: Recipe(")[-1]
+    rerun = log.split("ce IF 100 seed 0: Recipe(")[-1]
+    assert "belongs to other settings or data; not resuming from it" in rerun and "after epoch" not in rerun
     assert model.read_bytes() != before

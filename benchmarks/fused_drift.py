@@ -11,7 +11,7 @@ once in float32 and once in float64 (recipe precision). Float rounding starts ne
 smoothly; a difference of method would show as a jump at one step (DRW switching on at the second epoch, or the
 first step that reads the statistics). Run it under each CPU kernel set, each in its own process:
 
-    for c in default avx2 avx512; do ATEN_CPU_CAPABILITY=$c python benchmarks/fused_drift.py; done   # ~10 s each
+    for c in default avx2 avx512; do ATEN_CPU_CAPABILITY=$c python benchmarks/fused_drift.py; done   # ~8 s each
 
 Record: benchmarks/results/<stamp>-fused-drift-<capability>.json (or --out).
 """

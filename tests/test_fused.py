@@ -77,7 +77,7 @@ def relative_difference(a: dict, b: dict) -> float:
 
 # Fused and lone trainings compute the same numbers by different kernels: a grouped convolution rounds unlike K
 # plain ones. In float32 that rounding (about 1e-7 after the first step) is amplified by training on these tiny
-# batches, by a factor of 10 to 80 a step in the second epoch, faster under LDAM's scale s = 30, and
+# batches, by a factor of 10 to 100 a step in the second epoch, faster under LDAM's scale s = 30, and
 # differently on each processor and kernel set: benchmarks/fused_drift.py measured the relative gap of the LDAM-DRW
 # member at 4e-5 after 3 steps and 2-4e-2 after 6 under ATEN_CPU_CAPABILITY default, avx2 and avx512 alike. So the
 # equivalence is asserted in float64 (recipe precision), where the same script measured a gap of exactly 0 for every

@@ -7,7 +7,10 @@ against a plain DataLoader + PIL + torchvision transforms loop on the same files
 The JPEGs are generated at ImageNet's typical size (500 x 375 pixels, quality 90, smooth random content plus
 noise: about 100 kB a file, as ImageNet's average), so decoding costs about what it costs on the real data. Measured:
 
-- loader: bagmar.data.image_data's TrainImages through its DataLoader (decode, RandomResizedCrop, flip in the workers);
+- loader: bagmar.data.image_data's TrainImages through its DataLoader, augment kang (decode, RandomResizedCrop, flip
+  in the workers);
+- released: the same with augment released_lt (decode, then the released PIL transform with RandAugment in the
+  workers);
 - pipeline: the same, then on the training device: uint8 -> float, ColorJitter, normalise (on a CPU device that
   runs in the training process, where the PIL loop does it in its workers);
 - pil: the literature's loop (Kang et al.'s data loader): PIL open and convert, RandomResizedCrop, flip,
@@ -129,7 +132,8 @@ def main() -> None:
         record["mean_jpeg_bytes"] = float(np.mean([(root / p).stat().st_size for p in image_list.images]))
         steps = args.images // args.batch_size - 1
         order = epoch_order(image_list.labels, classes, 0, 1, "instance", 4)
-        ours = TrainImages(root, image_list, 0, recipe.image_size, recipe.color_jitter)
+        ours = TrainImages(root, image_list, 0, recipe.image_size, recipe.color_jitter, "kang")
+        released = TrainImages(root, image_list, 0, recipe.image_size, recipe.color_jitter, "released_lt")
 
         def to_device(batch):
             images, labels, jitter = batch
@@ -138,6 +142,9 @@ def main() -> None:
 
         record["loader_images_per_s"] = rate(  # the workers' part alone: decode, crop, flip
             train_loader(ours, order, 1, args.batch_size, args.workers, device), lambda batch: None,
+            args.batch_size, device, steps)
+        record["released_images_per_s"] = rate(  # the released augmentation, all of it in the workers
+            train_loader(released, order, 1, args.batch_size, args.workers, device), lambda batch: None,
             args.batch_size, device, steps)
         record["pipeline_images_per_s"] = rate(train_loader(ours, order, 1, args.batch_size, args.workers, device),
                                                to_device, args.batch_size, device, steps)
@@ -173,7 +180,7 @@ def main() -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = ROOT / "benchmarks" / "results" / f"{stamp}-input-pipeline.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
-    for key in ("loader", "pipeline", "pil", "model", "together"):
+    for key in ("loader", "released", "pipeline", "pil", "model", "together"):
         print(f"{key:>9}: {record[f'{key}_images_per_s']:8.1f} images/s")
     print(f"record: {out.relative_to(ROOT)}")
 

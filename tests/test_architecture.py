@@ -45,3 +45,11 @@ def test_no_module_imports_another_modules_private_name():
 
 def test_the_package_reads_nothing_under_workflow():
     assert [str(p) for p in PACKAGE.rglob("*.py") if '"workflow"' in p.read_text() or "'workflow'" in p.read_text()] == []
+
+
+def test_the_augmentations_the_config_accepts_are_the_ones_the_data_room_has():
+    from bagmar.config import recipe
+    from bagmar.data import image_data
+
+    enum = recipe.schema()["properties"]["image_list_recipe"]["properties"]["augment"]["enum"]
+    assert tuple(enum) == recipe.AUGMENTS == image_data.AUGMENTS

@@ -92,3 +92,93 @@ def test_stage2_bagmar_uses_the_released_classifiers_lambdas(name):
     config = yaml.safe_load((Path(__file__).parents[1] / "config" / f"{name}.yaml").read_text())
     stage2 = {key: t for key, t in config["trainings"].items() if "stage1" in t and t.get("lambda1", 0.0) != 0.0}
     assert stage2 and all((t["lambda1"], t["lambda2"]) == (1.0, 1.0) for t in stage2.values())
+
+
+def released_train_transform(rgb_mean):
+    """data/dataloader.py at 1eea15d, get_data_transform('train') (lines 38-42 and 55-66), copied: the released
+    pipeline with timm's rand_augment_transform in place of its copy data/randaugment.py (the same transform: the
+    same ops, magnitudes and draws)."""
+    import torch.nn.functional as F
+    from timm.data.auto_augment import rand_augment_transform
+    from torchvision import transforms
+
+    normalize = transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    ra_params = dict(translate_const=int(224 * 0.45),
+                     img_mean=tuple([min(255, round(255 * x)) for x in rgb_mean]), )
+    return transforms.Compose([
+        transforms.ToTensor(),
+        transforms.Lambda(lambda x: F.pad(x.unsqueeze(0), (4, 4, 4, 4), mode='reflect').squeeze()),
+        transforms.ToPILImage(),
+        transforms.RandomResizedCrop(224),
+        transforms.RandomHorizontalFlip(),
+        transforms.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0),
+        rand_augment_transform('rand-n{}-m{}-mstd0.5'.format(2, 10), ra_params),
+        transforms.ToTensor(),
+        normalize,
+    ])
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Six JPEGs of 300 x 260 .. 380 x 290 with structure (gradients and noise), listed as an image list."""
+    import numpy as np
+    import torch
+    from torchvision.io import encode_jpeg
+
+    from bagmar.data.image_lists import ImageList
+
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    names = []
+    for i in range(6):
+        h, w = 260 + 6 * i, 300 + 16 * i
+        y, x = np.mgrid[0:h, 0:w]
+        image = np.stack([x * 255 / w, y * 255 / h, (x + y) % 97 * 2.6]) + rng.normal(0, 20, (3, h, w))
+        (root / f"{i}.jpg").write_bytes(encode_jpeg(torch.as_tensor(image.clip(0, 255).astype(np.uint8))).numpy())
+        names.append(f"{i}.jpg")
+    return root, ImageList(root / "list.txt", names, np.arange(6) % 3)
+
+
+@pytest.mark.parametrize("mean", [(0.485, 0.456, 0.406), (0.466, 0.471, 0.380)])  # ImageNet's; iNaturalist's
+def test_the_released_lt_augmentation_is_the_released_train_transform(photos, mean):
+    """For each item, the released Compose run with torch's, random's and numpy's generators seeded as the item
+    seeds them gives the very tensor that the training normalises: bit for bit, after ImageNet's normalisation."""
+    import numpy as np
+    import torch
+
+    from bagmar.data.image_data import TrainImages, prepare, read_image, seeded_global_generators
+    from torchvision.transforms.v2 import functional as TF
+
+    root, image_list = photos
+    images = TrainImages(root, image_list, seed=3, image_size=224, color_jitter=0.0, augment="released_lt", mean=mean)
+    mean_t, std_t = images.normalisation((0.1, 0.2, 0.3), (0.5, 0.5, 0.5))  # the recipe's: not the released training's
+    released = released_train_transform(list(mean))
+    changed = 0
+    for position, index in enumerate([0, 1, 2, 3, 4, 5, 0, 0]):
+        ours, label, jitter = images[index, 7, position]
+        assert (ours.dtype, ours.shape, label, jitter.tolist()) == (torch.uint8, (3, 224, 224),
+                                                                    image_list.labels[index], [1.0, 1.0, 1.0])
+        seeds = np.random.default_rng([3, 7, position]).integers(0, 2**32, size=3)
+        with seeded_global_generators(seeds):
+            expected = released(TF.to_pil_image(read_image(root, image_list, index)))
+        assert torch.equal(prepare(ours[None], mean_t, std_t)[0], expected)
+        changed += not torch.equal(ours, images[index, 7, position + 100][0])
+    assert changed == 8  # every position draws its own augmentation
+
+
+def test_the_item_seeds_leave_the_training_processs_generators_alone(photos):
+    import random
+
+    import numpy as np
+    import torch
+
+    from bagmar.data.image_data import TrainImages
+
+    root, image_list = photos
+    images = TrainImages(root, image_list, seed=0, image_size=224, color_jitter=0.0, augment="released_lt")
+    states = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
+    first = images[2, 1, 5][0]
+    assert torch.equal(torch.get_rng_state(), states[0]) and random.getstate() == states[1]
+    assert np.array_equal(np.random.get_state()[1], states[2])
+    torch.manual_seed(99), random.seed(99), np.random.seed(99)  # whatever the process drew before
+    assert torch.equal(images[2, 1, 5][0], first)

@@ -47,21 +47,23 @@ def states_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_stopped_training_resumes_to_the_uninterrupted_weights_bit_for_bit(miniature, tmp_path):
+@pytest.mark.parametrize("augment", ["released_lt", "kang"])
+def test_a_stopped_training_resumes_to_the_uninterrupted_weights_bit_for_bit(miniature, tmp_path, augment):
     root, train, test = miniature
-    whole = train_image_list(root, train, test, CLASSES, recipe(), progress=quiet)
-    first = train_image_list(root, train, test, CLASSES, recipe(), progress=quiet, checkpoint_dir=tmp_path,
-                             stop_after_epoch=1)
+    whole = train_image_list(root, train, test, CLASSES, recipe(augment=augment), progress=quiet)
+    first = train_image_list(root, train, test, CLASSES, recipe(augment=augment), progress=quiet,
+                             checkpoint_dir=tmp_path, stop_after_epoch=1)
     assert len(first.metrics) == 1
     lines = []
-    resumed = train_image_list(root, train, test, CLASSES, recipe(), progress=lines.append, checkpoint_dir=tmp_path,
-                               workers=2)  # decoded in two worker processes: the same draws
+    resumed = train_image_list(root, train, test, CLASSES, recipe(augment=augment), progress=lines.append,
+                               checkpoint_dir=tmp_path, workers=2)  # decoded in two worker processes: the same draws
     assert any("resuming training after epoch 1" in line for line in lines)
     assert states_equal(whole.model.state_dict(), resumed.model.state_dict())
     assert states_equal(whole.stats.state_dict(), resumed.stats.state_dict())
     assert np.array_equal(whole.test_logits, resumed.test_logits)
     assert [row["train_loss"] for row in whole.metrics] == [row["train_loss"] for row in resumed.metrics]
-    other_seed = train_image_list(root, train, test, CLASSES, recipe(seed=4), progress=quiet, stop_after_epoch=1)
+    other_seed = train_image_list(root, train, test, CLASSES, recipe(augment=augment, seed=4), progress=quiet,
+                                  stop_after_epoch=1)
     assert not torch.equal(other_seed.model.fc.weight, first.model.fc.weight)  # the comparison can fail
 
 
@@ -144,7 +146,7 @@ def test_a_truncated_jpeg_stops_training_with_its_list_line_and_path(miniature, 
 
 def test_augmentation_draws_follow_the_seed_epoch_and_position_only(miniature):
     root, train, _ = miniature
-    images = TrainImages(root, train, seed=0, image_size=24, color_jitter=0.4)
+    images = TrainImages(root, train, seed=0, image_size=24, color_jitter=0.4, augment="kang")
     a, label, jitter = images[(5, 2, 17)]
     b, _, again = images[(5, 2, 17)]
     c, _, _ = images[(5, 3, 17)]

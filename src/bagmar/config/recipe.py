@@ -156,6 +156,7 @@ def learning_rate(epoch: int, recipe: Recipe) -> float:
 
 _IMAGE_LIST = image_list_defaults()
 PROTOCOLS = ("end_to_end", "classifier_retraining")
+AUGMENTS = ("released_lt", "kang")  # bagmar.data.image_data.AUGMENTS, which a test keeps equal (torch-free here)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +187,7 @@ class ImageListRecipe(LossSettings):
     precision: str = _IMAGE_LIST["precision"]
     sync_batchnorm: bool = _IMAGE_LIST["sync_batchnorm"]  # SyncBatchNorm across the ranks (bagmar.training.distributed)
     stage2_batchnorm: str = _IMAGE_LIST["stage2_batchnorm"]  # "train" (as released) or "frozen": stage 2's BatchNorm
+    augment: str = _IMAGE_LIST["augment"]  # "released_lt" (the paper's code) or "kang" (bagmar.data.image_data)
 
     def __post_init__(self):
         for key in ("mean", "std"):  # lists in a config; tuples here, so that the recipe stays hashable
@@ -216,6 +218,8 @@ def image_list_problems(settings: dict) -> list[str]:
                      "BatchNorm per process (or frozen)")
     if settings.get("stage2_batchnorm", "train") not in ("train", "frozen"):
         found.append(f"stage2_batchnorm '{settings['stage2_batchnorm']}' is not one of train, frozen")
+    if settings.get("augment", "released_lt") not in AUGMENTS:
+        found.append(f"augment '{settings['augment']}' is not one of {', '.join(AUGMENTS)}")
     return found
 
 

@@ -4,30 +4,42 @@
   corrupt stops the run with its list, line and path (never skipped: a skipped image changes the class counts
   the statistics and the tables rest on).
 - ``TrainImages`` / ``TestImages``: torch Datasets whose items are cropped uint8 images, decoded in DataLoader
-  workers. A training item is asked for as (image index, epoch, position in the epoch), and draws its
-  RandomResizedCrop, flip and colour-jitter factors from a generator seeded with (seed, epoch, position): the
-  numbers do not depend on the number of workers, and a resumed epoch draws what the uninterrupted one drew.
+  workers. A training item is asked for as (image index, epoch, position in the epoch), and draws all its random
+  numbers from seeds of (seed, epoch, position): the numbers do not depend on the number of workers, and a
+  resumed epoch draws what the uninterrupted one drew.
 - ``epoch_order``: which images an epoch trains on, in order (instance-balanced, or the released
   ClassAwareSampler), a function of (seed, epoch) alone.
 - ``prepare``: on the training device, batched: uint8 -> float, ColorJitter from the drawn factors, normalise.
 
-The transforms are the ones the large long-tailed benchmarks use (Kang et al.'s released data loader):
-RandomResizedCrop(224, scale 0.08-1, ratio 3/4-4/3), horizontal flip, ColorJitter(0.4, 0.4, 0.4, 0) for training;
-Resize(256) and CenterCrop(224) for testing. ColorJitter here applies brightness, contrast and saturation in
-that fixed order (torchvision draws a random order per image), on the device.
+Two training augmentations (``AUGMENTS``), each as a released data loader applies it:
+
+- ``released_lt``: the paper's released code (data/dataloader.py, get_data_transform('train')): reflect-pad 4,
+  RandomResizedCrop(224), horizontal flip, ColorJitter(0.4, 0.4, 0.4, 0), timm's RandAugment 'rand-n2-m10-mstd0.5'
+  (translate_const int(224 * 0.45), the data set's mean as fill), normalised with ImageNet's mean and std whatever
+  the data set. It runs in the workers on PIL images, torchvision's and timm's own transforms composed as released
+  (``released_lt_transform``), their global random generators seeded per item.
+- ``kang``: Kang et al.'s classifier-balancing data loader: RandomResizedCrop(224, scale 0.08-1, ratio 3/4-4/3),
+  horizontal flip, ColorJitter(c, c, c, 0), normalised with the recipe's mean and std. The crop and flip run in
+  the workers; ColorJitter applies brightness, contrast and saturation in that fixed order (torchvision draws a
+  random order per image), batched on the device.
+
+Testing is the same for both: Resize(256), CenterCrop(224), the recipe's mean and std.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
+import random
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
@@ -39,6 +51,11 @@ from ..io import DataError
 # (benchmarks/input_pipeline.py); README, "ImageNet-LT, Places-LT and iNaturalist 2018", notes the move to come.
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision are deprecated",
                         category=DeprecationWarning)
+
+
+AUGMENTS = ("released_lt", "kang")
+# The released training normalisation, whatever the data set (data/dataloader.py, get_data_transform: `normalize`).
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def read_image(root: str | Path, image_list: ImageList, index: int) -> torch.Tensor:
@@ -81,15 +98,73 @@ def random_resized_crop(rng: np.random.Generator, height: int, width: int, scale
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+def _reflect_pad_4(x: torch.Tensor) -> torch.Tensor:
+    """The released Lambda: F.pad(x.unsqueeze(0), (4, 4, 4, 4), mode='reflect').squeeze()."""
+    return torch.nn.functional.pad(x.unsqueeze(0), (4, 4, 4, 4), mode="reflect").squeeze()
+
+
+def released_lt_transform(image_size: int, mean: tuple[float, ...]) -> T.Compose:
+    """The released training transform up to its ToTensor, PIL image -> PIL image (data/dataloader.py,
+    get_data_transform('train')): its float round trip (ToTensor, reflect pad, ToPILImage, which truncates x * 255),
+    RandomResizedCrop, flip, ColorJitter(0.4, 0.4, 0.4, 0) and timm's RandAugment, whose translate_const is
+    int(224 * 0.45) there: int(image_size * 0.45) here, the same at 224. Draws from the global generators of
+    torch, random and numpy (TrainImages seeds them per item)."""
+    from timm.data.auto_augment import rand_augment_transform  # timm's RandAugment, as the released copy of it
+
+    ra_params = dict(translate_const=int(image_size * 0.45), img_mean=tuple(min(255, round(255 * x)) for x in mean))
+    return T.Compose([
+        T.ToTensor(), T.Lambda(_reflect_pad_4), T.ToPILImage(),
+        T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(),
+        T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0),
+        rand_augment_transform("rand-n2-m10-mstd0.5", ra_params),
+    ])
+
+
+@contextlib.contextmanager
+def seeded_global_generators(seeds: np.ndarray):
+    """Seed torch's CPU generator, random's and numpy's legacy one from three seeds, and put back their states
+    after: an item's draws follow from its seeds alone, and the training process's own draws are untouched."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seeds[0]))
+        random.seed(int(seeds[1]))
+        np.random.seed(int(seeds[2]))
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
 @dataclasses.dataclass
 class TrainImages(Dataset):
-    """Training items: item (index, epoch, position) -> (uint8 (3, S, S) crop, label, jitter factors (3,))."""
+    """Training items: item (index, epoch, position) -> (uint8 (3, S, S) image, label, jitter factors (3,)).
+
+    ``augment`` (AUGMENTS): released_lt returns the fully augmented image (jitter factors 1: nothing is left for
+    the device but normalising with ``normalisation``); kang returns the crop and the ColorJitter factors that
+    ``prepare`` applies on the device. ``mean``: the data set's mean, released_lt's RandAugment fill."""
 
     root: str | Path
     image_list: ImageList
     seed: int
     image_size: int
     color_jitter: float
+    augment: str
+    mean: tuple[float, ...] = IMAGENET_MEAN
+
+    def __post_init__(self):
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"augment '{self.augment}' is not one of {', '.join(AUGMENTS)}")
+        self._released = released_lt_transform(self.image_size, self.mean) if self.augment == "released_lt" else None
+
+    @property
+    def jitters_on_device(self) -> bool:
+        """Whether ``prepare`` has ColorJitter left to apply (kang with a non-zero colour jitter)."""
+        return self._released is None and bool(self.color_jitter)
+
+    def normalisation(self, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[tuple, tuple]:
+        """The training images' mean and std: ImageNet's for released_lt (as released), else the recipe's."""
+        return (IMAGENET_MEAN, IMAGENET_STD) if self._released is not None else (tuple(mean), tuple(std))
 
     def __len__(self) -> int:
         return len(self.image_list.images)
@@ -98,12 +173,17 @@ class TrainImages(Dataset):
         index, epoch, position = item
         rng = np.random.default_rng([self.seed, epoch, position])
         image = read_image(self.root, self.image_list, index)
+        label = int(self.image_list.labels[index])
+        if self._released is not None:
+            with seeded_global_generators(rng.integers(0, 2**32, size=3)):
+                augmented = self._released(TF.to_pil_image(image))
+            return TF.pil_to_tensor(augmented), label, torch.ones(3)
         top, left, h, w = random_resized_crop(rng, image.shape[-2], image.shape[-1])
         crop = TF.resized_crop(image, top, left, h, w, [self.image_size, self.image_size], antialias=True)
         if rng.random() < 0.5:
             crop = crop.flip(-1)
         jitter = rng.uniform(1 - self.color_jitter, 1 + self.color_jitter, size=3) if self.color_jitter else np.ones(3)
-        return crop, int(self.image_list.labels[index]), torch.as_tensor(jitter, dtype=torch.float32)
+        return crop, label, torch.as_tensor(jitter, dtype=torch.float32)
 
 
 @dataclasses.dataclass

@@ -5,7 +5,7 @@ The step is the CIFAR one (engine.train_step with loss.GradientStatistics's O(C)
 engine.SGD), on a group of one, and so is the loop (bagmar.training.loop: checkpoints and resume, history, progress, the
 non-finite check); the result is a loop.TrainResult, saved in the same files, so evaluation, the tables and the
 report read an image-list training exactly as a CIFAR one. What differs is where the steps come from: JPEGs
-decoded and cropped by DataLoader workers (bagmar.data.image_data), colour jitter and normalisation on the device, and
+decoded and augmented by DataLoader workers (bagmar.data.image_data), normalisation on the device, and
 in a data-parallel training each rank's share of every global batch (bagmar.training.distributed).
 
 A killed training resumes from its newest checkpoint and ends with the same weights, bit for bit on the CPU
@@ -106,7 +106,9 @@ class _ImageListSteps:
         self.stats = (GlobalStatistics(num_classes, device, world, keep_matrix=keep_matrix) if world.distributed
                       else StackedStatistics(num_classes, device, members=1, keep_matrix=keep_matrix))
         self.terms = LossTerms([recipe], np.bincount(self.labels, minlength=num_classes), device)
-        self.train_images = TrainImages(root, train_list, recipe.seed, recipe.image_size, recipe.color_jitter)
+        self.train_images = TrainImages(root, train_list, recipe.seed, recipe.image_size, recipe.color_jitter,
+                                        recipe.augment, recipe.mean)
+        self.train_mean, self.train_std = self.train_images.normalisation(recipe.mean, recipe.std)
         self.test_images = TestImages(root, test_list, recipe.image_size, recipe.resize_size)
         self.test_labels = torch.as_tensor(test_list.labels, device=device)
         self.loss_sum, self.correct = torch.zeros(1, device=device), torch.zeros(1, dtype=torch.int64, device=device)
@@ -128,8 +130,8 @@ class _ImageListSteps:
         order = epoch_order(self.labels, self.num_classes, recipe.seed, epoch, recipe.sampler, recipe.samples_per_class)
         for step, (images, y, jitter) in enumerate(train_loader(self.train_images, order, epoch, recipe.batch_size,
                                                                  self.workers, device, self.world)):
-            x = prepare(images.to(device, non_blocking=True), recipe.mean, recipe.std,
-                        jitter.to(device, non_blocking=True) if recipe.color_jitter else None)
+            x = prepare(images.to(device, non_blocking=True), self.train_mean, self.train_std,
+                        jitter.to(device, non_blocking=True) if self.train_images.jitters_on_device else None)
             y = y.to(device, non_blocking=True)
             loss, logits = train_step(self.stacked, self.optimizer, self.stats, x[None], y[None], self.terms,
                                       recipe.precision)

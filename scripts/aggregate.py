@@ -10,7 +10,7 @@ with log_to(snakemake.log[0]):
     table = over_seeds(summary)
     p = snakemake.params
     comparison = paper_comparison(table, p.headline_variant, p.paper)
-    methods = methods_table(table, p.variants, p.losses, p.published, p.headline_variant, p.paper)
+    methods = methods_table(table, p.variants, p.losses, p.published, p.headline_variant, p.paper, p.recipes)
     for frame, path in [(sweeps, snakemake.output.evaluations), (summary, snakemake.output.summary),
                         (table, snakemake.output.table), (comparison, snakemake.output.comparison),
                        (methods, snakemake.output.methods)]:

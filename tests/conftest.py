@@ -54,12 +54,17 @@ def demo_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def seeds_run(tmp_path_factory) -> Path:
-    """The demo config changed to SEEDS_RUN, run to the end in a fresh copy of the project."""
+    """The demo config changed to SEEDS_RUN, run to the end in a fresh copy of the project: its trainings fused,
+    and one more, LDAM-DRW under its released recipe, which trains alone."""
     workdir = copy_project(tmp_path_factory.mktemp("seeds"))
     edit_config(workdir / "config" / "demo.yaml", lambda c: (
         c.update({key: SEEDS_RUN[key] for key in ("imbalance_factors", "seeds", "fusion")}),
-        c["recipe"].update(epochs=SEEDS_RUN["epochs"])))
-    assert planned_jobs(workdir, "--configfile", "config/demo.yaml")["train"] == len(SEEDS_RUN["imbalance_factors"])
+        c["recipe"].update(epochs=SEEDS_RUN["epochs"]),
+        c["trainings"].update(LDAM_DRW_released=SEEDS_RUN["alone"]),
+        c["variants"].update(LDAM_DRW_released={"training": "LDAM_DRW_released", "evaluation": "plain"})))
+    planned = planned_jobs(workdir, "--configfile", "config/demo.yaml")
+    assert planned["train"] == len(SEEDS_RUN["imbalance_factors"])
+    assert planned["train_alone"] == len(SEEDS_RUN["imbalance_factors"]) * len(SEEDS_RUN["seeds"])
     run = snakemake(workdir, "--configfile", "config/demo.yaml")
     assert run.returncode == 0, run.stdout + run.stderr
     return workdir

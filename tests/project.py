@@ -13,7 +13,9 @@ ROOT = Path(__file__).parents[1]
 # The seeds run (tests/conftest.py): the demo at one imbalance factor, 2 seeds of 2 epochs, every
 # training and seed of one imbalance factor fused into one job. Reporting (mean ± std over seeds) and fusion are
 # both tested on it.
-SEEDS_RUN = {"imbalance_factors": [100], "seeds": [0, 1], "epochs": 2, "fusion": "trainings_and_seeds"}
+SEEDS_RUN = {"imbalance_factors": [100], "seeds": [0, 1], "epochs": 2, "fusion": "trainings_and_seeds",
+             # a training with a named recipe: alone under fusion, its own epochs (the recipe warms up for 5)
+             "alone": {"loss": "ldam_drw", "recipe": "ldam_drw_released", "epochs": 6}}
 PROJECT_FILES = [".gitignore", "main.py", "Snakefile", "workflow", "scripts", "src", "templates", "config", "profiles", "envs", "README.md"]
 
 

@@ -182,3 +182,47 @@ def test_the_item_seeds_leave_the_training_processs_generators_alone(photos):
     assert np.array_equal(np.random.get_state()[1], states[2])
     torch.manual_seed(99), random.seed(99), np.random.seed(99)  # whatever the process drew before
     assert torch.equal(images[2, 1, 5][0], first)
+
+
+def released_ldam_drw_rate(epoch: int, lr: float = 0.1) -> float:
+    """kaidic/LDAM-DRW, cifar_train.py, adjust_learning_rate (lines 366-378), copied; called as
+    `for epoch in range(args.start_epoch, args.epochs): adjust_learning_rate(optimizer, epoch, args)` (lines
+    183-184) with --lr 0.1 (line 50) and --epochs 200 (line 43)."""
+    epoch = epoch + 1
+    if epoch <= 5:
+        lr = lr * epoch / 5
+    elif epoch > 180:
+        lr = lr * 0.0001
+    elif epoch > 160:
+        lr = lr * 0.01
+    else:
+        lr = lr
+    return lr
+
+
+def test_the_released_ldam_drw_recipe_is_kaidics_every_epoch():
+    """Its schedule epoch by epoch over the released 200, and the rest of the recipe from cifar_train.py: -b 128
+    (line 47), --wd 2e-4 (line 54), --momentum 0.9 (line 52), RandomCrop(32, padding=4) and a flip only (lines
+    141-146); DRW from 0-based epoch 160 (line 201, idx = epoch // 160), i.e. after 80 % of the epochs."""
+    from bagmar.config.recipe import Recipe, learning_rate, named_recipe
+    from bagmar.method.baselines import drw_active
+
+    recipe = Recipe(**{**named_recipe("ldam_drw_released"), "epochs": 200, "loss": "ldam_drw"})
+    ours = [learning_rate(e, recipe) for e in range(1, 201)]
+    assert ours == pytest.approx([released_ldam_drw_rate(e) for e in range(200)], rel=1e-12, abs=0)
+    assert (recipe.batch_size, recipe.weight_decay, recipe.momentum) == (128, 2e-4, 0.9)
+    assert (recipe.padding, recipe.autoaugment, recipe.cutout_size) == (4, "none", 0)
+    assert [drw_active(e, 200, recipe.drw_after) for e in range(1, 201)] == [(e - 1) // 160 == 1 for e in range(1, 201)]
+
+
+def test_the_named_recipes_are_valid_recipe_settings():
+    """Each named recipe's keys and values pass the schema's `recipe` (types, ranges, allowed values)."""
+    import jsonschema
+
+    from bagmar.config.recipe import named_recipe, recipe_names, schema
+
+    properties = schema()["properties"]["recipe"]
+    for name in recipe_names()[1:]:
+        jsonschema.validate(named_recipe(name), properties)
+    training_enum = schema()["definitions"]["training"]["properties"]["recipe"]["enum"]
+    assert tuple(training_enum) == recipe_names()

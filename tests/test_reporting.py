@@ -84,7 +84,10 @@ def test_every_cell_of_the_methods_table_is_recomputed_from_the_per_seed_files(t
                 assert row[f"{column}_std"] == pytest.approx(values.std(ddof=1)), (variant, factor, column)
             cells.append(cell(final["top1"].mean(), final["top1"].std(ddof=1), len(SEEDS)))
         rule = {"plain": "plain", "pn": "PN τ=1", "logit_adjustment": "post-hoc LA τ=1", "tau_norm": "τ-norm τ=1"}
-        line = f"| {variant} | {spec['training']} | {rule[spec['evaluation']]} | " + " | ".join(cells) + " |"
+        recipe = config["trainings"][spec["training"]].get("recipe", "shared")  # the run has two: a Recipe column
+        assert row["recipe"] == recipe
+        line = (f"| {variant} | {spec['training']} | {rule[spec['evaluation']]} | {recipe} | " + " | ".join(cells)
+                + " |")
         assert line in rendered.splitlines(), line
 
 

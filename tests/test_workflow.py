@@ -25,10 +25,11 @@ def test_paper_config_plans_the_paper_dag(tmp_path):
     assert len(config["seeds"]) == 3 and config["fusion"] == "trainings_and_seeds"
     once = {"cifar100_dataset": 1, "split": 4, "aggregate": 1, "render": 1, "readme": 1, "plots": 1, "all": 1}
     trainings = len(config["trainings"])
-    assert set(config["trainings"]) == {"ce", "BaGMar", "BaGMar_pn", "LA", "LDAM_DRW"}
+    assert set(config["trainings"]) == {"ce", "BaGMar", "BaGMar_pn", "LA", "LDAM_DRW", "LDAM_DRW_released"}
     # one fused GPU job per imbalance factor: 5 trainings x 3 seeds; one evaluation job per group, evaluating
-    # each model under every variant of its training (ce: plain, PN, post-hoc LA, tau-norm)
-    assert planned_jobs(workdir) == {**once, "train": 4, "evaluate": 4}
+    # each model under every variant of its training (ce: plain, PN, post-hoc LA, tau-norm); LDAM-DRW under its
+    # released recipe trains alone, one job per imbalance factor and seed
+    assert planned_jobs(workdir) == {**once, "train": 4, "evaluate": 4, "train_alone": 12, "evaluate_alone": 12}
     edit_config(workdir / "config" / "config.yaml", lambda c: c.update(seeds=[0], fusion="none"))
     assert planned_jobs(workdir, "--configfile", "config/config.yaml") == {**once, "train": trainings * 4,
                                                                            "evaluate": trainings * 4}
@@ -43,22 +44,26 @@ def planned_trainings(workdir, *args) -> dict[str, list[str]]:
     for rule, body in jobs:
         fields = dict(re.findall(r"^\s+(\w+): (.*)$", body, re.M))
         if "output" in fields and "/train/" in fields["output"]:
-            assert rule == "train", rule
+            # the fused (or single) groups; under fusion, a training with a named recipe of its own trains alone
+            assert rule == ("train_alone" if "group=LDAM_DRW_released/" in fields["wildcards"] and
+                            "fusion=none" not in args else "train"), (rule, fields["wildcards"])
             plan[fields["wildcards"]] = fields["output"].split(", ")
     return plan
 
 
 def test_one_training_rule_whatever_the_fusion_and_the_same_files(tmp_path):
-    """The paper plan: one rule `train` over {group}; 60, 12 or 4 jobs; every member's files at one path."""
+    """The paper plan: one rule `train` over {group}, 60, 12 or 4 jobs of the five fused trainings; LDAM-DRW under
+    its released recipe alone (`train_alone`, 12 jobs) under fusion; every member's files at one path."""
     workdir = copy_project(tmp_path)
     plans = {fusion: planned_trainings(workdir, "--config", f"fusion={fusion}")
              for fusion in ("none", "trainings", "trainings_and_seeds")}
-    assert {fusion: len(plan) for fusion, plan in plans.items()} == {"none": 60, "trainings": 12,
-                                                                      "trainings_and_seeds": 4}
+    assert {fusion: len(plan) for fusion, plan in plans.items()} == {"none": 72, "trainings": 12 + 12,
+                                                                      "trainings_and_seeds": 4 + 12}
     assert "group=BaGMar_pn/imba100/seed2" in plans["none"] and "group=imba100/seed2" in plans["trainings"]
     assert "group=imba100" in plans["trainings_and_seeds"]
+    assert "group=LDAM_DRW_released/imba100/seed2" in plans["trainings_and_seeds"]
     files = {fusion: sorted(f for outputs in plan.values() for f in outputs) for fusion, plan in plans.items()}
-    assert len(files["none"]) == 60 * 4 == len(set(files["none"]))
+    assert len(files["none"]) == 72 * 4 == len(set(files["none"]))
     assert files["none"] == files["trainings"] == files["trainings_and_seeds"]
     assert "results/cifar100_lt/train/ce/imba200/seed1/test_logits.npz" in files["none"]
 
@@ -74,11 +79,14 @@ def test_the_comparison_methods_are_trainings_and_evaluations_of_the_same_dag(tm
         losses = {t.get("loss", "bagmar") for t in config["trainings"].values()}
         assert losses == {"bagmar", "logit_adjusted", "ldam_drw"}
         plan = planned_trainings(workdir, "--configfile", configfile)
-        assert sorted(plan) == [f"group=imba{f}" for f in sorted(map(str, config["imbalance_factors"]))]
-        for group, outputs in plan.items():
+        fused_trainings = {name for name, t in config["trainings"].items() if "recipe" not in t}
+        fused = {group: outputs for group, outputs in plan.items() if not group.startswith("group=LDAM_DRW_released")}
+        assert sorted(fused) == [f"group=imba{f}" for f in sorted(map(str, config["imbalance_factors"]))]
+        for group, outputs in fused.items():
             trained = {path.split("/train/")[1].split("/")[0] for path in outputs}
-            assert trained == set(config["trainings"]), group
-            assert len(outputs) == 4 * len(config["trainings"]) * seeds
+            assert trained == fused_trainings, group
+            assert len(outputs) == 4 * len(fused_trainings) * seeds
+        assert len(plan) - len(fused) == (len(config["trainings"]) - len(fused_trainings)) * seeds * len(fused)
 
 
 def test_demo_runs_the_whole_dag_and_fills_the_readme(demo):
@@ -242,10 +250,13 @@ def test_fused_jobs_write_every_models_own_files(fused_demo):
     workdir = fused_demo
     results = workdir / "results" / "demo"
     factors, seeds = SEEDS_RUN["imbalance_factors"], SEEDS_RUN["seeds"]
-    trainings = list(yaml.safe_load((workdir / "config" / "demo.yaml").read_text())["trainings"])
-    assert len(list((results / "train").glob("*/imba*/seed*/model.pt"))) == len(trainings) * len(factors) * len(seeds)
+    trainings = [name for name in yaml.safe_load((workdir / "config" / "demo.yaml").read_text())["trainings"]
+                 if name != "LDAM_DRW_released"]  # trains alone (below)
+    models = list((results / "train").glob("*/imba*/seed*/model.pt"))
+    assert len(models) == (len(trainings) + 1) * len(factors) * len(seeds)
     logs = sorted(str(p.relative_to(results / "logs" / "train")) for p in (results / "logs" / "train").rglob("*.log"))
-    assert logs == sorted(f"imba{f}.log" for f in factors)  # one per group, named after it
+    alone = [f"LDAM_DRW_released/imba{f}/seed{s}.log" for f in factors for s in seeds]
+    assert logs == sorted([f"imba{f}.log" for f in factors] + alone)  # one per group, named after it
     log = (results / "logs" / "train" / f"imba{factors[0]}.log").read_text()
     for training in trainings:
         for seed in seeds:
@@ -277,8 +288,10 @@ def test_fused_a_new_imbalance_factor_runs_only_its_split_and_group(fused_demo, 
         edit_config(workdir / "config" / "demo.yaml",
                     lambda c: c.update(imbalance_factors=[*SEEDS_RUN["imbalance_factors"], 50]))
 
-    assert rerun_plan(fused_demo, tmp_path, change) == {"split": 1, "train": 1, "evaluate": 1,
-                                                        "aggregate": 1, "render": 1, "readme": 1, "plots": 1, "all": 1}
+    alone = len(SEEDS_RUN["seeds"])  # the training with a named recipe: one job per seed at the new factor
+    assert rerun_plan(fused_demo, tmp_path, change) == {"split": 1, "train": 1, "evaluate": 1, "train_alone": alone,
+                                                        "evaluate_alone": alone, "aggregate": 1, "render": 1,
+                                                        "readme": 1, "plots": 1, "all": 1}
 
 
 def test_fused_jobs_still_take_the_gpu_one_at_a_time(tmp_path):
@@ -337,3 +350,23 @@ def test_a_loss_of_ones_own_plans_trains_and_reruns_when_its_code_changes(tmp_pa
     rerun = log.split("ce IF 100 seed 0: Recipe(")[-1]
     assert "belongs to other settings or data; not resuming from it" in rerun and "after epoch" not in rerun
     assert model.read_bytes() != before
+
+
+def test_a_training_with_a_named_recipe_trains_alone_under_it_and_the_methods_table_says_so(fused_demo):
+    """LDAM-DRW under its released recipe beside the fused group: its own job per seed, the recipe's learning rate
+    every epoch (bagmar.config.recipe.learning_rate), its own batches, and a Recipe column in the tables."""
+    from bagmar.config.recipe import Recipe, learning_rate, named_recipe
+
+    results = fused_demo / "results" / "demo"
+    epochs = SEEDS_RUN["alone"]["epochs"]
+    recipe = Recipe(**{**named_recipe("ldam_drw_released"), "epochs": epochs, "loss": "ldam_drw"})
+    for seed in SEEDS_RUN["seeds"]:
+        metrics = pd.read_csv(results / "train" / "LDAM_DRW_released" / "imba100" / f"seed{seed}" / "metrics.csv")
+        assert metrics["lr"].tolist() == pytest.approx([learning_rate(e, recipe) for e in range(1, epochs + 1)])
+        assert metrics["lr"].iloc[0] == pytest.approx(0.02) and metrics["lr"].iloc[-1] == pytest.approx(1e-5)
+    methods = pd.read_csv(results / "tables" / "methods.csv")
+    assert dict(zip(methods["variant"], methods["recipe"]))["LDAM_DRW_released"] == "ldam_drw_released"
+    assert set(methods.loc[methods["variant"] != "LDAM_DRW_released", "recipe"]) == {"shared"}
+    rendered = (results / "tables" / "results.md").read_text()
+    assert "| Variant | Training | Rule | Recipe |" in rendered
+    assert "| LDAM_DRW_released | LDAM_DRW_released | plain | ldam_drw_released |" in rendered

@@ -57,6 +57,11 @@ wildcard_constraints:
     group="|".join(re.escape(name) for name in LAYOUT.groups),
 
 
+def group_constraint(alone):
+    """The groups of one kind (bagmar.config.layout, Layout.kinds), for the rules of that kind."""
+    return "|".join(re.escape(name) for name in LAYOUT.group_names(alone))
+
+
 def code(script, *modules):
     """Rerun trigger: the fingerprint of what a job runs (bagmar.fingerprint), one short hash per module, with
     the user's own ``modules`` it runs (a loss of one's own).

@@ -3,19 +3,26 @@
 # the saved test outputs. Each member's files are the same paths whatever the fusion.
 
 
-rule evaluate:
-    input:
-        unpack(for_group(RUN.evaluation_inputs)),
-    output:
-        **LAYOUT.evaluation_outputs(),
-    log:
-        LAYOUT.group_log(stage="evaluate"),
-    benchmark:
-        LAYOUT.group_benchmark(stage="evaluate")
-    conda:
-        "../../envs/bagmar.yaml"
-    params:
-        members=for_group(RUN.evaluation_members),
-        code=code("evaluate.py"),
-    script:
-        "../../scripts/evaluate.py"
+# Two shapes of groups under fusion (bagmar.config.layout, Layout.kinds): a rule each.
+for alone in LAYOUT.kinds():
+
+    rule:
+        name:
+            "evaluate_alone" if alone else "evaluate"
+        input:
+            unpack(for_group(RUN.evaluation_inputs)),
+        output:
+            **LAYOUT.evaluation_outputs(alone),
+        log:
+            LAYOUT.group_log(stage="evaluate"),
+        benchmark:
+            LAYOUT.group_benchmark(stage="evaluate")
+        wildcard_constraints:
+            group=group_constraint(alone),
+        conda:
+            "../../envs/bagmar.yaml"
+        params:
+            members=for_group(RUN.evaluation_members),
+            code=code("evaluate.py"),
+        script:
+            "../../scripts/evaluate.py"

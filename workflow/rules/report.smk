@@ -37,6 +37,7 @@ rule aggregate:
         published=config["report"].get("published"),
         variants=config["variants"],
         losses=RUN.losses(),
+        recipes=RUN.recipe_names(),
         code=code("aggregate.py"),
     script:
         "../../scripts/aggregate.py"

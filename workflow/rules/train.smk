@@ -34,26 +34,33 @@ if RUN.image_lists:
             "../../scripts/train_image_list.py"
 
 else:
+    # Fused groups, and (under fusion) the groups of the trainings with a named recipe of their own, which train
+    # alone: two shapes of outputs, a rule each (bagmar.config.layout, Layout.kinds).
+    for alone in LAYOUT.kinds():
 
-    rule train:
-        input:
-            images=result("data/images.npz"),
-            indices=for_group(RUN.group_split),
-        output:
-            **LAYOUT.group_outputs(),
-        log:
-            LAYOUT.group_log(),
-        benchmark:
-            LAYOUT.group_benchmark()
-        conda:
-            "../../envs/bagmar.yaml"
-        threads: config["threads"]["train"]
-        resources:
-            gpu=1,
-        params:
-            members=for_group(RUN.group_members),
-            checkpoints=for_group(LAYOUT.group_checkpoints),
-            keep_matrix=RUN.keep_matrix,
-            code=lambda w: code("train.py", *RUN.loss_files(w.group)),
-        script:
-            "../../scripts/train.py"
+        rule:
+            name:
+                "train_alone" if alone else "train"
+            input:
+                images=result("data/images.npz"),
+                indices=for_group(RUN.group_split),
+            output:
+                **LAYOUT.group_outputs(alone),
+            log:
+                LAYOUT.group_log(),
+            benchmark:
+                LAYOUT.group_benchmark()
+            wildcard_constraints:
+                group=group_constraint(alone),
+            conda:
+                "../../envs/bagmar.yaml"
+            threads: config["threads"]["train"]
+            resources:
+                gpu=1,
+            params:
+                members=for_group(RUN.group_members),
+                checkpoints=for_group(LAYOUT.group_checkpoints),
+                keep_matrix=RUN.keep_matrix,
+                code=lambda w: code("train.py", *RUN.loss_files(w.group)),
+            script:
+                "../../scripts/train.py"

@@ -10,6 +10,10 @@ Every training is one (training config, imbalance factor, seed): a *member*. Mem
 - ``trainings``: all trainings of one imbalance factor and seed (one fused network on the GPU);
 - ``trainings_and_seeds``: all trainings and seeds of one imbalance factor (the paper run).
 
+A training that selects a named recipe of its own (``trainings.<name>.recipe``, bagmar.config.recipe.named_recipe)
+cannot share a fused network with the others (its batch, schedule or augmentation differ): under fusion it trains
+*alone*, one group per member as with ``none``. Its groups have their own shape, so their own rules.
+
 A member's files are the same paths whatever the grouping: ``train/<training>/imba<IF>/seed<seed>/``
 and ``eval/<training>/imba<IF>/seed<seed>/``. A group's name is the part of that directory which its
 members share (``ce/imba100/seed0``, ``imba100/seed0`` or ``imba100``), so one training rule and one
@@ -21,6 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+
+SHARED_RECIPE = "shared"  # a training's recipe when it names none: the run's own (config `recipe`)
 
 TRAINING_FILES = {"model": "model.pt", "logits": "test_logits.npz", "metrics": "metrics.csv",
                   "statistics": "statistics.npz"}
@@ -62,6 +68,9 @@ class Layout:
         self.results = f"results/{config['run_name']}"
         self.fusion = config.get("fusion", "none")  # the schema's default, for a config not yet validated
         self.trainings = list(config["trainings"])
+        own_recipe = [name for name, training in config["trainings"].items()
+                      if training.get("recipe", SHARED_RECIPE) != SHARED_RECIPE]
+        self.alone = own_recipe if self.fusion != "none" else []  # trainings that train alone under fusion
         read = {variant["training"] for variant in config.get("variants", {}).values()}
         self.evaluated = [training for training in self.trainings if training in read]  # trainings a variant reads
         self.imbalances = [imbalance_key(f) for f in config["imbalance_factors"]]
@@ -98,19 +107,29 @@ class Layout:
 
     def group_of(self, member: Member) -> str:
         """The name of the group that trains this member: the shared part of its members' directories."""
-        return "/".join(_MEMBER_DIR[key].format(**vars(member)) for key in FUSIONS[self.fusion])
+        shared = FUSIONS["none" if member.training in self.alone else self.fusion]
+        return "/".join(_MEMBER_DIR[key].format(**vars(member)) for key in shared)
+
+    def kinds(self) -> list[bool]:
+        """The shapes of this run's groups, each with its own rules: False for the fused (or, with fusion none,
+        single) groups, True for the groups of the trainings that train alone under fusion."""
+        return [alone for alone in (False, True) if self.group_names(alone)]
+
+    def group_names(self, alone: bool = False) -> list[str]:
+        """The groups of one kind (``kinds``), for the rules' wildcard constraint."""
+        return [name for name, members in self.groups.items() if (members[0].training in self.alone) == alone]
 
     def _order(self, member: Member) -> tuple:
         return (self.trainings.index(member.training), self.seeds.index(member.seed))
 
-    def _member_outputs(self, files: dict[str, str], stage: str, trainings: list[str]) -> dict[str, str]:
+    def _member_outputs(self, files: dict[str, str], stage: str, trainings: list[str], alone: bool) -> dict[str, str]:
         """A group rule's outputs in ``{group}``: ``<kind>_<i>`` is member i's file of that kind, over the
         members of ``trainings``.
 
-        Every group of a run has the same shape (its members differ only in the keys it does not share),
-        so member i of any group is the i-th of the keys the group does not fix, in config order.
+        Every group of one kind (``kinds``) has the same shape (its members differ only in the keys it does not
+        share), so member i of any group is the i-th of the keys the group does not fix, in config order.
         """
-        shared = FUSIONS[self.fusion]
+        shared = FUSIONS["none" if alone else self.fusion]
         free = [key for key in ("training", "seed") if key not in shared]
         values = {"training": trainings, "seed": self.seeds}
         outputs = {}
@@ -123,13 +142,17 @@ class Layout:
                 outputs[f"{kind}_{i}"] = self.path(stage, *parts, name)
         return outputs
 
-    def group_outputs(self) -> dict[str, str]:
-        """The training rule's outputs in ``{group}``: every member's TRAINING_FILES."""
-        return self._member_outputs(TRAINING_FILES, "train", self.trainings)
+    def group_outputs(self, alone: bool = False) -> dict[str, str]:
+        """The training rule's outputs in ``{group}``, for the groups of one kind: every member's TRAINING_FILES."""
+        return self._member_outputs(TRAINING_FILES, "train", self._of_kind(self.trainings, alone), alone)
 
-    def evaluation_outputs(self) -> dict[str, str]:
-        """The evaluation rule's outputs in ``{group}``: the EVALUATION_FILES of every evaluated member."""
-        return self._member_outputs(EVALUATION_FILES, "eval", self.evaluated)
+    def evaluation_outputs(self, alone: bool = False) -> dict[str, str]:
+        """The evaluation rule's outputs in ``{group}``, for the groups of one kind: the EVALUATION_FILES of every
+        evaluated member."""
+        return self._member_outputs(EVALUATION_FILES, "eval", self._of_kind(self.evaluated, alone), alone)
+
+    def _of_kind(self, trainings: list[str], alone: bool) -> list[str]:
+        return [training for training in trainings if (training in self.alone) == alone]
 
     def group_members(self, group: str) -> list[dict]:
         """What a training job trains: each member's keys, name and the names of its outputs."""

@@ -25,6 +25,8 @@ class RecipeError(UserError, ValueError):
 
 
 CONFIG_SCHEMA = Path(__file__).resolve().parent / "schema.yaml"  # shipped inside the package
+NAMED_RECIPES = Path(__file__).resolve().parent / "named_recipes.yaml"
+SHARED_RECIPE = "shared"  # a CIFAR training's recipe when it names none: the run's (bagmar.config.layout too)
 
 
 @functools.cache
@@ -32,6 +34,25 @@ def schema() -> dict:
     """The config schema (JSON Schema, draft 2020-12): keys, types, allowed values and defaults. Read once;
     callers copy what they change."""
     return yaml.safe_load(CONFIG_SCHEMA.read_text())
+
+
+@functools.cache
+def _named_recipes() -> dict:
+    return yaml.safe_load(NAMED_RECIPES.read_text())
+
+
+def recipe_names() -> tuple[str, ...]:
+    """What a CIFAR training's ``recipe`` may name: the run's shared recipe, or a named one."""
+    return (SHARED_RECIPE, *_named_recipes())
+
+
+def named_recipe(name: str | None) -> dict:
+    """The settings a named recipe puts over the run's recipe (named_recipes.yaml); none for the shared one."""
+    if name in (None, SHARED_RECIPE):
+        return {}
+    if name not in _named_recipes():
+        raise RecipeError(f"recipe '{name}' is not one of {', '.join(recipe_names())}")
+    return dict(_named_recipes()[name])
 
 
 def recipe_defaults() -> dict:
@@ -142,15 +163,49 @@ class Recipe(LossSettings):
     width: int = _PAPER["width"]  # ResNet-32's first-stage width
     padding: int = _PAPER["padding"]  # random-crop padding
     cutout_size: int = _PAPER["cutout_size"]
-    autoaugment: str = _PAPER["autoaugment"]  # the policy: "released" (the paper's code) or "torchvision"
+    autoaugment: str = _PAPER["autoaugment"]  # "released" (the paper's code), "torchvision" or "none"
     precision: str = _PAPER["precision"]  # "bfloat16": autocast of the forward pass; "float64": double throughout
+    schedule: str = _PAPER["schedule"]  # after the warm-up: "cosine" (SPEC §3) or "step" (learning_rate)
+    step_after: tuple[float, ...] = tuple(_PAPER["step_after"])
+    step_factors: tuple[float, ...] = tuple(_PAPER["step_factors"])
+
+    def __post_init__(self):
+        for key in ("step_after", "step_factors"):  # lists in a config; tuples here, so that the recipe stays hashable
+            object.__setattr__(self, key, tuple(float(v) for v in getattr(self, key)))
+        super().__post_init__()
+        if problems := schedule_problems(dataclasses.asdict(self)):
+            raise RecipeError("; ".join(problems))
+
+
+def schedule_problems(settings: dict) -> list[str]:
+    """A CIFAR recipe's schedule rules, one line each: Recipe refuses a recipe that breaks one, and the
+    configuration layer (bagmar.config) reports them per training before any job."""
+    found, after, factors = [], list(settings["step_after"]), list(settings["step_factors"])
+    if settings["schedule"] == "step":
+        if not after or len(after) != len(factors):
+            found.append(f"schedule step needs step_after and step_factors of the same length, one entry per step "
+                         f"(given {len(after)} and {len(factors)})")
+        elif after != sorted(set(after)):
+            found.append(f"step_after {after} must ascend")
+    elif after or factors:
+        found.append(f"step_after and step_factors are for schedule step; this schedule is {settings['schedule']}")
+    return found
 
 
 def learning_rate(epoch: int, recipe: Recipe) -> float:
-    """SPEC §3, for epoch = 1..E: linear warm-up from base to peak, then half a cosine to 0 at E."""
+    """SPEC §3, for epoch = 1..E: linear warm-up from base to peak, then half a cosine to 0 at E.
+
+    schedule step instead keeps peak_lr after the warm-up, times step_factors[i] from the first epoch after
+    step_after[i] * E (the released LDAM-DRW: x0.01 for epochs 161-180 of 200, x0.0001 from 181)."""
     warmup, epochs = recipe.warmup_epochs, recipe.epochs
     if epoch < warmup:
         return recipe.base_lr + (recipe.peak_lr - recipe.base_lr) * (epoch - 1) / (warmup - 1)
+    if recipe.schedule == "step":
+        factor = 1.0
+        for after, step_factor in zip(recipe.step_after, recipe.step_factors):
+            if epoch > after * epochs:
+                factor = step_factor
+        return recipe.peak_lr * factor
     return recipe.peak_lr * (1 + math.cos(math.pi * (epoch - warmup) / max(epochs - warmup, 1))) / 2
 
 

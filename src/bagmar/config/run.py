@@ -16,12 +16,14 @@ from ..data.image_lists import miniature_imbalance_factor
 from ..evaluation.evaluate import POST_HOC  # the evaluations that sweep tau
 from ..io import UserError
 from .layout import Layout, Member, imbalance_key
-from .recipe import (CONFIG_SCHEMA, FUSABLE, LOSS_SETTINGS, Recipe, RecipeError, image_list_problems, is_user_loss,
-                      loss_settings, schema, training_defaults, user_loss, user_loss_file)
+from .recipe import (CONFIG_SCHEMA, FUSABLE, LOSS_SETTINGS, SHARED_RECIPE, Recipe, RecipeError, image_list_problems,
+                     is_user_loss, loss_settings, named_recipe, schedule_problems, schema, training_defaults, user_loss,
+                     user_loss_file)
 
 STAGE1_TRAINING = "training:"  # a stage1 naming another training of the run, not a file
-# What a CIFAR training may set: its Recipe's fields (the schema's training definition lists image-list keys too).
-CIFAR_TRAINING_KEYS = frozenset(field.name for field in dataclasses.fields(Recipe))
+# What a CIFAR training may set: its Recipe's fields, and a named recipe (the schema's training definition lists
+# image-list keys too).
+CIFAR_TRAINING_KEYS = frozenset(field.name for field in dataclasses.fields(Recipe)) | {"recipe"}
 # Resources of the train rule that a training on several nodes sets itself (Run.training_resources).
 MULTI_NODE_RESOURCES = frozenset({"gpu", "gpu_model", "gres", "nodes", "tasks", "mpi"})
 
@@ -146,8 +148,15 @@ class Run:
         settings = self.config["trainings"][training]
         loss = settings.get("loss", defaults["loss"])
         own = {key: defaults[key] for key in ("loss", *loss_settings(loss))}
-        shared = self.config["image_list_recipe"] if self.image_lists else self.config["recipe"]
-        return {**shared, **own, **settings, "seed": int(seed)}
+        if self.image_lists:
+            return {**self.config["image_list_recipe"], **own, **settings, "seed": int(seed)}
+        named = named_recipe(settings.get("recipe"))  # a named recipe's settings over the run's
+        settings = {key: value for key, value in settings.items() if key != "recipe"}
+        return {**self.config["recipe"], **named, **own, **settings, "seed": int(seed)}
+
+    def recipe_names(self) -> dict[str, str]:
+        """Each training's recipe: the run's shared one, or the named one it selects (the methods table's)."""
+        return {name: training.get("recipe", SHARED_RECIPE) for name, training in self.config["trainings"].items()}
 
     def losses(self) -> dict[str, str]:
         """Each training's loss."""
@@ -337,7 +346,8 @@ class _Checks:
             return []
         return [f"trainings.{name}.{key}: fused trainings share every recipe setting but their loss and its "
                 f"settings (fusion: {fusion}); set recipe.{key} for all, or fusion: none"
-                for name, training in self.config["trainings"].items() for key in sorted(training.keys() - set(FUSABLE))]
+                for name, training in self.config["trainings"].items() if name not in self.run.layout.alone
+                for key in sorted(training.keys() - set(FUSABLE))]  # a named recipe's training trains alone
 
     def cifar_rules(self) -> list[str]:
         """The CIFAR recipe's rules (CIFAR-10/100 and the synthetic set)."""
@@ -357,6 +367,17 @@ class _Checks:
                          f"allowed: 1 to {smallest}")
         if recipe["warmup_epochs"] > recipe["epochs"]:
             found.append(f"recipe.warmup_epochs ({recipe['warmup_epochs']}) exceeds recipe.epochs ({recipe['epochs']})")
+        found += [f"recipe: {problem}" for problem in schedule_problems(recipe)]
+        for name, training in config["trainings"].items():
+            if training.get("recipe", SHARED_RECIPE) == SHARED_RECIPE:
+                continue  # the run's recipe, checked above
+            trained, where = run.training_recipe(name, 0), f"trainings.{name} (recipe {training['recipe']})"
+            if trained["warmup_epochs"] > trained["epochs"]:
+                found.append(f"{where}: warmup_epochs ({trained['warmup_epochs']}) exceeds epochs "
+                             f"({trained['epochs']}); train more epochs")
+            if trained["batch_size"] > smallest:
+                found.append(f"{where}: batch_size ({trained['batch_size']}) is larger than the smallest long-tailed "
+                             f"split ({smallest} images)")
         return found
 
     def image_list_rules(self) -> list[str]:
@@ -371,6 +392,10 @@ class _Checks:
             found.append(f"imbalance_factors: {run.dataset}'s split is its training list, whose largest class over "
                          f"its smallest is {run.list_imbalance:g}; set imbalance_factors: [{run.list_imbalance:g}]")
         for training in config["trainings"]:
+            if "recipe" in config["trainings"][training]:
+                found.append(f"trainings.{training}.recipe names a CIFAR recipe; an image-list training sets its "
+                             "settings itself (over image_list_recipe)")
+                continue
             found += self.image_list_training(training, run.training_recipe(training, 0))
         return found
 

@@ -51,7 +51,7 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 
 FILL = 128.0  # SPEC §3: fill value of the geometric ops
-POLICIES = ("torchvision", "released")  # train_augment's `policy`: see the module docstring
+POLICIES = ("torchvision", "released", "none")  # train_augment's `policy`: see the module docstring
 # torchvision's AutoAugmentPolicy.CIFAR10: 25 sub-policies of two (name, probability, magnitude bin).
 # Written out rather than imported: importing torchvision costs every training job over a second;
 # tests/test_augment.py checks this table against torchvision's. The released CIFAR10Policy has the same table
@@ -105,7 +105,8 @@ def train_augment(
     one of the 25 AutoAugment CIFAR10 sub-policies per image (uniform choice, each op applied with its own
     probability, magnitudes and signs as `policy` draws them, fill 128 for geometric ops): `policy="torchvision"`
     is torchvision's AutoAugmentPolicy.CIFAR10 (NEAREST interpolation), `policy="released"` the released code's
-    PIL CIFAR10Policy (see the module docstring); scale to [0,1]; Cutout: one cutout_size x cutout_size hole
+    PIL CIFAR10Policy (see the module docstring), `policy="none"` none (the draws are made all the same, so that
+    the crop and flip are those of the other policies); scale to [0,1]; Cutout: one cutout_size x cutout_size hole
     centred at a uniform pixel, clipped at the border, set to 0; normalise with CIFAR_MEAN/CIFAR_STD.
     """
     if policy not in POLICIES:
@@ -117,7 +118,7 @@ def train_augment(
         op, magnitude = _policy_ops(draw.policy, draw.prob, draw.sign, h, w)
         for slot in range(2):
             x = _apply_ops(x, op[:, slot], magnitude[:, slot])
-    else:
+    elif policy == "released":
         op, arguments = _released_ops(draw.policy, draw.prob, draw.sign, h, w)
         for slot in range(2):
             x = _apply_released_ops(x, op[:, slot], arguments[:, slot])

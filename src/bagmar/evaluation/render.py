@@ -63,7 +63,7 @@ def methods_rows(methods: pd.DataFrame) -> tuple[list[float], list[dict], list[d
                           "published": f"{r['published_top1']:g} [{number}]" if number else "–"})
         first = frame.iloc[0]
         rows.append({"variant": variant, "training": first["training"], "rule": rule(first["evaluation"]),
-                     "cells": cells})
+                     "recipe": _text(first.get("recipe", "shared")) or "shared", "cells": cells})
     return factors, rows, list(sources.values())
 
 
@@ -114,6 +114,7 @@ def render_results(table: pd.DataFrame, comparison: pd.DataFrame, methods: pd.Da
         n_seeds=int(table["n_seeds"].max()),
         factors=factors,
         methods=method_rows,
+        recipes=sorted({m["recipe"] for m in method_rows}),
         sources=sources,
         data_note=data_note,
     )

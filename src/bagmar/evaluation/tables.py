@@ -68,10 +68,13 @@ def paper_comparison(table: pd.DataFrame, variant: str, paper: dict | None) -> p
 
 
 def methods_table(table: pd.DataFrame, variants: dict[str, dict], losses: dict[str, str], published: dict | None,
-                  headline_variant: str, paper: dict | None) -> pd.DataFrame:
+                  headline_variant: str, paper: dict | None, recipes: dict[str, str] | None = None) -> pd.DataFrame:
     """The comparison of methods: every variant (a training's loss under an evaluation rule) at every
     imbalance factor, with every column of ``table`` (final-epoch top-1 and shot groups, mean ± std over
     seeds; the test-selected best epoch), and the method's published figure where a source gives one.
+
+    ``recipes`` maps a training to the recipe it trained under (bagmar.config.recipe.named_recipe; "shared", the
+    run's own, for a training not in it), the ``recipe`` column.
 
     ``published`` maps variant -> imbalance factor -> {top1, source, note}; the headline variant's
     published figure is the paper's tau = 1 number (``paper``), so that it is written in one place.
@@ -79,6 +82,7 @@ def methods_table(table: pd.DataFrame, variants: dict[str, dict], losses: dict[s
     rows = table.copy()
     rows.insert(1, "training", rows["variant"].map(lambda v: variants[v]["training"]))
     rows.insert(2, "loss", rows["training"].map(losses))
+    rows.insert(3, "recipe", rows["training"].map(lambda t: (recipes or {}).get(t, "shared")))
     published = {v: {float(f): entry for f, entry in by_factor.items()} for v, by_factor in (published or {}).items()}
     for factor, numbers in (paper or {}).items():
         if "tau1" not in numbers:  # a paper that gives only its tuned-tau figure for this data set

@@ -12,29 +12,41 @@ ROOT = Path(__file__).parents[1]
 PAPER = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
 
-@pytest.mark.parametrize("fusion, groups, size", [("none", 60, 1), ("trainings", 12, 5), ("trainings_and_seeds", 4, 15)])
-def test_every_training_is_in_exactly_one_group(fusion, groups, size):
+# The paper run: five fused trainings, and LDAM_DRW_released, which selects a named recipe and trains alone under
+# fusion (one group per member, as with fusion none).
+ALONE = 12  # LDAM_DRW_released x 4 imbalance factors x 3 seeds
+
+
+@pytest.mark.parametrize("fusion, groups, sizes", [("none", 72, {1}), ("trainings", 12 + ALONE, {5, 1}),
+                                                   ("trainings_and_seeds", 4 + ALONE, {15, 1})])
+def test_every_training_is_in_exactly_one_group(fusion, groups, sizes):
     layout = Layout({**PAPER, "fusion": fusion})
     members = layout.members()
-    assert len(layout.groups) == groups and {len(m) for m in layout.groups.values()} == {size}
-    assert len(members) == len(set(members)) == 5 * 4 * 3  # trainings x imbalance factors x seeds
+    assert len(layout.groups) == groups and {len(m) for m in layout.groups.values()} == sizes
+    assert len(members) == len(set(members)) == 6 * 4 * 3  # trainings x imbalance factors x seeds
+    assert layout.alone == ([] if fusion == "none" else ["LDAM_DRW_released"])
+    assert layout.kinds() == ([False] if fusion == "none" else [False, True])
     for group, group_members in layout.groups.items():
         assert all(layout.group_of(member) == group for member in group_members)
         # the group's name is the part of its members' directories that they share
         assert all(f"/{group}/" in layout.training_file("model", *vars(m).values()) for m in group_members)
+        # a group is of one kind: every member alone, or none
+        assert len({m.training in layout.alone for m in group_members}) == 1
 
 
 @pytest.mark.parametrize("fusion", ["none", "trainings", "trainings_and_seeds"])
 def test_the_rule_outputs_name_each_members_files(fusion):
     layout = Layout({**PAPER, "fusion": fusion})
-    outputs = layout.group_outputs()
-    for group in layout.groups:
-        for member in layout.group_members(group):
-            for kind, name in member["outputs"].items():
-                expected = layout.training_file(kind, member["training"], f"{member['imbalance_factor']:g}",
-                                                member["seed"])
-                assert outputs[name].replace("{group}", group) == expected
-    assert len(outputs) == len(next(iter(layout.groups.values()))) * len(TRAINING_FILES)
+    for alone in layout.kinds():
+        outputs = layout.group_outputs(alone)
+        groups = layout.group_names(alone)
+        for group in groups:
+            for member in layout.group_members(group):
+                for kind, name in member["outputs"].items():
+                    expected = layout.training_file(kind, member["training"], f"{member['imbalance_factor']:g}",
+                                                    member["seed"])
+                    assert outputs[name].replace("{group}", group) == expected
+        assert len(outputs) == len(layout.groups[groups[0]]) * len(TRAINING_FILES)
 
 
 @pytest.mark.parametrize("fusion", ["none", "trainings", "trainings_and_seeds"])
@@ -43,15 +55,16 @@ def test_the_evaluation_rule_outputs_name_each_evaluated_members_files(fusion):
     config = {**PAPER, "fusion": fusion, "variants": {k: v for k, v in PAPER["variants"].items() if k != "BaGMar"}}
     layout = Layout(config)
     assert "BaGMar" not in layout.evaluated and "BaGMar" in layout.trainings
-    outputs = layout.evaluation_outputs()
-    for group in layout.groups:
-        members = layout.evaluation_members(group)
-        assert [m["name"] for m in members] == [m.name for m in layout.groups[group] if m.training != "BaGMar"]
-        for member in members:
-            for kind, name in member["outputs"].items():
-                expected = layout.evaluation_file(kind, member["training"], f"{member['imbalance_factor']:g}",
-                                                  member["seed"])
-                assert outputs[name].replace("{group}", group) == expected
+    for alone in layout.kinds():
+        outputs = layout.evaluation_outputs(alone)
+        for group in layout.group_names(alone):
+            members = layout.evaluation_members(group)
+            assert [m["name"] for m in members] == [m.name for m in layout.groups[group] if m.training != "BaGMar"]
+            for member in members:
+                for kind, name in member["outputs"].items():
+                    expected = layout.evaluation_file(kind, member["training"], f"{member['imbalance_factor']:g}",
+                                                      member["seed"])
+                    assert outputs[name].replace("{group}", group) == expected
     assert layout.group_log("imba100", "evaluate") == "results/cifar100_lt/logs/evaluate/imba100.log"
 
 

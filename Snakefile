@@ -27,6 +27,7 @@ for data_rules in RUN.data_rules:
 
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/models.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -35,4 +36,5 @@ rule all:
     input:
         rules.render.output,
         rules.plots.output,
+        RUN.models(),
         rules.readme.output if config["report"]["readme"] else [],

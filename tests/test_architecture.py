@@ -12,6 +12,10 @@ DOORS = {
     "evaluation": {"data"},
     "config": {"data", "evaluation"},
     "training": {"config", "method", "data"},
+    "models": {"method", "data", "evaluation"},
+    # the package's front doors: bagmar.load_model and `python -m bagmar predict`
+    "__init__": {"models"},
+    "__main__": {"models"},
 }
 
 

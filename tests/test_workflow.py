@@ -370,3 +370,44 @@ def test_a_training_with_a_named_recipe_trains_alone_under_it_and_the_methods_ta
     rendered = (results / "tables" / "results.md").read_text()
     assert "| Variant | Training | Rule | Recipe |" in rendered
     assert "| LDAM_DRW_released | LDAM_DRW_released | plain | ldam_drw_released |" in rendered
+
+
+def test_every_training_of_the_demo_is_a_model_file_with_its_card(demo):
+    """model.safetensors and model.json beside every model.pt; each card's sha256 is its file's, and
+    bagmar.load_model on the test images gives the training's saved test logits."""
+    import numpy as np
+    import torch
+
+    import bagmar
+    from bagmar.data.long_tail import ImageSet
+    from bagmar.models.files import prepare_images, sha256
+
+    results = demo / "results" / "demo"
+    images = ImageSet.load(results / "data" / "images.npz")
+    test_images = torch.as_tensor(images.test_images).permute(0, 3, 1, 2)
+    cards = sorted(results.glob("train/*/imba*/seed*/model.json"))
+    assert len(cards) == len(list(results.glob("train/*/imba*/seed*/model.pt"))) == 5 * 4
+    sweeps = pd.read_csv(results / "tables" / "evaluations.csv")
+    for path in cards:
+        network, card = bagmar.load_model(path)
+        assert card["weights"]["sha256"] == sha256(path.with_name("model.safetensors"))
+        assert (card["training"], f"imba{card['imbalance_factor']:g}") == (path.parts[-4], path.parts[-3])
+        assert card["input"]["crop"] == 16 and len(card["class_prior"]) == 20 and card["code"]["train.py"]
+        with torch.no_grad():
+            logits = network(prepare_images(test_images, card)).numpy()
+        saved = np.load(path.with_name("test_logits.npz"))
+        assert np.allclose(logits, saved["logits"], rtol=1e-4, atol=1e-4), path
+        plain = sweeps[(sweeps["model"] == "final") & (sweeps["evaluation"] == "plain")
+                       & (sweeps["variant"] == card["training"]) & (sweeps["imbalance_factor"] == card["imbalance_factor"])]
+        if len(plain):  # the card's own figures are the evaluation's
+            assert card["figures"]["plain"]["top1"] == pytest.approx(plain["top1"].iloc[0])
+
+
+def test_the_model_files_add_only_their_own_jobs_to_a_finished_run(demo, tmp_path):
+    """Removing every model file plans one export job per training and the final target: nothing retrains."""
+    def change(workdir):
+        for path in [*workdir.glob("results/demo/train/*/imba*/seed*/model.safetensors"),
+                     *workdir.glob("results/demo/train/*/imba*/seed*/model.json")]:
+            path.unlink()
+
+    assert rerun_plan(demo, tmp_path, change) == {"export_model": 5 * 4, "all": 1}

@@ -33,6 +33,7 @@ def _check_package():
 
 _check_package()
 from bagmar.config import ConfigError, load  # noqa: E402
+from bagmar.config.layout import Member  # noqa: E402
 from bagmar.fingerprint import code_fingerprint  # noqa: E402
 
 # The train rule's resources that the command line or a profile's set-resources replace: a training on several
@@ -71,6 +72,12 @@ def code(script, *modules):
     The profiles leave Snakemake's own `code` trigger off: it compares a script's text, comments included.
     """
     return code_fingerprint(SCRIPTS / script, PACKAGE, *modules)
+
+
+def training_code(group):
+    """The code fingerprint of a training group's job (its rerun trigger, and its models' cards)."""
+    script = "train_image_list.py" if RUN.image_lists else "train.py"
+    return code(script, *RUN.loss_files(group))
 
 
 def for_group(method):

@@ -29,7 +29,7 @@ if RUN.image_lists:
             classes=RUN.num_classes,
             checkpoints=for_group(LAYOUT.group_checkpoints),
             keep_matrix=RUN.keep_matrix,
-            code=lambda w: code("train_image_list.py", *RUN.loss_files(w.group)),
+            code=lambda w: training_code(w.group),
         script:
             "../../scripts/train_image_list.py"
 
@@ -61,6 +61,6 @@ else:
                 members=for_group(RUN.group_members),
                 checkpoints=for_group(LAYOUT.group_checkpoints),
                 keep_matrix=RUN.keep_matrix,
-                code=lambda w: code("train.py", *RUN.loss_files(w.group)),
+                code=lambda w: training_code(w.group),
             script:
                 "../../scripts/train.py"

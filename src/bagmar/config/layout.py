@@ -31,6 +31,7 @@ SHARED_RECIPE = "shared"  # a training's recipe when it names none: the run's ow
 TRAINING_FILES = {"model": "model.pt", "logits": "test_logits.npz", "metrics": "metrics.csv",
                   "statistics": "statistics.npz"}
 EVALUATION_FILES = {"sweep": "tau_sweep.csv", "per_class": "per_class.csv"}
+MODEL_FILES = {"weights": "model.safetensors", "card": "model.json"}  # a training's model to hand out (export rule)
 FUSIONS = {  # fusion -> the member keys that a group shares (a leading slice of the member directory)
     "none": ("training", "imbalance", "seed"),
     "trainings": ("imbalance", "seed"),
@@ -91,6 +92,10 @@ class Layout:
     def training_file(self, kind: str, training="{training}", imbalance="{imbalance}", seed="{seed}") -> str:
         """One of a training's files (TRAINING_FILES), the same path whatever the fusion."""
         return self.path("train", training, f"imba{imbalance}", f"seed{seed}", TRAINING_FILES[kind])
+
+    def model_file(self, kind: str, training="{training}", imbalance="{imbalance}", seed="{seed}") -> str:
+        """One of a training's MODEL_FILES, beside its training files (written from them, after training)."""
+        return self.path("train", training, f"imba{imbalance}", f"seed{seed}", MODEL_FILES[kind])
 
     def evaluation_file(self, kind: str, training="{training}", imbalance="{imbalance}", seed="{seed}") -> str:
         """One of a training's evaluation files: every variant of that training, one block of rows each.

@@ -129,6 +129,8 @@ class Run:
         else:
             self.num_classes, self.per_class = REAL_DATASETS[self.dataset]
         self.keep_matrix = self.num_classes <= config["statistics_matrix_max_classes"]
+        # the side of the images a CIFAR-recipe network takes (the synthetic set's own; image lists: the recipe's crop)
+        self.image_size = (config["dataset"]["synthetic"]["image_size"] if self.dataset == "synthetic" else 32)
 
     @property
     def data_rules(self) -> list[str]:
@@ -249,6 +251,35 @@ class Run:
             }
             for member in self.layout.evaluation_members(group)
         ]
+
+    # ---------------------------------------------------------------- models to hand out
+
+    def model_inputs(self, training: str, imbalance: str, seed: str) -> dict[str, str]:
+        """What a model's export reads: its training's model and test outputs, and the split it trained on (the
+        class counts, and the file whose sha256 names the split: the indices, or the training list)."""
+        split = (self.layout.path("data", "lists", "train.txt") if self.image_lists
+                 else self.layout.split_file("indices.npy", imbalance))
+        return {"model": self.layout.training_file("model", training, imbalance, seed),
+                "logits": self.layout.training_file("logits", training, imbalance, seed),
+                "counts": self.layout.split_file("class_counts.json", imbalance), "split": split}
+
+    def model_about(self, training: str, imbalance: str, seed: str) -> dict:
+        """What a model's card says of its making (bagmar.models.files.export adds the rest)."""
+        recipe = self.training_recipe(training, seed)
+        for key in ("gpus", "nodes"):  # the job's processes, not the model's recipe
+            recipe.pop(key, None)
+        stage1 = self.stage1_model(training, imbalance, seed)
+        if stage1 is not None:
+            recipe["stage1"] = stage1
+        return {"name": Member(training, imbalance, seed).name, "run_name": self.config["run_name"],
+                "dataset": self.dataset, "training": training,
+                "imbalance_factor": float(imbalance), "seed": int(seed), "num_classes": self.num_classes,
+                "image_lists": self.image_lists, "image_size": self.image_size, "recipe": recipe}
+
+    def models(self) -> list[str]:
+        """Every training's model files (MODEL_FILES), for the final target."""
+        return [self.layout.model_file(kind, *astuple(member)) for member in self.layout.members()
+                for kind in ("weights", "card")]
 
     def each_training(self, kind: str) -> list[tuple[dict, str]]:
         """(keys, path) of one kind of training file, for every training of the run."""

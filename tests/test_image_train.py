@@ -168,3 +168,22 @@ def test_the_class_aware_order_visits_classes_in_shuffled_cycles_of_four_images(
                                                  samples_per_class=4))
     instance = epoch_order(labels, 5, seed=0, epoch=1, sampler="instance", samples_per_class=4)
     assert sorted(instance.tolist()) == list(range(len(labels)))
+
+
+def test_stage2_starts_from_a_stage1_checkpoint_in_the_released_layout(miniature, tmp_path):
+    """The paper's released save_model layout (state_dict_best: feat_model and classifier, DataParallel's module.
+    prefixes): the feature model loads, and stage 2 trains on it exactly as on the same weights as a state dict."""
+    root, train, test = miniature
+    stage1 = train_image_list(root, train, test, CLASSES, recipe(epochs=1), progress=quiet).model.state_dict()
+    feat = {f"module.{k}": v for k, v in stage1.items() if not k.startswith("fc.")}
+    classifier = {f"module.{k}": v for k, v in stage1.items() if k.startswith("fc.")}
+    torch.save({"epoch": 1, "best_epoch": 1, "state_dict_best": {"feat_model": feat, "classifier": classifier},
+                "best_acc": 0.25, "centroids": None}, tmp_path / "final_model_checkpoint.pth")
+    torch.save(stage1, tmp_path / "model.pt")
+    trained = {}
+    for name in ("final_model_checkpoint.pth", "model.pt"):
+        second = recipe(epochs=2, protocol="classifier_retraining", stage1=str(tmp_path / name), sampler="class_aware")
+        trained[name] = train_image_list(root, train, test, CLASSES, second, progress=quiet).model.state_dict()
+    assert states_equal(trained["final_model_checkpoint.pth"], trained["model.pt"])
+    assert all(torch.equal(trained["model.pt"][k], stage1[k]) for k in stage1 if k.endswith(".weight")
+               and not k.startswith("fc.") and "bn" not in k)

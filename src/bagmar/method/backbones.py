@@ -5,8 +5,9 @@
   and the classifier ``fc`` (a linear layer with bias; LDAM's cosine one for LDAM-DRW) under torchvision's own
   name for it, so that a torchvision state dict loads as it is;
 - ``load_stage1``: stage-1 weights from a file the user gives (``torch.load(weights_only=True)``; a full
-  state dict, or one under "state_dict" / "model"; a "module." prefix from DataParallel is dropped), every
-  missing or unexpected key reported by name;
+  state dict, or one under "state_dict" / "model", or the paper's released checkpoint layout, whose
+  ``state_dict_best`` holds the feature model and the classifier ``fc``; a "module." prefix from DataParallel is
+  dropped), every missing or unexpected key reported by name;
 - ``freeze_backbone``: stage 2 (classifier re-training on a frozen feature model) trains ``fc`` only; the
   backbone's BatchNorm either normalises with batch statistics and updates its running ones, as the released code
   does, or keeps the loaded statistics (eval mode).
@@ -84,6 +85,10 @@ def build(architecture: str, num_classes: int, width: int = TORCHVISION_WIDTH,
 
 def _state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     loaded = torch.load(path, map_location="cpu", weights_only=True)
+    best = loaded.get("state_dict_best") if isinstance(loaded, dict) else None
+    if isinstance(best, dict) and all(isinstance(best.get(n), dict) for n in ("feat_model", "classifier")):
+        # the paper's released layout (run_networks.py, save_model): torchvision-named feature model and fc
+        loaded = {**best["feat_model"], **best["classifier"]}
     for key in ("state_dict", "model"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]

@@ -25,7 +25,7 @@ def test_every_training_is_in_exactly_one_group(fusion, groups, sizes):
     assert len(layout.groups) == groups and {len(m) for m in layout.groups.values()} == sizes
     assert len(members) == len(set(members)) == 6 * 4 * 3  # trainings x imbalance factors x seeds
     assert layout.alone == ([] if fusion == "none" else ["LDAM_DRW_released"])
-    assert layout.kinds() == ([False] if fusion == "none" else [False, True])
+    assert layout.kinds() == (["fused"] if fusion == "none" else ["fused", "alone"])
     for group, group_members in layout.groups.items():
         assert all(layout.group_of(member) == group for member in group_members)
         # the group's name is the part of its members' directories that they share
@@ -37,9 +37,9 @@ def test_every_training_is_in_exactly_one_group(fusion, groups, sizes):
 @pytest.mark.parametrize("fusion", ["none", "trainings", "trainings_and_seeds"])
 def test_the_rule_outputs_name_each_members_files(fusion):
     layout = Layout({**PAPER, "fusion": fusion})
-    for alone in layout.kinds():
-        outputs = layout.group_outputs(alone)
-        groups = layout.group_names(alone)
+    for kind in layout.kinds():
+        outputs = layout.group_outputs(kind)
+        groups = layout.group_names(kind)
         for group in groups:
             for member in layout.group_members(group):
                 for kind, name in member["outputs"].items():
@@ -55,9 +55,9 @@ def test_the_evaluation_rule_outputs_name_each_evaluated_members_files(fusion):
     config = {**PAPER, "fusion": fusion, "variants": {k: v for k, v in PAPER["variants"].items() if k != "BaGMar"}}
     layout = Layout(config)
     assert "BaGMar" not in layout.evaluated and "BaGMar" in layout.trainings
-    for alone in layout.kinds():
-        outputs = layout.evaluation_outputs(alone)
-        for group in layout.group_names(alone):
+    for kind in layout.kinds():
+        outputs = layout.evaluation_outputs(kind)
+        for group in layout.group_names(kind):
             members = layout.evaluation_members(group)
             assert [m["name"] for m in members] == [m.name for m in layout.groups[group] if m.training != "BaGMar"]
             for member in members:

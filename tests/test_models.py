@@ -147,3 +147,109 @@ def test_predict_names_what_is_missing(tmp_path, exported):
     run = subprocess.run([sys.executable, "-m", "bagmar", "predict", "--model", str(exported[0]), "--images",
                           str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
     assert run.returncode == 1 and run.stderr.strip() == f"Error: {tmp_path / 'nowhere'}: no such folder or image list"
+
+
+# --------------------------------------------------------------------------- the released models through the DAG
+
+STAND_IN_FACTORS = (200, 10)
+
+
+@pytest.fixture(scope="module")
+def released_run(tmp_path_factory):
+    """config/released_models.yaml on stand-ins: random ResNet-32s written in the released layout at the config's
+    paths, tested on a generated CIFAR-100-shaped set (100 classes of 32 x 32 images); another run's paper-format
+    table in place for report.compare_with."""
+    import pandas as pd
+    import yaml
+    from project import copy_project, edit_config, snakemake
+
+    workdir = copy_project(tmp_path_factory.mktemp("released"))
+    config = yaml.safe_load((workdir / "config" / "released_models.yaml").read_text())
+    networks = {}
+    for factor in STAND_IN_FACTORS:
+        networks[factor] = random_resnet32(seed=factor)
+        path = workdir / config["trainings"]["released"]["released"][factor]["path"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(from_resnet32(networks[factor].state_dict(), best_epoch=190 - factor), path)
+    edit_config(workdir / "config" / "released_models.yaml", lambda c: c.update(
+        imbalance_factors=list(STAND_IN_FACTORS),
+        dataset={"name": "synthetic", "synthetic": {"num_classes": 100, "train_per_class": 200, "test_per_class": 10,
+                                                    "image_size": 32}}))
+    other = workdir / "results" / "cifar100_lt" / "tables"
+    other.mkdir(parents=True)
+    pd.DataFrame([{"imbalance_factor": 200.0, "top1": 47.1, "top1_std": 0.3, "n_seeds": 3, "test_best_top1": 47.6,
+                   "test_best_tau": 1.4}]).to_csv(other / "paper_table.csv", index=False)
+    run = snakemake(workdir, "--configfile", "config/released_models.yaml")
+    assert run.returncode == 0, run.stdout + run.stderr
+    return workdir, networks
+
+
+@pytest.mark.workflow
+def test_the_released_models_run_gives_each_checkpoints_own_logits(released_run):
+    from bagmar.data.augment import test_transform
+    from bagmar.data.long_tail import ImageSet
+
+    workdir, networks = released_run
+    results = workdir / "results" / "released_models"
+    images = ImageSet.load(results / "data" / "images.npz")
+    test = torch.as_tensor(images.test_images).permute(0, 3, 1, 2)
+    for factor, network in networks.items():
+        saved = np.load(results / "train" / "released" / f"imba{factor}" / "seed0" / "test_logits.npz")
+        with torch.no_grad():
+            expected = network(test_transform(test)).numpy()
+        assert np.allclose(saved["logits"], expected, rtol=0, atol=1e-6)
+        assert int(saved["final_epoch"]) == 190 - factor  # the checkpoint's best epoch
+    assert not list(results.glob("train/released/*/*/model.safetensors"))  # the authors' files are not re-issued
+
+
+@pytest.mark.workflow
+def test_the_released_models_table_has_every_column(released_run):
+    workdir, _ = released_run
+    section = (workdir / "results" / "released_models" / "tables" / "results.md").read_text()
+    assert "test-selected best epoch" in section  # report.note, under the title
+    assert ("| Imbalance Factor | Ours (τ=1) | Paper (τ=1) | Δ | Ours (fine-tune τ) | Paper (fine-tune τ) | Δ | "
+            "`cifar100_lt` (τ=1) | `cifar100_lt` (fine-tune τ) |") in section
+    rows = [line for line in section.splitlines() if line.startswith("| 200 |") or line.startswith("| 10 |")]
+    assert any("| 47.4 |" in r and "| 47.1 ± 0.3 | 47.6 (τ=1.4) |" in r for r in rows)  # paper, and the other run
+    assert any(r.startswith("| 10 |") and "| 62.5 |" in r and r.endswith("| – | – |") for r in rows)
+    for variant, rule in [("released", "plain"), ("released_pn", "PN τ=1"), ("released_la", "post-hoc LA τ=1"),
+                          ("released_tau_norm", "τ-norm τ=1")]:
+        assert f"| {variant} | released | {rule} |" in section
+    assert "48 [1]" in section and "63.8 [1]" in section  # the README's figures beside these checkpoints
+    for plot in ("training_curves", "theta", "tau_sweep", "methods"):
+        assert (workdir / "results" / "released_models" / "plots" / f"{plot}.png").stat().st_size > 0
+
+
+@pytest.mark.workflow
+def test_missing_released_checkpoints_are_named_with_their_links_before_any_job(tmp_path):
+    from project import copy_project, snakemake
+
+    workdir = copy_project(tmp_path)
+    run = snakemake(workdir, "-n", "--configfile", "config/released_models.yaml")
+    lines = [line for line in run.stderr.splitlines() if line.startswith("  - ")]
+    assert run.returncode != 0 and len(lines) == 4, run.stderr
+    assert lines[0] == ("  - trainings.released.released.200: data/released/cifar100_imba200.pth is missing; download "
+                        "it from https://drive.google.com/file/d/1lDfddC2idKjjblrivlZKRY2RNuUUvjAR/view?usp=sharing and "
+                        "place it there")
+    assert "Traceback" not in run.stderr
+
+
+def test_a_released_training_takes_a_file_per_imbalance_factor_and_nothing_else(tmp_path):
+    import copy
+
+    import yaml
+
+    from bagmar.config import problems
+
+    config = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "config", "released_models.yaml")))
+    for entry in config["trainings"]["released"]["released"].values():  # the four files, present
+        entry["path"] = str(tmp_path / os.path.basename(entry["path"]))
+        open(entry["path"], "wb").close()
+    assert problems(copy.deepcopy(config)) == []
+    changed = copy.deepcopy(config)
+    changed["trainings"]["released"].update(epochs=3)
+    del changed["trainings"]["released"]["released"][50]
+    assert problems(changed) == [
+        "trainings.released.epochs: a released training takes no other setting (its checkpoint is as trained)",
+        "trainings.released.released has no checkpoint for imbalance factor 50; add one, or drop the factor from "
+        "imbalance_factors"]

@@ -58,9 +58,9 @@ wildcard_constraints:
     group="|".join(re.escape(name) for name in LAYOUT.groups),
 
 
-def group_constraint(alone):
+def group_constraint(kind):
     """The groups of one kind (bagmar.config.layout, Layout.kinds), for the rules of that kind."""
-    return "|".join(re.escape(name) for name in LAYOUT.group_names(alone))
+    return "|".join(re.escape(name) for name in LAYOUT.group_names(kind))
 
 
 def code(script, *modules):

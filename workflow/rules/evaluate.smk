@@ -3,22 +3,22 @@
 # the saved test outputs. Each member's files are the same paths whatever the fusion.
 
 
-# Two shapes of groups under fusion (bagmar.config.layout, Layout.kinds): a rule each.
-for alone in LAYOUT.kinds():
+# A rule for each kind of group (bagmar.config.layout, Layout.kinds): their outputs have different shapes.
+for kind in LAYOUT.kinds():
 
     rule:
         name:
-            "evaluate_alone" if alone else "evaluate"
+            "evaluate" if kind == "fused" else f"evaluate_{kind}"
         input:
             unpack(for_group(RUN.evaluation_inputs)),
         output:
-            **LAYOUT.evaluation_outputs(alone),
+            **LAYOUT.evaluation_outputs(kind),
         log:
             LAYOUT.group_log(stage="evaluate"),
         benchmark:
             LAYOUT.group_benchmark(stage="evaluate")
         wildcard_constraints:
-            group=group_constraint(alone),
+            group=group_constraint(kind),
         conda:
             "../../envs/bagmar.yaml"
         params:

@@ -24,3 +24,29 @@ rule export_model:
         code=code("export_model.py"),
     script:
         "../../scripts/export_model.py"
+
+
+# The authors' released checkpoints (a training with `released`): mapped into ResNet-32 and tested on the run's
+# test set, written as a training's model and test outputs, so that every evaluation and table reads them as
+# it reads a trained model (bagmar.models.released).
+if "released" in LAYOUT.kinds():
+
+    rule import_released:
+        input:
+            unpack(for_group(RUN.released_inputs)),
+        output:
+            **LAYOUT.group_outputs("released"),
+        log:
+            LAYOUT.group_log(),
+        benchmark:
+            LAYOUT.group_benchmark()
+        wildcard_constraints:
+            group=group_constraint("released"),
+        conda:
+            "../../envs/bagmar.yaml"
+        threads: config["threads"]["train"]
+        params:
+            members=for_group(LAYOUT.group_members),
+            code=code("import_released.py"),
+        script:
+            "../../scripts/import_released.py"

@@ -53,6 +53,8 @@ rule render:
             [] if RUN.dataset == "synthetic" else result("data/provenance.json")
         ),
         template=str(TEMPLATES / "results.md.j2"),
+        # another run's headline figures beside this run's, where that run's results exist (report.compare_with)
+        compare=RUN.compared_table(),
     output:
         markdown=result("tables/results.md"),
         readme_section=(
@@ -71,6 +73,9 @@ rule render:
         variants=list(config["variants"]),
         links=RUN.headline_links(),
         readme=config["report"]["readme"],
+        note=config["report"].get("note"),
+        headline_model=RUN.headline_model(),
+        compare_with=config["report"].get("compare_with"),
         code=code("render.py"),
     script:
         "../../scripts/render.py"

@@ -35,23 +35,24 @@ if RUN.image_lists:
 
 else:
     # Fused groups, and (under fusion) the groups of the trainings with a named recipe of their own, which train
-    # alone: two shapes of outputs, a rule each (bagmar.config.layout, Layout.kinds).
-    for alone in LAYOUT.kinds():
+    # alone: two shapes of outputs, a rule each (bagmar.config.layout, Layout.kinds). Released checkpoints are
+    # imported instead (models.smk).
+    for kind in [kind for kind in LAYOUT.kinds() if kind != "released"]:
 
         rule:
             name:
-                "train_alone" if alone else "train"
+                "train" if kind == "fused" else f"train_{kind}"
             input:
                 images=result("data/images.npz"),
                 indices=for_group(RUN.group_split),
             output:
-                **LAYOUT.group_outputs(alone),
+                **LAYOUT.group_outputs(kind),
             log:
                 LAYOUT.group_log(),
             benchmark:
                 LAYOUT.group_benchmark()
             wildcard_constraints:
-                group=group_constraint(alone),
+                group=group_constraint(kind),
             conda:
                 "../../envs/bagmar.yaml"
             threads: config["threads"]["train"]

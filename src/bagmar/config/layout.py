@@ -12,7 +12,9 @@ Every training is one (training config, imbalance factor, seed): a *member*. Mem
 
 A training that selects a named recipe of its own (``trainings.<name>.recipe``, bagmar.config.recipe.named_recipe)
 cannot share a fused network with the others (its batch, schedule or augmentation differ): under fusion it trains
-*alone*, one group per member as with ``none``. Its groups have their own shape, so their own rules.
+*alone*, one group per member as with ``none``. A *released* training (``trainings.<name>.released``: the authors'
+checkpoints, bagmar.models.released) is not trained but imported, also one group per member, with a model and test
+outputs only. Each kind of group (``KINDS``) has its own shape, so its own rules.
 
 A member's files are the same paths whatever the grouping: ``train/<training>/imba<IF>/seed<seed>/``
 and ``eval/<training>/imba<IF>/seed<seed>/``. A group's name is the part of that directory which its
@@ -32,6 +34,8 @@ TRAINING_FILES = {"model": "model.pt", "logits": "test_logits.npz", "metrics": "
                   "statistics": "statistics.npz"}
 EVALUATION_FILES = {"sweep": "tau_sweep.csv", "per_class": "per_class.csv"}
 MODEL_FILES = {"weights": "model.safetensors", "card": "model.json"}  # a training's model to hand out (export rule)
+KINDS = ("fused", "alone", "released")  # the kinds of groups (Layout.kind_of), each with its own rules
+RELEASED_FILES = ("model", "logits")  # what an imported released checkpoint has of TRAINING_FILES
 FUSIONS = {  # fusion -> the member keys that a group shares (a leading slice of the member directory)
     "none": ("training", "imbalance", "seed"),
     "trainings": ("imbalance", "seed"),
@@ -72,6 +76,7 @@ class Layout:
         own_recipe = [name for name, training in config["trainings"].items()
                       if training.get("recipe", SHARED_RECIPE) != SHARED_RECIPE]
         self.alone = own_recipe if self.fusion != "none" else []  # trainings that train alone under fusion
+        self.released = [name for name, training in config["trainings"].items() if "released" in training]
         read = {variant["training"] for variant in config.get("variants", {}).values()}
         self.evaluated = [training for training in self.trainings if training in read]  # trainings a variant reads
         self.imbalances = [imbalance_key(f) for f in config["imbalance_factors"]]
@@ -112,56 +117,64 @@ class Layout:
 
     def group_of(self, member: Member) -> str:
         """The name of the group that trains this member: the shared part of its members' directories."""
-        shared = FUSIONS["none" if member.training in self.alone else self.fusion]
+        shared = FUSIONS["none" if self.kind_of(member.training) != "fused" else self.fusion]
         return "/".join(_MEMBER_DIR[key].format(**vars(member)) for key in shared)
 
-    def kinds(self) -> list[bool]:
-        """The shapes of this run's groups, each with its own rules: False for the fused (or, with fusion none,
-        single) groups, True for the groups of the trainings that train alone under fusion."""
-        return [alone for alone in (False, True) if self.group_names(alone)]
+    def kind_of(self, training: str) -> str:
+        """released (imported checkpoints), alone (a named recipe under fusion) or fused (the rest; with fusion
+        none, groups of one)."""
+        return "released" if training in self.released else "alone" if training in self.alone else "fused"
 
-    def group_names(self, alone: bool = False) -> list[str]:
-        """The groups of one kind (``kinds``), for the rules' wildcard constraint."""
-        return [name for name, members in self.groups.items() if (members[0].training in self.alone) == alone]
+    def kinds(self) -> list[str]:
+        """The kinds of group this run has (KINDS), each with its own rules."""
+        return [kind for kind in KINDS if self.group_names(kind)]
+
+    def group_names(self, kind: str = "fused") -> list[str]:
+        """The groups of one kind, for the rules' wildcard constraint."""
+        return [name for name, members in self.groups.items() if self.kind_of(members[0].training) == kind]
 
     def _order(self, member: Member) -> tuple:
         return (self.trainings.index(member.training), self.seeds.index(member.seed))
 
-    def _member_outputs(self, files: dict[str, str], stage: str, trainings: list[str], alone: bool) -> dict[str, str]:
+    def _member_outputs(self, files: dict[str, str], stage: str, trainings: list[str], kind: str) -> dict[str, str]:
         """A group rule's outputs in ``{group}``: ``<kind>_<i>`` is member i's file of that kind, over the
         members of ``trainings``.
 
         Every group of one kind (``kinds``) has the same shape (its members differ only in the keys it does not
         share), so member i of any group is the i-th of the keys the group does not fix, in config order.
         """
-        shared = FUSIONS["none" if alone else self.fusion]
+        shared = FUSIONS["none" if kind != "fused" else self.fusion]
         free = [key for key in ("training", "seed") if key not in shared]
         values = {"training": trainings, "seed": self.seeds}
         outputs = {}
         for i, combination in enumerate(itertools.product(*(values[key] for key in free))):
             member_dir = [_MEMBER_DIR[key].format(**dict(zip(free, combination))) for key in free]
-            for kind, name in files.items():
+            for file_kind, name in files.items():
                 # the group's part comes first in the directory, except that a training precedes imba<IF>
                 parts = ["{group}", *member_dir] if "training" in shared else [member_dir[0], "{group}",
                                                                                 *member_dir[1:]]
-                outputs[f"{kind}_{i}"] = self.path(stage, *parts, name)
+                outputs[f"{file_kind}_{i}"] = self.path(stage, *parts, name)
         return outputs
 
-    def group_outputs(self, alone: bool = False) -> dict[str, str]:
-        """The training rule's outputs in ``{group}``, for the groups of one kind: every member's TRAINING_FILES."""
-        return self._member_outputs(TRAINING_FILES, "train", self._of_kind(self.trainings, alone), alone)
+    def group_outputs(self, kind: str = "fused") -> dict[str, str]:
+        """The training rule's outputs in ``{group}``, for the groups of one kind: every member's TRAINING_FILES
+        (a released checkpoint's: RELEASED_FILES)."""
+        files = {k: v for k, v in TRAINING_FILES.items() if kind != "released" or k in RELEASED_FILES}
+        return self._member_outputs(files, "train", self._of_kind(self.trainings, kind), kind)
 
-    def evaluation_outputs(self, alone: bool = False) -> dict[str, str]:
+    def evaluation_outputs(self, kind: str = "fused") -> dict[str, str]:
         """The evaluation rule's outputs in ``{group}``, for the groups of one kind: the EVALUATION_FILES of every
         evaluated member."""
-        return self._member_outputs(EVALUATION_FILES, "eval", self._of_kind(self.evaluated, alone), alone)
+        return self._member_outputs(EVALUATION_FILES, "eval", self._of_kind(self.evaluated, kind), kind)
 
-    def _of_kind(self, trainings: list[str], alone: bool) -> list[str]:
-        return [training for training in trainings if (training in self.alone) == alone]
+    def _of_kind(self, trainings: list[str], kind: str) -> list[str]:
+        return [training for training in trainings if self.kind_of(training) == kind]
 
     def group_members(self, group: str) -> list[dict]:
         """What a training job trains: each member's keys, name and the names of its outputs."""
-        return [{**member.keys(), "name": member.name, "outputs": {kind: f"{kind}_{i}" for kind in TRAINING_FILES}}
+        return [{**member.keys(), "name": member.name,
+                 "outputs": {kind: f"{kind}_{i}" for kind in TRAINING_FILES
+                             if self.kind_of(member.training) != "released" or kind in RELEASED_FILES}}
                 for i, member in enumerate(self.groups[group])]
 
     def evaluated_members(self, group: str) -> list[Member]:

@@ -15,7 +15,7 @@ from ..data.image_lists import DATASETS as LIST_DATASETS
 from ..data.image_lists import miniature_imbalance_factor
 from ..evaluation.evaluate import POST_HOC  # the evaluations that sweep tau
 from ..io import UserError
-from .layout import Layout, Member, imbalance_key
+from .layout import RELEASED_FILES, Layout, Member, imbalance_key
 from .recipe import (CONFIG_SCHEMA, FUSABLE, LOSS_SETTINGS, SHARED_RECIPE, Recipe, RecipeError, image_list_problems,
                      is_user_loss, loss_settings, named_recipe, schedule_problems, schema, training_defaults, user_loss,
                      user_loss_file)
@@ -161,8 +161,20 @@ class Run:
         return {name: training.get("recipe", SHARED_RECIPE) for name, training in self.config["trainings"].items()}
 
     def losses(self) -> dict[str, str]:
-        """Each training's loss."""
-        return {name: self.training_recipe(name, 0)["loss"] for name in self.config["trainings"]}
+        """Each training's loss ("released" for the authors' checkpoints, imported rather than trained)."""
+        return {name: "released" if name in self.layout.released else self.training_recipe(name, 0)["loss"]
+                for name in self.config["trainings"]}
+
+    def released_inputs(self, group: str) -> dict[str, str]:
+        """What importing a released checkpoint (a group of one) reads: the file, and the data set it is tested on."""
+        (member,) = self.layout.groups[group]
+        return {"checkpoint": self.released_checkpoint(member.training, member.imbalance)["path"],
+                "images": self.layout.path("data", "images.npz")}
+
+    def released_checkpoint(self, training: str, imbalance: str) -> dict:
+        """{path, url} of a released training's checkpoint at one imbalance factor."""
+        by_factor = {imbalance_key(f): entry for f, entry in self.config["trainings"][training]["released"].items()}
+        return by_factor[imbalance_key(imbalance)]
 
     def loss_files(self, group: str) -> list[Path]:
         """The source files of the users' own losses that a group's members train with (fingerprinted for reruns)."""
@@ -277,19 +289,36 @@ class Run:
                 "image_lists": self.image_lists, "image_size": self.image_size, "recipe": recipe}
 
     def models(self) -> list[str]:
-        """Every training's model files (MODEL_FILES), for the final target."""
+        """Every training's model files (MODEL_FILES), for the final target (released checkpoints are the
+        authors' files: imported, not handed out again)."""
         return [self.layout.model_file(kind, *astuple(member)) for member in self.layout.members()
-                for kind in ("weights", "card")]
+                if member.training not in self.layout.released for kind in ("weights", "card")]
 
     def each_training(self, kind: str) -> list[tuple[dict, str]]:
-        """(keys, path) of one kind of training file, for every training of the run."""
-        return [(member.keys(), self.layout.training_file(kind, *astuple(member))) for member in self.layout.members()]
+        """(keys, path) of one kind of training file, for every training of the run that has it (a released
+        checkpoint has a model and test outputs, no training history or statistics)."""
+        return [(member.keys(), self.layout.training_file(kind, *astuple(member))) for member in self.layout.members()
+                if kind in RELEASED_FILES or member.training not in self.layout.released]
 
     def each_evaluation(self, kind: str) -> list[tuple[dict, str]]:
         """(keys, path) of one kind of evaluation file, for every training that a variant evaluates, at every
         imbalance factor and seed (each file holds all of that training's variants)."""
         return [(member.keys(), self.layout.evaluation_file(kind, *astuple(member)))
                 for member in self.layout.members() if member.training in self.layout.evaluated]
+
+    def headline_model(self) -> str:
+        """Which model of its training the headline figures are: the final epoch, or a released checkpoint's
+        test-selected best epoch."""
+        training = self.config["variants"][self.config["report"]["headline_variant"]]["training"]
+        return ("the released checkpoint (its test-selected best epoch)" if training in self.layout.released
+                else "final-epoch model")
+
+    def compared_table(self) -> list[str]:
+        """The paper-format table of the run that report.compare_with names, if its results exist now (an input
+        then, so that the table follows it); none otherwise."""
+        other = self.config["report"].get("compare_with")
+        path = Path("results", other, "tables", "paper_table.csv") if other else None
+        return [str(path)] if path is not None and path.is_file() else []
 
     def headline_links(self) -> dict[float, list[dict]]:
         """Per imbalance factor, each seed's training log and model of the headline variant (for the tables)."""
@@ -346,6 +375,9 @@ class _Checks:
         found, trainings = [], self.config["trainings"]
         default_loss = training_defaults()["loss"]
         for name, training in trainings.items():
+            if "released" in training:
+                found += self.released_training(name, training)
+                continue
             loss = training.get("loss", default_loss)
             if loss not in LOSS_SETTINGS and not is_user_loss(loss):
                 found.append(f"trainings.{name}.loss = '{loss}' is not one of {', '.join(LOSS_SETTINGS)}, nor a "
@@ -371,13 +403,34 @@ class _Checks:
                              "same norm")
         return found
 
+    def released_training(self, name: str, training: dict) -> list[str]:
+        """The authors' checkpoints: nothing else set, CIFAR's network, one file per imbalance factor, each present
+        (a missing one is named with where to download it, before any job)."""
+        where, found = f"trainings.{name}", []
+        if self.run.image_lists:
+            return [f"{where}.released: released checkpoints are CIFAR's ResNet-32; {self.run.dataset} trains "
+                    "torchvision ResNets (a released stage-1 checkpoint is a stage1 file there)"]
+        found += [f"{where}.{key}: a released training takes no other setting (its checkpoint is as trained)"
+                  for key in sorted(training.keys() - {"released"})]
+        given = {imbalance_key(f): entry for f, entry in training["released"].items()}
+        for factor in map(imbalance_key, self.config["imbalance_factors"]):
+            entry = given.get(factor)
+            if entry is None:
+                found.append(f"{where}.released has no checkpoint for imbalance factor {factor}; add one, or drop "
+                             "the factor from imbalance_factors")
+            elif not Path(entry["path"]).is_file():
+                source = f"download it from {entry['url']}" if entry.get("url") else "fetch it"
+                found.append(f"{where}.released.{factor}: {entry['path']} is missing; {source} and place it there")
+        return found
+
     def fused_settings(self) -> list[str]:
         fusion = self.run.fusion
         if fusion == "none":
             return []
         return [f"trainings.{name}.{key}: fused trainings share every recipe setting but their loss and its "
                 f"settings (fusion: {fusion}); set recipe.{key} for all, or fusion: none"
-                for name, training in self.config["trainings"].items() if name not in self.run.layout.alone
+                for name, training in self.config["trainings"].items()
+                if name not in self.run.layout.alone and name not in self.run.layout.released
                 for key in sorted(training.keys() - set(FUSABLE))]  # a named recipe's training trains alone
 
     def cifar_rules(self) -> list[str]:
@@ -387,7 +440,7 @@ class _Checks:
             found.append("image_list_recipe is for the image-list data sets (imagenet_lt, places_lt, inat2018, "
                          f"miniature); dataset {run.dataset} trains under recipe")
         for name, training in config["trainings"].items():
-            for key in sorted(training.keys() - CIFAR_TRAINING_KEYS):
+            for key in sorted(training.keys() - CIFAR_TRAINING_KEYS - {"released"}):
                 found.append(f"trainings.{name}.{key} is a setting of image-list trainings; {run.dataset} trains "
                              "ResNet-32 under recipe")
         recipe = config["recipe"]

@@ -90,6 +90,14 @@ def _grid(rows: int, columns: int, title: str, height: float = 3.6) -> tuple[Fig
     return fig, axes
 
 
+def nothing_to_draw(title: str, why: str) -> Figure:
+    """A figure that says why it is empty (a run of released checkpoints only has no training curves)."""
+    fig, axes = _grid(1, 1, title, height=1.6)
+    axes[0, 0].axis("off")
+    axes[0, 0].text(0.5, 0.5, why, ha="center", va="center", wrap=True)
+    return fig
+
+
 def _factors(frame: pd.DataFrame) -> list[float]:
     return sorted(frame["imbalance_factor"].unique(), reverse=True)
 

@@ -86,13 +86,19 @@ def _template(path: str | Path) -> jinja2.Template:
 
 def render_results(table: pd.DataFrame, comparison: pd.DataFrame, methods: pd.DataFrame, template: str | Path, *,
                    run_name: str, dataset: str, headline_variant: str, variants: list[str],
-                   links: dict[float, list[dict]], link_base: str | Path = ".", data_note: str | None = None) -> str:
+                   links: dict[float, list[dict]], link_base: str | Path = ".", data_note: str | None = None,
+                   note: str | None = None, compared: pd.DataFrame | None = None,
+                   compare_with: str | None = None, headline_model: str = "final-epoch model") -> str:
     """The markdown results section.
 
     ``links`` maps an imbalance factor to one {"seed", "log", "model"} per seed of the headline
     variant's training; paths are written relative to ``link_base``, where the markdown will live.
     ``data_note`` says where real data came from (an unofficial copy is flagged there). ``methods`` is
     bagmar.evaluation.tables.methods_table: the comparison of methods, with published figures and their sources.
+    ``note``: a paragraph under the title (report.note). ``compared``: the paper-format table of run
+    ``compare_with`` (report.compare_with), whose headline figures are shown beside this run's where it has the
+    imbalance factor; None when that run has no results yet (the section says so). ``headline_model``: which
+    model of the headline training the figures are (a released checkpoint is its test-selected best epoch).
     """
     factors, method_rows, sources = methods_rows(methods)
     order = {v: i for i, v in enumerate(variants)}
@@ -103,11 +109,24 @@ def render_results(table: pd.DataFrame, comparison: pd.DataFrame, methods: pd.Da
                    for e in entries]
         for f, entries in links.items()
     }
+    headline = comparison.to_dict("records")
+    if compare_with:
+        theirs = ({} if compared is None else
+                  {float(r["imbalance_factor"]): r for r in compared.to_dict("records")})
+        for row in headline:
+            other = theirs.get(float(row["imbalance_factor"]))
+            row["compared"] = None if other is None else {
+                "top1": cell(other["top1"], other.get("top1_std", float("nan")), int(other.get("n_seeds", 1))),
+                "finetuned": f"{cell(other['test_best_top1'])} (τ={other['test_best_tau']:g})"}
     return _template(template).render(
+        note=note,
+        headline_model=headline_model,
+        compare_with=compare_with,
+        compared_missing=compare_with is not None and compared is None,
         run_name=run_name,
         dataset=dataset,
         headline_variant=headline_variant,
-        headline=comparison.to_dict("records"),
+        headline=headline,
         has_paper=bool(comparison["paper_finetuned"].notna().any()),
         full=full.to_dict("records"),
         links=relative,

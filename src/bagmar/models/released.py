@@ -135,3 +135,32 @@ def load_released_resnet32(path: str | Path, num_classes: int):
     network = ResNet32(num_classes, width=int(state["conv1.weight"].shape[0]))
     fit(network, state, path, f"ResNet-32 with {num_classes} classes", released_name)
     return network.eval()
+
+
+def import_released(path: str | Path, images, model_file: str | Path, logits_file: str | Path) -> None:
+    """A released CIFAR checkpoint as a training's files: ``model_file`` (the ResNet32 state dict) and
+    ``logits_file`` (its plain test logits on ``images``' test set, bagmar.data.long_tail.ImageSet, with the
+    classifier's bias and weight norms), in the layout a training saves (bagmar.training.loop.TrainResult.save), so
+    that the evaluations read it as a trained model. The one model is the checkpoint's test-selected best epoch:
+    it stands for both the final model and the best epoch, at the checkpoint's ``best_epoch``."""
+    from ..data.augment import test_transform
+    from ..io import atomic_write
+
+    checkpoint = load_checkpoint(path)
+    network = load_released_resnet32(path, images.num_classes)
+    test = torch.from_numpy(np.ascontiguousarray(images.test_images)).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        logits = torch.cat([network(test_transform(test[i:i + 500])) for i in range(0, len(test), 500)]).numpy()
+    bias, norms = (t.numpy() for t in network.classifier_terms())
+    epoch = np.int64(checkpoint.get("best_epoch") or checkpoint.get("epoch") or 0)
+    best = {f"best_{rule}_{key}": value for rule in ("plain", "pn")
+            for key, value in (("logits", logits), ("epoch", epoch), ("classifier_bias", bias),
+                               ("classifier_weight_norm", norms))}
+    with atomic_write(model_file, "wb") as f:
+        torch.save(network.state_dict(), f)
+    with atomic_write(logits_file, "wb") as f:
+        np.savez(f, logits=logits, labels=np.asarray(images.test_labels, dtype=np.int64), final_epoch=epoch,
+                 classifier_bias=bias, classifier_weight_norm=norms, **best)
+    top1 = 100.0 * float((logits.argmax(1) == images.test_labels).mean())
+    print(f"{path}: best epoch {int(epoch)} of the released training (state_dict_best), best_acc recorded "
+          f"{checkpoint.get('best_acc')}; plain top-1 here {top1:.2f} % on {len(logits)} test images")

@@ -157,3 +157,30 @@ def test_image_list_runs_refuse_fusion_another_imbalance_factor_missing_stage1_w
                      "trainings.ce: nodes: 2, but the profile (or --set-resources) sets gpu_model for the train rule"):
         assert expected in run.stderr, run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_predict_on_the_miniature_test_list_gives_each_cards_pn_figure(miniature_run, tmp_path):
+    """`python -m bagmar predict` reads an image-list model and an image list: its top-1 over the test list at
+    tau = 1 is the card's PN figure (the training's own test logits, re-balanced over the same set)."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+    import pandas as pd
+
+    results = miniature_run / "results" / "miniature"
+    test_list = results / "data" / "lists" / "test.txt"
+    labels = np.array([int(line.split()[1]) for line in test_list.read_text().splitlines()])
+    for training in ("BaGMar_pn", "BaGMar_crt"):
+        model = results / "train" / training / "imba50" / "seed0"
+        out = tmp_path / f"{training}.csv"
+        run = subprocess.run([sys.executable, "-m", "bagmar", "predict", "--model", str(model), "--images",
+                              str(test_list), "--root", str(results / "data" / "miniature"), "--tau", "1",
+                              "--output", str(out)], capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        card = json.loads((model / "model.json").read_text())
+        assert card["network"]["kind"] == "torchvision_resnet" and card["input"] == {
+            "resize": 46, "crop": 40, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+        top1 = 100.0 * float((pd.read_csv(out)["class_1"].to_numpy() == labels).mean())
+        assert top1 == pytest.approx(card["figures"]["pn_tau1"]["top1"], abs=100.0 / len(labels))

@@ -8,7 +8,13 @@ rule export_model:
         unpack(lambda w: RUN.model_inputs(w.training, w.imbalance, w.seed)),
     output:
         weights=LAYOUT.model_file("weights"),
-        card=LAYOUT.model_file("card"),
+        card=report(
+            LAYOUT.model_file("card"),
+            caption="../report/model_card.rst",
+            category="Models",
+            subcategory="{training}",
+            labels={"imbalance factor": "{imbalance}", "seed": "{seed}"},
+        ),
     log:
         result("logs/export_model/{training}/imba{imbalance}/seed{seed}.log"),
     benchmark:

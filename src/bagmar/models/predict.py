@@ -4,8 +4,8 @@
         [--tau T] [--top-k 5] [--output predictions.csv]
 
 ``--images``: a folder (every .png, .jpg and .jpeg under it, in sorted order) or an image list (one relative path
-a line, optionally followed by a label, as the large benchmarks' lists are written; paths relative to the list's
-folder). The scores are PN's (the card's label-free tau unless --tau is given; --tau 0: plain softmax), over the
+a line, optionally followed by a label, as the large benchmarks' lists are written; paths relative to ``--root``,
+by default the list's folder). The scores are PN's (the card's label-free tau unless --tau is given; --tau 0: plain softmax), over the
 images given together: PN divides by each class's mass over a set, so give the whole set at once.
 The CSV has one row per image: image, then class_1, score_1, ... class_k, score_k (classes as indices).
 """
@@ -24,8 +24,9 @@ from ..io import UserError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def image_paths(images: str | Path) -> list[Path]:
-    """The images a folder holds, or a list names; an empty set or a missing file is an error naming it."""
+def image_paths(images: str | Path, root: str | Path | None = None) -> list[Path]:
+    """The images a folder holds, or a list names (relative to ``root``, by default the list's folder); an empty
+    set or a missing file is an error naming it."""
     images = Path(images)
     if images.is_dir():
         found = sorted(p for p in images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -34,7 +35,8 @@ def image_paths(images: str | Path) -> list[Path]:
         return found
     if not images.is_file():
         raise UserError(f"{images}: no such folder or image list")
-    found = [images.parent / line.split()[0] for line in images.read_text().splitlines() if line.strip()]
+    base = Path(root) if root is not None else images.parent
+    found = [base / line.split()[0] for line in images.read_text().splitlines() if line.strip()]
     missing = [p for p in found if not p.is_file()]
     if missing:
         raise UserError(f"{images}: {len(missing)} listed image(s) missing, the first {missing[0]}")
@@ -55,13 +57,13 @@ def read_images(paths: list[Path]) -> list[torch.Tensor]:
 
 
 def predict(model: str | Path, images: str | Path, output: str | Path, tau: float | None = None,
-            top_k: int = 5) -> Path:
+            top_k: int = 5, root: str | Path | None = None) -> Path:
     """Write the CSV of ``images``' top-k classes and PN scores under ``model``; returns its path."""
     from ..io import atomic_write
     from .files import classify, load_model
 
     network, card = load_model(model)
-    paths = image_paths(images)
+    paths = image_paths(images, root)
     scores = classify(network, card, read_images(paths), tau)
     k = min(top_k, scores.shape[1])
     values, classes = scores.topk(k, dim=1)
@@ -80,11 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="model.safetensors, its model.json, or their folder")
     parser.add_argument("--images", required=True, help="a folder of images, or an image list")
     parser.add_argument("--tau", type=float, default=None, help="PN's tau (default: the card's label-free tau)")
+    parser.add_argument("--root", default=None, help="an image list's root (default: the list's folder)")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--output", default="predictions.csv")
     args = parser.parse_args(argv)
     try:
-        written = predict(args.model, args.images, args.output, args.tau, args.top_k)
+        written = predict(args.model, args.images, args.output, args.tau, args.top_k, args.root)
     except UserError as error:
         print(f"Error: {error}", file=sys.stderr)
         return 1

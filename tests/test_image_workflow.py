@@ -129,7 +129,8 @@ def test_the_large_benchmarks_configs_dry_run_to_their_plans(project, name):
     run = snakemake(project, "-n", "--configfile", config)
     assert run.returncode == 0, run.stdout + run.stderr
     assert job_counts(run.stdout + run.stderr) == {
-        lists_rule: 1, "train": trainings, "evaluate": trainings, "aggregate": 1, "plots": 1, "render": 1, "all": 1}
+        lists_rule: 1, "train": trainings, "evaluate": trainings, "export_model": trainings, "aggregate": 1, "plots": 1,
+        "render": 1, "all": 1}
     for training, stage1 in stage2.items():  # a stage-2 job reads the stage-1 model that this run trains
         job = re.search(rf"rule train:\n    input: ([^\n]*)\n    output: [^\n]*train/{training}/", run.stdout)
         assert job and f"results/{name}/{stage1}" in job.group(1), run.stdout

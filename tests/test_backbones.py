@@ -77,3 +77,21 @@ def test_stage2_trains_the_classifier_only_and_leaves_the_backbone_bit_identical
     after = network.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"fc.weight", "fc.bias"}  # BatchNorm's running statistics too stay as loaded
+
+
+def test_a_file_in_torchs_hub_cache_must_match_the_checksum_in_its_name(tmp_path, monkeypatch):
+    """torchvision's published weights are named <name>-<sha256 prefix>.pth in torch's hub cache; a file there
+    whose content does not match (truncated, replaced) is refused, as torch.hub refuses it on download."""
+    import hashlib
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(build("resnet10", 10, width=8).state_dict(), checkpoints / "weights.tmp")
+    digest = hashlib.sha256((checkpoints / "weights.tmp").read_bytes()).hexdigest()
+    (checkpoints / "weights.tmp").rename(checkpoints / f"resnet10-{digest[:8]}.pth")
+    load_stage1(build("resnet10", 10, width=8), checkpoints / f"resnet10-{digest[:8]}.pth")
+    wrong = "0" * 8 if not digest.startswith("0" * 8) else "1" * 8
+    (checkpoints / f"resnet10-{digest[:8]}.pth").rename(checkpoints / f"resnet10-{wrong}.pth")
+    with pytest.raises(WeightsError, match=f"resnet10-{wrong}.pth: its sha256 does not start with {wrong}"):
+        load_stage1(build("resnet10", 10, width=8), checkpoints / f"resnet10-{wrong}.pth")

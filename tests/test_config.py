@@ -27,9 +27,11 @@ def test_the_committed_configs_have_no_problem(name):
     assert problems(committed(name)) == []
 
 
-def test_places_lt_names_its_missing_stage1_file_for_each_training():
+def test_places_lt_names_its_missing_stage1_weights_for_each_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # a torch home without torchvision's ResNet-152 weights
     found = problems(committed("places_lt"))
-    assert len(found) == 2 and all("data/Places_LT/resnet152_stage1.pth': no such file" in line for line in found)
+    assert len(found) == 2 and all(f"{tmp_path}/hub/checkpoints/resnet152-394f9c45.pth is not there; download "
+                                   "https://download.pytorch.org/models/resnet152-394f9c45.pth" in line for line in found)
 
 
 @pytest.mark.parametrize(

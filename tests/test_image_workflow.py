@@ -9,12 +9,15 @@ naming the file and line; the ImageNet-LT, Places-LT and iNaturalist 2018 config
 import json
 import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from project import copy_project, edit_config, job_counts, planned_jobs, snakemake
+from project import copy_project, edit_config, env, job_counts, planned_jobs, snakemake
 
 CONFIG = "config/miniature.yaml"  # run once per session: tests/conftest.py's miniature_run
 
@@ -115,18 +118,26 @@ LARGE = {  # config -> (lists rule, trainings, stage-2 trainings and the stage-1
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
+    """A copy of the project, and a torch home whose hub cache holds (the name of) torchvision's ResNet-152
+    ImageNet weights, which Places-LT's stage 2 starts from: a dry run reads nothing."""
     workdir = copy_project(tmp_path_factory.mktemp("large"))
-    stage1 = workdir / "data" / "Places_LT" / "resnet152_stage1.pth"  # the user's file; a dry run reads nothing
-    stage1.parent.mkdir(parents=True)
-    stage1.touch()
+    checkpoints = workdir / "torch_home" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "resnet152-394f9c45.pth").touch()
     return workdir
+
+
+def dry_run(project, *args):
+    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "-n", *args], cwd=project,
+                          capture_output=True, text=True, timeout=600,
+                          env=env(project, TORCH_HOME=str(project / "torch_home")))
 
 
 @pytest.mark.parametrize("name", sorted(LARGE))
 def test_the_large_benchmarks_configs_dry_run_to_their_plans(project, name):
     lists_rule, trainings, stage2 = LARGE[name]
     config = f"config/{name}.yaml"
-    run = snakemake(project, "-n", "--configfile", config)
+    run = dry_run(project, "--configfile", config)
     assert run.returncode == 0, run.stdout + run.stderr
     assert job_counts(run.stdout + run.stderr) == {
         lists_rule: 1, "train": trainings, "evaluate": trainings, "export_model": trainings, "aggregate": 1, "plots": 1,
@@ -134,6 +145,28 @@ def test_the_large_benchmarks_configs_dry_run_to_their_plans(project, name):
     for training, stage1 in stage2.items():  # a stage-2 job reads the stage-1 model that this run trains
         job = re.search(rf"rule train:\n    input: ([^\n]*)\n    output: [^\n]*train/{training}/", run.stdout)
         assert job and f"results/{name}/{stage1}" in job.group(1), run.stdout
+    if name == "places_lt":  # both re-trainings read torchvision's weights from the hub cache
+        assert (run.stdout + run.stderr).count("torch_home/hub/checkpoints/resnet152-394f9c45.pth") >= 2
+
+
+def test_torchvision_weights_as_stage1_are_named_with_their_url_when_missing_or_unknown(project, tmp_path):
+    elsewhere = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "-n", "--configfile",
+                                "config/places_lt.yaml"], cwd=project, capture_output=True, text=True, timeout=600,
+                               env=env(project, TORCH_HOME=str(tmp_path)))
+    lines = [line for line in elsewhere.stderr.splitlines() if line.startswith("  - ")]
+    assert elsewhere.returncode != 0 and len(lines) == 2, elsewhere.stderr
+    assert lines[0] == (f"  - trainings.ce_crt.stage1 = 'torchvision:ResNet152_Weights.IMAGENET1K_V1': {tmp_path}/hub/"
+                        "checkpoints/resnet152-394f9c45.pth is not there; download "
+                        "https://download.pytorch.org/models/resnet152-394f9c45.pth to it (online, torchvision's "
+                        "weights API does so itself on first use)")
+    edit_config(project / "config" / "places_lt.yaml",
+                lambda c: c["trainings"]["BaGMar"].update(stage1="torchvision:ResNet152_Weights.NOPE"))
+    try:
+        run = dry_run(project, "--configfile", "config/places_lt.yaml")
+    finally:
+        shutil.copy(Path(__file__).parents[1] / "config" / "places_lt.yaml", project / "config" / "places_lt.yaml")
+    assert run.returncode != 0 and ("trainings.BaGMar: stage1 'torchvision:ResNet152_Weights.NOPE': torchvision has "
+                                    "no weights 'ResNet152_Weights.NOPE'") in run.stderr, run.stderr
 
 
 def test_image_list_runs_refuse_fusion_another_imbalance_factor_missing_stage1_weights_and_unfit_processes(tmp_path):

@@ -278,6 +278,25 @@ def image_list_problems(settings: dict) -> list[str]:
     return found
 
 
+STAGE1_TORCHVISION = "torchvision:"  # stage1: torchvision's published weights, e.g. ResNet152_Weights.IMAGENET1K_V1
+
+
+def torchvision_weights(stage1: str) -> tuple[Path, str]:
+    """(file, url) of ``torchvision:<weights name>``: where torch's hub cache keeps the file (torch.hub.get_dir(),
+    checkpoints/; $TORCH_HOME moves it), as torchvision's weights API downloads it and finds it offline, and where
+    to download it from. Imports torchvision (only runs that name such weights pay for it at planning)."""
+    import torch
+    import torchvision
+
+    name = stage1.removeprefix(STAGE1_TORCHVISION)
+    try:
+        weights = torchvision.models.get_weight(name)
+    except (ValueError, KeyError, AttributeError, TypeError):
+        raise RecipeError(f"stage1 {stage1!r}: torchvision has no weights {name!r}; name them as its weights API "
+                          "does, e.g. torchvision:ResNet152_Weights.IMAGENET1K_V1") from None
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url), weights.url
+
+
 def cosine_learning_rate(epoch: int, recipe: ImageListRecipe) -> float:
     """Epoch 1..E's rate as the released large-scale code trains it: lr * (1 + cos(pi * epoch / E)) / 2.
 

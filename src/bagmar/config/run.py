@@ -16,9 +16,9 @@ from ..data.image_lists import miniature_imbalance_factor
 from ..evaluation.evaluate import POST_HOC  # the evaluations that sweep tau
 from ..io import UserError
 from .layout import RELEASED_FILES, Layout, Member, imbalance_key
-from .recipe import (CONFIG_SCHEMA, FUSABLE, LOSS_SETTINGS, SHARED_RECIPE, Recipe, RecipeError, image_list_problems,
-                     is_user_loss, loss_settings, named_recipe, schedule_problems, schema, training_defaults, user_loss,
-                     user_loss_file)
+from .recipe import (CONFIG_SCHEMA, FUSABLE, LOSS_SETTINGS, SHARED_RECIPE, STAGE1_TORCHVISION, Recipe, RecipeError,
+                     image_list_problems, is_user_loss, loss_settings, named_recipe, schedule_problems, schema,
+                     torchvision_weights, training_defaults, user_loss, user_loss_file)
 
 STAGE1_TRAINING = "training:"  # a stage1 naming another training of the run, not a file
 # What a CIFAR training may set: its Recipe's fields, and a named recipe (the schema's training definition lists
@@ -185,6 +185,8 @@ class Run:
         """The stage-1 weights file of a classifier re-training: another training's model at the same imbalance
         factor and seed, or the file the config names; None for an end-to-end training."""
         stage1 = self.config["trainings"][training].get("stage1")
+        if stage1 is not None and stage1.startswith(STAGE1_TORCHVISION):
+            return str(torchvision_weights(stage1)[0])
         if stage1 is None or not stage1.startswith(STAGE1_TRAINING):
             return stage1
         return self.layout.training_file("model", stage1.removeprefix(STAGE1_TRAINING), imbalance_key(imbalance),
@@ -495,6 +497,15 @@ class _Checks:
                 found.append(f"{where}.stage1 = '{stage1}' names no other training (one of: {', '.join(trainings)})")
             elif self.run.training_recipe(source, 0)["protocol"] != "end_to_end":
                 found.append(f"{where}.stage1 = '{stage1}' is not an end_to_end training")
+        elif stage1 is not None and stage1.startswith(STAGE1_TORCHVISION):
+            try:
+                path, url = torchvision_weights(stage1)
+            except RecipeError as error:
+                found.append(f"{where}: {error}")
+            else:
+                if not path.is_file():
+                    found.append(f"{where}.stage1 = '{stage1}': {path} is not there; download {url} to it (online, "
+                                 "torchvision's weights API does so itself on first use)")
         elif stage1 is not None and not Path(stage1).is_file():
             found.append(f"{where}.stage1 = '{stage1}': no such file; give the stage-1 weights' path, or "
                          '"training:<name>"')

@@ -7,7 +7,8 @@
 - ``load_stage1``: stage-1 weights from a file the user gives (``torch.load(weights_only=True)``; a full
   state dict, or one under "state_dict" / "model", or the paper's released checkpoint layout, whose
   ``state_dict_best`` holds the feature model and the classifier ``fc``; a "module." prefix from DataParallel is
-  dropped), every missing or unexpected key reported by name;
+  dropped; torchvision's published weights, from torch's hub cache, checked against the sha256 prefix in their
+  name), every missing or unexpected key reported by name;
 - ``freeze_backbone``: stage 2 (classifier re-training on a frozen feature model) trains ``fc`` only; the
   backbone's BatchNorm either normalises with batch statistics and updates its running ones, as the released code
   does, or keeps the loaded statistics (eval mode).
@@ -15,6 +16,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -83,7 +85,19 @@ def build(architecture: str, num_classes: int, width: int = TORCHVISION_WIDTH,
     return Network(architecture, num_classes, width, cosine_scale)
 
 
+def _check_hub_file(path: Path) -> None:
+    """A file in torch's hub cache named <name>-<sha256 prefix>.<ext> (torchvision's published weights) must match
+    its prefix, as torch.hub checks it on download: a truncated or replaced file is refused."""
+    if path.resolve().parent != (Path(torch.hub.get_dir()) / "checkpoints").resolve():
+        return
+    match = torch.hub.HASH_REGEX.search(path.name)
+    if match and not hashlib.sha256(path.read_bytes()).hexdigest().startswith(match.group(1)):
+        raise WeightsError(f"{path}: its sha256 does not start with {match.group(1)}, as its name says: the file is "
+                           "not the published one (truncated, or replaced); delete it and download it again")
+
+
 def _state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    _check_hub_file(Path(path))
     loaded = torch.load(path, map_location="cpu", weights_only=True)
     best = loaded.get("state_dict_best") if isinstance(loaded, dict) else None
     if isinstance(best, dict) and all(isinstance(best.get(n), dict) for n in ("feat_model", "classifier")):

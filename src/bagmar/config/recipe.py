@@ -170,11 +170,7 @@ class Recipe(LossSettings):
     step_factors: tuple[float, ...] = tuple(_PAPER["step_factors"])
 
     def __post_init__(self):
-        for key in ("step_after", "step_factors"):  # lists in a config; tuples here, so that the recipe stays hashable
-            object.__setattr__(self, key, tuple(float(v) for v in getattr(self, key)))
-        super().__post_init__()
-        if problems := schedule_problems(dataclasses.asdict(self)):
-            raise RecipeError("; ".join(problems))
+        _settle(self, ("step_after", "step_factors"), schedule_problems)
 
 
 def schedule_problems(settings: dict) -> list[str]:
@@ -190,6 +186,16 @@ def schedule_problems(settings: dict) -> list[str]:
     elif after or factors:
         found.append(f"step_after and step_factors are for schedule step; this schedule is {settings['schedule']}")
     return found
+
+
+def _settle(recipe: LossSettings, tuple_keys: tuple[str, ...], rules: Callable[[dict], list[str]]) -> None:
+    """A recipe's checks after construction: its list settings as tuples (lists in a config; tuples keep the recipe
+    hashable), its loss's (LossSettings), then its own ``rules``, each problem a RecipeError's line."""
+    for key in tuple_keys:
+        object.__setattr__(recipe, key, tuple(float(v) for v in getattr(recipe, key)))
+    LossSettings.__post_init__(recipe)
+    if problems := rules(dataclasses.asdict(recipe)):
+        raise RecipeError("; ".join(problems))
 
 
 def learning_rate(epoch: int, recipe: Recipe) -> float:
@@ -245,11 +251,7 @@ class ImageListRecipe(LossSettings):
     augment: str = _IMAGE_LIST["augment"]  # "released_lt" (the paper's code) or "kang" (bagmar.data.image_data)
 
     def __post_init__(self):
-        for key in ("mean", "std"):  # lists in a config; tuples here, so that the recipe stays hashable
-            object.__setattr__(self, key, tuple(float(v) for v in getattr(self, key)))
-        super().__post_init__()
-        if problems := image_list_problems(dataclasses.asdict(self)):
-            raise RecipeError("; ".join(problems))
+        _settle(self, ("mean", "std"), image_list_problems)
 
 
 def image_list_problems(settings: dict) -> list[str]:

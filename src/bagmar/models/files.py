@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from ..data.augment import CIFAR_MEAN, CIFAR_STD
+from ..data.image_lists import sha256
 from ..evaluation.evaluate import PN_HEADLINE_TAU, group_accuracies, label_free_tau, pn_predictions
 from ..io import UserError, atomic_write
 
@@ -30,14 +30,6 @@ CARD_FORMAT = 1
 
 class ModelFileError(UserError, ValueError):
     """A model file that cannot be used: the message names the file and what to do."""
-
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def network_card(recipe: dict, num_classes: int, image_lists: bool, image_size: int = 32) -> dict:

@@ -190,7 +190,11 @@ def test_html_report_holds_the_tables_and_figures(two_seeds, tmp_path):
         "tables/methods.csv": "The standard long-tailed methods beside BaGMar",
         "plots/methods.png": "Final-epoch top-1 (%) of every variant",
     }
-    assert sorted(captions) == sorted(f"results/demo/{path}" for path in expected)
+    cards = {path for path in captions if path.endswith("/model.json")}  # every trained model's card
+    assert cards == {str(p.relative_to(workdir)) for p in workdir.glob("results/demo/train/*/imba*/seed*/model.json")}
+    assert len(cards) == 6 * len(SEEDS_RUN["seeds"]) * len(SEEDS_RUN["imbalance_factors"])
+    assert all("model.safetensors, whose sha256 it records" in captions[path] for path in cards)
+    assert sorted(set(captions) - cards) == sorted(f"results/demo/{path}" for path in expected)
     for path, caption in expected.items():
         assert caption in captions[f"results/demo/{path}"]
     embedded = set(re.findall(r"data:image/png;[^,]*filename=([\w.]+);base64,", text))

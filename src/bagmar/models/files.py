@@ -6,8 +6,8 @@
   tau = 1, the label-free tau and its top-1, on the test set it was tested on), the class prior that PN and
   post-hoc logit adjustment need, and the weights file's sha256.
 - ``load_model``: the network in eval mode and its card, the weights checked against the card's sha256.
-- ``prepare_images`` / ``classify``: images as the card says the network takes them, and their top-k classes
-  with PN at the card's tau (over the images classified together, as PN divides by each class's mass over a set).
+- ``prepare_images`` / ``classify``: images as the card says the network takes them, and their class scores with
+  PN at the card's tau (over the images classified together, as PN divides by each class's mass over a set).
 """
 
 from __future__ import annotations

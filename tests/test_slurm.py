@@ -232,7 +232,7 @@ def test_slurm_profile_keeps_the_default_profile_and_asks_one_gpu_per_training_j
     assert planned_resources(workdir, "--profile", "profiles/slurm") == paper
     demo = planned_resources(workdir, "--workflow-profile", "profiles/slurm", *DEMO)
     # both fuse the trainings of an imbalance factor; the paper run's LDAM-DRW under its released recipe trains alone
-    for plan, alone in ((paper, {"train_alone", "evaluate_alone"}), (demo, set())):
+    for plan, alone in ((paper, {"train_alone", "evaluate_alone", "export_model_alone"}), (demo, set())):
         trainings = {"train", "train_alone"} & {"train", *alone}
         assert set(plan) == {"cifar100_dataset" if plan is paper else "synthetic_dataset", "split", "train", *alone,
                              "evaluate", "export_model", "aggregate", "render", "readme", "plots"}

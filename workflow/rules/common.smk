@@ -74,6 +74,11 @@ def code(script, *modules):
     return code_fingerprint(SCRIPTS / script, PACKAGE, *modules)
 
 
+def model_label(path):
+    """A model card's label in the report: its training's directory under train/ ({group} filled in by Snakemake)."""
+    return os.path.dirname(os.path.relpath(path, result("train")))
+
+
 def training_code(group):
     """The code fingerprint of a training group's job (its rerun trigger, and its models' cards)."""
     script = "train_image_list.py" if RUN.image_lists else "train.py"

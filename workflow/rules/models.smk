@@ -3,33 +3,43 @@
 # training's own files after it, so that adding them never retrains (bagmar.models.files).
 
 
-rule export_model:
-    input:
-        unpack(lambda w: RUN.model_inputs(w.training, w.imbalance, w.seed)),
-    output:
-        weights=LAYOUT.model_file("weights"),
-        card=report(
-            LAYOUT.model_file("card"),
-            caption="../report/model_card.rst",
-            category="Models",
-            subcategory="{training}",
-            labels={"imbalance factor": "{imbalance}", "seed": "{seed}"},
-        ),
-    log:
-        result("logs/export_model/{training}/imba{imbalance}/seed{seed}.log"),
-    benchmark:
-        result("benchmarks/export_model/{training}/imba{imbalance}/seed{seed}.tsv")
-    conda:
-        "../../envs/bagmar.yaml"
-    params:
-        about=lambda w: RUN.model_about(w.training, w.imbalance, w.seed),
-        taus=RUN.taus,
-        training_code=lambda w: training_code(
-            LAYOUT.group_of(Member(w.training, w.imbalance, w.seed))
-        ),
-        code=code("export_model.py"),
-    script:
-        "../../scripts/export_model.py"
+# One job per training group, as it trained (a rule for each kind of group: their outputs' shapes differ).
+for kind in [kind for kind in LAYOUT.kinds() if kind != "released"]:
+
+    rule:
+        name:
+            "export_model" if kind == "fused" else f"export_model_{kind}"
+        input:
+            unpack(for_group(RUN.model_inputs)),
+        output:
+            **{
+                name: (
+                    report(
+                        path,
+                        caption="../report/model_card.rst",
+                        category="Models",
+                        labels={"model": model_label(path)},
+                    )
+                    if name.startswith("card")
+                    else path
+                )
+                for name, path in LAYOUT.model_outputs(kind).items()
+            },
+        log:
+            LAYOUT.group_log(stage="export_model"),
+        benchmark:
+            LAYOUT.group_benchmark(stage="export_model")
+        wildcard_constraints:
+            group=group_constraint(kind),
+        conda:
+            "../../envs/bagmar.yaml"
+        params:
+            members=for_group(RUN.model_members),
+            taus=RUN.taus,
+            training_code=lambda w: training_code(w.group),
+            code=code("export_model.py"),
+        script:
+            "../../scripts/export_model.py"
 
 
 # The authors' released checkpoints (a training with `released`): mapped into ResNet-32 and tested on the run's

@@ -167,6 +167,10 @@ class Layout:
         evaluated member."""
         return self._member_outputs(EVALUATION_FILES, "eval", self._of_kind(self.evaluated, kind), kind)
 
+    def model_outputs(self, kind: str = "fused") -> dict[str, str]:
+        """The export rule's outputs in ``{group}``, for the groups of one kind: every member's MODEL_FILES."""
+        return self._member_outputs(MODEL_FILES, "train", self._of_kind(self.trainings, kind), kind)
+
     def _of_kind(self, trainings: list[str], kind: str) -> list[str]:
         return [training for training in trainings if self.kind_of(training) == kind]
 
@@ -175,6 +179,11 @@ class Layout:
         return [{**member.keys(), "name": member.name,
                  "outputs": {kind: f"{kind}_{i}" for kind in TRAINING_FILES
                              if self.kind_of(member.training) != "released" or kind in RELEASED_FILES}}
+                for i, member in enumerate(self.groups[group])]
+
+    def model_members(self, group: str) -> list[dict]:
+        """What an export job writes: each member's keys, name and the names of its MODEL_FILES outputs."""
+        return [{**member.keys(), "name": member.name, "outputs": {kind: f"{kind}_{i}" for kind in MODEL_FILES}}
                 for i, member in enumerate(self.groups[group])]
 
     def evaluated_members(self, group: str) -> list[Member]:

@@ -268,14 +268,23 @@ class Run:
 
     # ---------------------------------------------------------------- models to hand out
 
-    def model_inputs(self, training: str, imbalance: str, seed: str) -> dict[str, str]:
-        """What a model's export reads: its training's model and test outputs, and the split it trained on (the
+    def model_inputs(self, group: str) -> dict[str, list[str] | str]:
+        """What an export job reads: its members' models and test outputs, and the split they trained on (the
         class counts, and the file whose sha256 names the split: the indices, or the training list)."""
+        members = self.layout.groups[group]
+        imbalance = members[0].imbalance
         split = (self.layout.path("data", "lists", "train.txt") if self.image_lists
                  else self.layout.split_file("indices.npy", imbalance))
-        return {"model": self.layout.training_file("model", training, imbalance, seed),
-                "logits": self.layout.training_file("logits", training, imbalance, seed),
+        return {"models": [self.layout.training_file("model", *astuple(m)) for m in members],
+                "logits": [self.layout.training_file("logits", *astuple(m)) for m in members],
                 "counts": self.layout.split_file("class_counts.json", imbalance), "split": split}
+
+    def model_members(self, group: str) -> list[dict]:
+        """What an export job writes: for each member of the group, its output names and what its card says of
+        its making (model_about). A job param: a change to a member's recipe re-exports its group."""
+        return [{**member, "about": self.model_about(member["training"], imbalance_key(member["imbalance_factor"]),
+                                                     member["seed"])}
+                for member in self.layout.model_members(group)]
 
     def model_about(self, training: str, imbalance: str, seed: str) -> dict:
         """What a model's card says of its making (bagmar.models.files.export adds the rest)."""

@@ -28,7 +28,8 @@ with log_to(snakemake.log[0]):
         section = render_results(table, comparison, methods, snakemake.input.template, run_name=p.run_name,
                                  dataset=p.dataset, headline_variant=p.headline_variant, variants=p.variants,
                                  links=p.links, link_base=link_base, data_note=data_note, note=p.note,
-                                 compared=compared, compare_with=p.compare_with, headline_model=p.headline_model)
+                                 compared=compared, compare_with=p.compare_with, headline_model=p.headline_model,
+                                 has_released=p.has_released)
         with atomic_write(path) as f:
             f.write(section)
     print(section)

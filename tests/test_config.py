@@ -179,3 +179,9 @@ def test_a_loss_of_ones_own_is_resolved_before_any_job(tmp_path, monkeypatch):
                           ("own_losses_for_config:unary", "must take (logits, labels)")]:
         found = problems(edited("demo", own(loss)))
         assert len(found) == 1 and found[0].startswith(f"trainings.ce.loss '{loss}'") and message in found[0], found
+
+
+def test_naming_the_shared_recipe_is_the_same_as_naming_none():
+    config = committed("demo")  # fused: a training may name the shared recipe and still fuse
+    config["trainings"]["ce"]["recipe"] = "shared"
+    assert problems(config) == []

@@ -207,6 +207,7 @@ def test_the_released_models_table_has_every_column(released_run):
     workdir, _ = released_run
     section = (workdir / "results" / "released_models" / "tables" / "results.md").read_text()
     assert "test-selected best epoch" in section  # report.note, under the title
+    assert "final-epoch top-1 (%) (a released checkpoint's rows: its test-selected best epoch)" in section
     assert ("| Imbalance Factor | Ours (τ=1) | Paper (τ=1) | Δ | Ours (fine-tune τ) | Paper (fine-tune τ) | Δ | "
             "`cifar100_lt` (τ=1) | `cifar100_lt` (fine-tune τ) |") in section
     rows = [line for line in section.splitlines() if line.startswith("| 200 |") or line.startswith("| 10 |")]
@@ -253,3 +254,22 @@ def test_a_released_training_takes_a_file_per_imbalance_factor_and_nothing_else(
         "trainings.released.epochs: a released training takes no other setting (its checkpoint is as trained)",
         "trainings.released.released has no checkpoint for imbalance factor 50; add one, or drop the factor from "
         "imbalance_factors"]
+
+
+def test_a_checkpoint_pickled_under_numpy_1_loads_and_a_saved_web_page_is_named(tmp_path):
+    """A best_acc computed with numpy pickles as numpy's scalar constructor, whose module numpy 1 named
+    numpy.core.multiarray (numpy 2: numpy._core.multiarray); both load. A share link's saved HTML page is named so."""
+    network = random_resnet32()
+    checkpoint = from_resnet32(network.state_dict(), best_acc=np.float64(0.4812))
+    torch.save(checkpoint, tmp_path / "numpy2.pth", _use_new_zipfile_serialization=False)
+    data = (tmp_path / "numpy2.pth").read_bytes()
+    assert data.count(b"numpy._core.multiarray\nscalar") == 1
+    (tmp_path / "numpy1.pth").write_bytes(data.replace(b"numpy._core.multiarray\nscalar",
+                                                        b"numpy.core.multiarray\nscalar"))
+    for name in ("numpy2.pth", "numpy1.pth"):
+        assert released.load_checkpoint(tmp_path / name)["best_acc"] == pytest.approx(0.4812)
+        x = torch.randn(2, 3, 32, 32)
+        assert torch.equal(load_released_resnet32(tmp_path / name, 100)(x), network(x))
+    (tmp_path / "page.pth").write_text("<!DOCTYPE html><html><head><title>Google Drive</title></head></html>")
+    with pytest.raises(CheckpointError, match=r"page.pth: an HTML page, not a torch checkpoint \(a share link saves"):
+        load_released_resnet32(tmp_path / "page.pth", 100)

@@ -75,6 +75,7 @@ rule render:
         readme=config["report"]["readme"],
         note=config["report"].get("note"),
         headline_model=RUN.headline_model(),
+        has_released=bool(LAYOUT.released),
         compare_with=config["report"].get("compare_with"),
         code=code("render.py"),
     script:

@@ -129,7 +129,8 @@ class Run:
         else:
             self.num_classes, self.per_class = REAL_DATASETS[self.dataset]
         self.keep_matrix = self.num_classes <= config["statistics_matrix_max_classes"]
-        # the side of the images a CIFAR-recipe network takes (the synthetic set's own; image lists: the recipe's crop)
+        # the side of the images a CIFAR-recipe network takes (the synthetic set's own; unused by image lists, whose
+        # input is their recipe's resize and crop)
         self.image_size = (config["dataset"]["synthetic"]["image_size"] if self.dataset == "synthetic" else 32)
 
     @property
@@ -151,6 +152,7 @@ class Run:
         loss = settings.get("loss", defaults["loss"])
         own = {key: defaults[key] for key in ("loss", *loss_settings(loss))}
         if self.image_lists:
+            settings = {key: value for key, value in settings.items() if key != "recipe"}  # "shared": the only one
             return {**self.config["image_list_recipe"], **own, **settings, "seed": int(seed)}
         named = named_recipe(settings.get("recipe"))  # a named recipe's settings over the run's
         settings = {key: value for key, value in settings.items() if key != "recipe"}
@@ -442,7 +444,8 @@ class _Checks:
                 f"settings (fusion: {fusion}); set recipe.{key} for all, or fusion: none"
                 for name, training in self.config["trainings"].items()
                 if name not in self.run.layout.alone and name not in self.run.layout.released
-                for key in sorted(training.keys() - set(FUSABLE))]  # a named recipe's training trains alone
+                for key in sorted(training.keys() - set(FUSABLE))  # a named recipe's training trains alone
+                if not (key == "recipe" and training[key] == SHARED_RECIPE)]
 
     def cifar_rules(self) -> list[str]:
         """The CIFAR recipe's rules (CIFAR-10/100 and the synthetic set)."""
@@ -487,7 +490,7 @@ class _Checks:
             found.append(f"imbalance_factors: {run.dataset}'s split is its training list, whose largest class over "
                          f"its smallest is {run.list_imbalance:g}; set imbalance_factors: [{run.list_imbalance:g}]")
         for training in config["trainings"]:
-            if "recipe" in config["trainings"][training]:
+            if config["trainings"][training].get("recipe", SHARED_RECIPE) != SHARED_RECIPE:
                 found.append(f"trainings.{training}.recipe names a CIFAR recipe; an image-list training sets its "
                              "settings itself (over image_list_recipe)")
                 continue

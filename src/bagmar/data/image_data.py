@@ -17,7 +17,9 @@ Two training augmentations (``AUGMENTS``), each as a released data loader applie
   RandomResizedCrop(224), horizontal flip, ColorJitter(0.4, 0.4, 0.4, 0), timm's RandAugment 'rand-n2-m10-mstd0.5'
   (translate_const int(224 * 0.45), the data set's mean as fill), normalised with ImageNet's mean and std whatever
   the data set. It runs in the workers on PIL images, torchvision's and timm's own transforms composed as released
-  (``released_lt_transform``), their global random generators seeded per item.
+  (``released_lt_transform``), their global random generators seeded per item. The released code holds its own
+  copy of timm's RandAugment (data/randaugment.py); the two were compared output for output on seeded images,
+  and the test pins the composition and the seeding against the released Compose run with timm's.
 - ``kang``: Kang et al.'s classifier-balancing data loader: RandomResizedCrop(224, scale 0.08-1, ratio 3/4-4/3),
   horizontal flip, ColorJitter(c, c, c, 0), normalised with the recipe's mean and std. The crop and flip run in
   the workers; ColorJitter applies brightness, contrast and saturation in that fixed order (torchvision draws a
@@ -126,7 +128,7 @@ def seeded_global_generators(seeds: np.ndarray):
     after: an item's draws follow from its seeds alone, and the training process's own draws are untouched."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seeds[0]))
+        torch.default_generator.manual_seed(int(seeds[0]))  # the CPU generator only, which torchvision draws from
         random.seed(int(seeds[1]))
         np.random.seed(int(seeds[2]))
         try:

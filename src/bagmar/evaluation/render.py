@@ -88,7 +88,8 @@ def render_results(table: pd.DataFrame, comparison: pd.DataFrame, methods: pd.Da
                    run_name: str, dataset: str, headline_variant: str, variants: list[str],
                    links: dict[float, list[dict]], link_base: str | Path = ".", data_note: str | None = None,
                    note: str | None = None, compared: pd.DataFrame | None = None,
-                   compare_with: str | None = None, headline_model: str = "final-epoch model") -> str:
+                   compare_with: str | None = None, headline_model: str = "final-epoch model",
+                   has_released: bool = False) -> str:
     """The markdown results section.
 
     ``links`` maps an imbalance factor to one {"seed", "log", "model"} per seed of the headline
@@ -98,7 +99,8 @@ def render_results(table: pd.DataFrame, comparison: pd.DataFrame, methods: pd.Da
     ``note``: a paragraph under the title (report.note). ``compared``: the paper-format table of run
     ``compare_with`` (report.compare_with), whose headline figures are shown beside this run's where it has the
     imbalance factor; None when that run has no results yet (the section says so). ``headline_model``: which
-    model of the headline training the figures are (a released checkpoint is its test-selected best epoch).
+    model of the headline training the figures are (a released checkpoint is its test-selected best epoch);
+    ``has_released``: some rows are released checkpoints (the methods table says which model those are).
     """
     factors, method_rows, sources = methods_rows(methods)
     order = {v: i for i, v in enumerate(variants)}
@@ -121,6 +123,7 @@ def render_results(table: pd.DataFrame, comparison: pd.DataFrame, methods: pd.Da
     return _template(template).render(
         note=note,
         headline_model=headline_model,
+        has_released=has_released,
         compare_with=compare_with,
         compared_missing=compare_with is not None and compared is None,
         run_name=run_name,

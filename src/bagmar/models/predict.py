@@ -36,11 +36,17 @@ def image_paths(images: str | Path, root: str | Path | None = None) -> list[Path
     if not images.is_file():
         raise UserError(f"{images}: no such folder or image list")
     base = Path(root) if root is not None else images.parent
-    found = [base / line.split()[0] for line in images.read_text().splitlines() if line.strip()]
+    found = [base / _listed_path(line) for line in images.read_text().splitlines() if line.strip()]
     missing = [p for p in found if not p.is_file()]
     if missing:
         raise UserError(f"{images}: {len(missing)} listed image(s) missing, the first {missing[0]}")
     return found
+
+
+def _listed_path(line: str) -> str:
+    """A list line's path: the whole line, or all of it but a trailing integer label (paths may hold spaces)."""
+    path, _, last = line.strip().rpartition(" ")
+    return path if path and last.lstrip("-").isdigit() else line.strip()
 
 
 def read_images(paths: list[Path]) -> list[torch.Tensor]:

@@ -34,9 +34,13 @@ class CheckpointError(UserError, ValueError):
 
 
 def _numpy_scalar():
-    from numpy._core.multiarray import scalar  # numpy 2's home of the pickled-scalar constructor
+    """numpy's pickled-scalar constructor, under numpy 2's name and numpy 1's (the released files' era)."""
+    from numpy._core.multiarray import scalar
 
-    return scalar
+    return [scalar, (scalar, "numpy.core.multiarray.scalar")]
+
+
+_PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")  # torch's zip format, or a legacy pickle's protocol byte
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -44,8 +48,14 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(_PICKLE_MAGIC):
+        kind = "an HTML page" if head.lstrip()[:1] == b"<" else "not a torch checkpoint"
+        raise CheckpointError(f"{path}: {kind}, not a torch checkpoint (a share link saves its web page: download the "
+                              "file itself, e.g. in a browser or with gdown)")
     try:
-        with torch.serialization.safe_globals([_numpy_scalar(), *_NUMPY_TYPES]):
+        with torch.serialization.safe_globals([*_numpy_scalar(), *_NUMPY_TYPES]):
             loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         first = str(error).strip().splitlines()[0]

@@ -206,18 +206,23 @@ class Run:
         job's processes, not the model's recipe: out of the recipe (and so out of the checkpoint's fingerprint,
         so that a rerun on other counts resumes), but still job params (a change reruns it).
         """
-        members = [{**member, "recipe": self.training_recipe(member["training"], member["seed"])}
-                   for member in self.layout.group_members(group)]
-        if self.image_lists:
-            for member in members:
-                member["gpus"] = member["recipe"].pop("gpus")
-                member["nodes"] = member["recipe"].pop("nodes")
-                if member["recipe"]["protocol"] == "end_to_end":  # a stage-2 setting: not a stage-1 rerun trigger
-                    member["recipe"].pop("stage2_batchnorm")
-                stage1 = self.stage1_model(member["training"], member["imbalance_factor"], member["seed"])
-                if stage1 is not None:
-                    member["recipe"]["stage1"] = stage1
-        return members
+        return [{**member, **self.model_recipe(member["training"], member["imbalance_factor"], member["seed"])}
+                for member in self.layout.group_members(group)]
+
+    def model_recipe(self, training: str, imbalance: float | str, seed: int | str) -> dict:
+        """{"recipe": what one model trains under} and, for an image-list training, its job's "gpus" and "nodes",
+        taken out of the recipe; a stage-2 setting leaves an end-to-end recipe, and a classifier re-training's
+        stage1 is the weights file it reads."""
+        recipe = self.training_recipe(training, seed)
+        if not self.image_lists:
+            return {"recipe": recipe}
+        processes = {"gpus": recipe.pop("gpus"), "nodes": recipe.pop("nodes")}
+        if recipe["protocol"] == "end_to_end":  # a stage-2 setting: not a stage-1 rerun trigger
+            recipe.pop("stage2_batchnorm")
+        stage1 = self.stage1_model(training, imbalance, seed)
+        if stage1 is not None:
+            recipe["stage1"] = stage1
+        return {"recipe": recipe, **processes}
 
     def training_resources(self, group: str) -> dict:
         """A training job's resources, as snakemake-executor-plugin-slurm reads them (profiles/slurm).
@@ -290,12 +295,7 @@ class Run:
 
     def model_about(self, training: str, imbalance: str, seed: str) -> dict:
         """What a model's card says of its making (bagmar.models.files.export adds the rest)."""
-        recipe = self.training_recipe(training, seed)
-        for key in ("gpus", "nodes"):  # the job's processes, not the model's recipe
-            recipe.pop(key, None)
-        stage1 = self.stage1_model(training, imbalance, seed)
-        if stage1 is not None:
-            recipe["stage1"] = stage1
+        recipe = self.model_recipe(training, imbalance, seed)["recipe"]
         return {"name": Member(training, imbalance, seed).name, "run_name": self.config["run_name"],
                 "dataset": self.dataset, "training": training,
                 "imbalance_factor": float(imbalance), "seed": int(seed), "num_classes": self.num_classes,

@@ -5,14 +5,13 @@ import numpy as np
 import pandas as pd
 
 from bagmar.evaluation.evaluate import Outputs, evaluate_training, per_class_table
-from bagmar.io import atomic_write, log_to
+from bagmar.io import atomic_write, load_arrays, log_to
 
 with log_to(snakemake.log[0]):
     with open(snakemake.input.counts) as f:
         counts = np.asarray(json.load(f))
     for member, path in zip(snakemake.params.members, snakemake.input.logits, strict=True):
-        with np.load(path, allow_pickle=False) as f:
-            logits = dict(f)
+        logits = load_arrays(path)
         sweeps, per_class = [], []
         for variant in member["variants"]:  # {variant, evaluation, taus[, tau_norm_bias]}
             columns = {"variant": variant["variant"], **member["key_columns"], "evaluation": variant["evaluation"]}

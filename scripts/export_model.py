@@ -2,6 +2,7 @@
 (bagmar.models.files)."""
 import json
 
+from bagmar.fingerprint import from_params
 from bagmar.io import log_to
 from bagmar.models.files import export, network_card, sha256
 
@@ -14,7 +15,7 @@ with log_to(snakemake.log[0]):
         about = dict(member["about"])
         about.update(network_card(about["recipe"], about.pop("num_classes"), about.pop("image_lists"),
                                   about.pop("image_size")))
-        about.update(split_sha256=split_sha256, code=snakemake.params.training_code)
+        about.update(split_sha256=split_sha256, code=from_params(snakemake.params, "training_code"))
         outputs = {kind: getattr(snakemake.output, name) for kind, name in member["outputs"].items()}
         card = export(model, logits, counts, outputs["weights"], outputs["card"], about, snakemake.params.taus)
         figures = card["figures"]

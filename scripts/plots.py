@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 
 from bagmar.evaluation import plots
-from bagmar.io import atomic_write, log_to
+from bagmar.io import atomic_write, load_arrays, log_to
 
 
 def keyed(paths, keys, read):
@@ -12,8 +12,8 @@ def keyed(paths, keys, read):
 
 
 def theta(path):
-    with np.load(path, allow_pickle=False) as f:
-        return pd.DataFrame({"class": np.arange(len(f["theta"])), "theta": f["theta"]})
+    saved = load_arrays(path)["theta"]
+    return pd.DataFrame({"class": np.arange(len(saved)), "theta": saved})
 
 
 # a run of released checkpoints only (trainings with `released`): nothing was trained here

@@ -3,8 +3,9 @@ processes a node on nodes machines under torchrun; fusion is none for these). th
 import json
 from pathlib import Path
 
-from bagmar.training.image_job import launch
+from bagmar.fingerprint import from_params
 from bagmar.io import log_to
+from bagmar.training.image_job import launch
 from bagmar.training.train import resolve_device
 
 with log_to(snakemake.log[0]):
@@ -19,6 +20,6 @@ with log_to(snakemake.log[0]):
         "outputs": {kind: getattr(snakemake.output, name) for kind, name in member["outputs"].items()},
         "device": resolve_device(settings.get("device", "auto")), "workers": settings["threads"]["loader"],
         "threads": max(1, snakemake.threads // member["gpus"]), "keep_matrix": p.keep_matrix,
-        "timeout_seconds": settings["distributed"]["timeout_seconds"], "code": p.code,
+        "timeout_seconds": settings["distributed"]["timeout_seconds"], "code": from_params(p),
     }
     launch(job, Path(p.checkpoints) / "job.json", member["gpus"], member["nodes"], settings["distributed"]["restarts"])

@@ -35,7 +35,7 @@ def changed(before, after):
 def test_each_script_reaches_the_modules_it_runs(project):
     fp = fingerprints(project)
     assert set(fp["train.py"]) == {
-        "train.py", "bagmar.config.recipe", "bagmar.data.augment", "bagmar.data.long_tail", "bagmar.io",
+        "train.py", "bagmar.config.recipe", "bagmar.data.augment", "bagmar.data.long_tail", "bagmar.fingerprint", "bagmar.io",
         "bagmar.method.baselines", "bagmar.method.loss", "bagmar.method.model", "bagmar.training.checkpoint",
         "bagmar.training.engine", "bagmar.training.fused_network", "bagmar.training.loop", "bagmar.training.train"}
     assert set(fp["split.py"]) == {"split.py", "bagmar.data.long_tail", "bagmar.io"}
@@ -105,8 +105,8 @@ def test_every_scripted_rule_fingerprints_its_own_script():
         for block in re.split(r"\n\s*rule\b", smk.read_text())[1:]:
             script = re.search(r"script:\s*\"([^\"]+)\"", block)
             if script:
-                found = re.findall(r"code=(?:lambda w: )?code\(\"([^\"]+)\"", block)
-                if re.search(r"(?<!\w)code=lambda w: training_code\(w.group\)", block):  # the run's training script
+                found = re.findall(r"\*\*code_params\(\"([^\"]+)\"\)", block)
+                if re.search(r"\*\*training_code_params\(\)", block):  # the run's training script
                     found = [name for name in ("train.py", "train_image_list.py") if f'"{name}"' in TRAINING_CODE
                              and name == Path(script.group(1)).name]
                 assert found == [Path(script.group(1)).name], (smk, block[:80])

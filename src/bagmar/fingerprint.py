@@ -224,5 +224,20 @@ def code_fingerprint(script: str | Path, package_dir: str | Path, *modules: str 
     return {script.name: _file_digest(script), **reach.digests(), **own}
 
 
+def as_params(fingerprint: dict[str, str], prefix: str = "code", slots: int = 0) -> dict[str, str]:
+    """A fingerprint as Snakemake params, one a file: ``{prefix}_{i}: "<file or module> <hash>"`` (padded with "" to
+    ``slots``), so that a dry run's reason names the one module that changed, in a short line."""
+    values = [f"{name} {digest}" for name, digest in fingerprint.items()]
+    values += [""] * (slots - len(values))
+    return {f"{prefix}_{i}": value for i, value in enumerate(values)}
+
+
+def from_params(params, prefix: str = "code") -> dict[str, str]:
+    """The fingerprint that ``as_params`` spread over a job's params (a Snakemake Namedlist), back as one dict."""
+    pattern = f"{prefix}_"
+    return dict(value.rsplit(" ", 1) for key, value in params.items()
+                if key.startswith(pattern) and key[len(pattern):].isdigit() and value)
+
+
 def _file_digest(path: Path) -> str:
     return hashlib.sha256(normalised(ast.parse(path.read_text())).encode()).hexdigest()[:12]

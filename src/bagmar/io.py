@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 import traceback
+import zipfile
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -55,6 +56,29 @@ def download(url: str, destination: Path) -> None:
     from torchvision.datasets.utils import download_url
 
     download_url(url, str(destination.parent), destination.name)
+
+
+def load_arrays(path: str | Path) -> dict:
+    """Every array of a workflow's .npz file, or of a .npy file (under the key ""), read at once.
+
+    A damaged file (truncated by a full disk, overwritten, half-copied) is named, with its fix, instead of
+    numpy's traceback: the workflow made it, so removing it lets Snakemake make it again.
+    """
+    import numpy as np
+
+    try:
+        with open(path, "rb") as f:
+            if str(path).endswith(".npy"):
+                return {"": np.load(f, allow_pickle=False)}
+            with np.load(f, allow_pickle=False) as saved:
+                return {key: saved[key] for key in saved.files}
+    except (FileNotFoundError, PermissionError):
+        raise
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as error:
+        raise DataError(
+            f"{path} is damaged or incomplete ({type(error).__name__}: {error}); remove it and run the same "
+            "command again: Snakemake makes it again, and reruns what reads it"
+        ) from error
 
 
 @contextlib.contextmanager

@@ -19,6 +19,6 @@ rule cifar_dataset:
     params:
         name=RUN.dataset,
         unofficial_copy=config["dataset"].get("unofficial_copy"),
-        code=code("prepare_cifar.py"),
+        **code_params("prepare_cifar.py"),
     script:
         "../../scripts/prepare_cifar.py"

@@ -34,7 +34,8 @@ def _check_package():
 _check_package()
 from bagmar.config import ConfigError, load  # noqa: E402
 from bagmar.config.layout import Member  # noqa: E402
-from bagmar.fingerprint import code_fingerprint  # noqa: E402
+from bagmar.config.keys import Handed, member_keys  # noqa: E402
+from bagmar.fingerprint import as_params, code_fingerprint  # noqa: E402
 
 # The train rule's resources that the command line or a profile's set-resources replace: a training on several
 # nodes sets some itself (bagmar.config names the clash before any job).
@@ -67,11 +68,17 @@ def code(script, *modules):
     """Rerun trigger: the fingerprint of what a job runs (bagmar.fingerprint), one short hash per module, with
     the user's own ``modules`` it runs (a loss of one's own).
 
-    Handed to Snakemake as a param, so that only a change in the code a job can reach replans it, and
-    `snakemake -n` names the module that changed; comments, docstrings and formatting change nothing.
-    The profiles leave Snakemake's own `code` trigger off: it compares a script's text, comments included.
+    Handed to Snakemake as params, one a module ("bagmar.training.loop 3f2a1c9b0d4e"), so that only a change in
+    the code a job can reach replans it, and `snakemake -n` names the module that changed in one short line;
+    comments, docstrings and formatting change nothing. The profiles leave Snakemake's own `code` trigger off: it
+    compares a script's text, comments included.
     """
     return code_fingerprint(SCRIPTS / script, PACKAGE, *modules)
+
+
+def code_params(script):
+    """A rule's code params (bagmar.fingerprint.as_params): ``**code_params("evaluate.py")``."""
+    return as_params(code(script))
 
 
 def model_label(path):
@@ -83,6 +90,27 @@ def training_code(group):
     """The code fingerprint of a training group's job (its rerun trigger, and its models' cards)."""
     script = "train_image_list.py" if RUN.image_lists else "train.py"
     return code(script, *RUN.loss_files(group))
+
+
+def training_code_params(prefix="code"):
+    """The code params of a training group's job, one a module, "" past a group's own (groups of one kind may run
+    different losses of the user's own)."""
+    slots = max(len(training_code(group)) for group in LAYOUT.groups)
+    return {
+        f"{prefix}_{i}": lambda w, i=i: as_params(training_code(w.group), prefix, slots)[f"{prefix}_{i}"]
+        for i in range(slots)
+    }
+
+
+def members_params(method):
+    """A job's members handed whole (bagmar.config.keys.Handed, never compared), and one rerun key a training
+    (keys_0, keys_1, ...; "" past a group's trainings): a change to one training's settings reads in one line."""
+    slots = len(config["trainings"])
+
+    def key(i):
+        return lambda w: (member_keys(method(w.group), config["trainings"]) + [""] * slots)[i]
+
+    return {"members": lambda w: Handed(method(w.group)), **{f"keys_{i}": key(i) for i in range(slots)}}
 
 
 def for_group(method):

@@ -22,7 +22,7 @@ for kind in LAYOUT.kinds():
         conda:
             "../../envs/bagmar.yaml"
         params:
-            members=for_group(RUN.evaluation_members),
-            code=code("evaluate.py"),
+            **members_params(RUN.evaluation_members),
+            **code_params("evaluate.py"),
         script:
             "../../scripts/evaluate.py"

@@ -21,6 +21,6 @@ rule image_lists:
         "../../envs/bagmar.yaml"
     params:
         name=RUN.dataset,
-        code=code("prepare_image_lists.py"),
+        **code_params("prepare_image_lists.py"),
     script:
         "../../scripts/prepare_image_lists.py"

@@ -12,6 +12,6 @@ rule miniature_dataset:
         "../../envs/bagmar.yaml"
     params:
         miniature=config["dataset"]["miniature"],
-        code=code("make_miniature.py"),
+        **code_params("make_miniature.py"),
     script:
         "../../scripts/make_miniature.py"

@@ -34,10 +34,10 @@ for kind in [kind for kind in LAYOUT.kinds() if kind != "released"]:
         conda:
             "../../envs/bagmar.yaml"
         params:
-            members=for_group(RUN.model_members),
             taus=RUN.taus,
-            training_code=lambda w: training_code(w.group),
-            code=code("export_model.py"),
+            **members_params(RUN.model_members),
+            **training_code_params("training_code"),
+            **code_params("export_model.py"),
         script:
             "../../scripts/export_model.py"
 
@@ -62,7 +62,7 @@ if "released" in LAYOUT.kinds():
             "../../envs/bagmar.yaml"
         threads: config["threads"]["train"]
         params:
-            members=for_group(LAYOUT.group_members),
-            code=code("import_released.py"),
+            **members_params(LAYOUT.group_members),
+            **code_params("import_released.py"),
         script:
             "../../scripts/import_released.py"

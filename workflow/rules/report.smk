@@ -38,7 +38,7 @@ rule aggregate:
         variants=config["variants"],
         losses=RUN.losses(),
         recipes=RUN.recipe_names(),
-        code=code("aggregate.py"),
+        **code_params("aggregate.py"),
     script:
         "../../scripts/aggregate.py"
 
@@ -77,7 +77,7 @@ rule render:
         headline_model=RUN.headline_model(),
         has_released=bool(LAYOUT.released),
         compare_with=config["report"].get("compare_with"),
-        code=code("render.py"),
+        **code_params("render.py"),
     script:
         "../../scripts/render.py"
 
@@ -98,7 +98,7 @@ rule readme:
     params:
         readme=config["report"]["readme"],
         run_name=config["run_name"],
-        code=code("readme.py"),
+        **code_params("readme.py"),
     script:
         "../../scripts/readme.py"
 
@@ -148,6 +148,6 @@ rule plots:
         # files carry their keys as columns)
         metrics_keys=[keys for keys, _ in RUN.each_training("metrics")],
         statistics_keys=[keys for keys, _ in RUN.each_training("statistics")],
-        code=code("plots.py"),
+        **code_params("plots.py"),
     script:
         "../../scripts/plots.py"

@@ -17,6 +17,6 @@ rule split:
         imbalance_factor=lambda w: float(w.imbalance),
         seed=config["split_seed"],
         dataset=RUN.dataset,  # real data sets are checked against the SPEC totals at run time
-        code=code("split.py"),
+        **code_params("split.py"),
     script:
         "../../scripts/split.py"

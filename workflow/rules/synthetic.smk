@@ -12,6 +12,6 @@ rule synthetic_dataset:
         "../../envs/bagmar.yaml"
     params:
         synthetic=config["dataset"]["synthetic"],
-        code=code("make_synthetic.py"),
+        **code_params("make_synthetic.py"),
     script:
         "../../scripts/make_synthetic.py"

@@ -25,11 +25,11 @@ if RUN.image_lists:
         resources:
             **TRAINING_RESOURCES,
         params:
-            members=for_group(RUN.group_members),
             classes=RUN.num_classes,
             checkpoints=for_group(LAYOUT.group_checkpoints),
             keep_matrix=RUN.keep_matrix,
-            code=lambda w: training_code(w.group),
+            **members_params(RUN.group_members),
+            **training_code_params(),
         script:
             "../../scripts/train_image_list.py"
 
@@ -59,9 +59,9 @@ else:
             resources:
                 gpu=1,
             params:
-                members=for_group(RUN.group_members),
                 checkpoints=for_group(LAYOUT.group_checkpoints),
                 keep_matrix=RUN.keep_matrix,
-                code=lambda w: training_code(w.group),
+                **members_params(RUN.group_members),
+                **training_code_params(),
             script:
                 "../../scripts/train.py"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import DataError, atomic_write
+from ..io import DataError, atomic_write, load_arrays
 
 
 
@@ -38,14 +38,14 @@ class ImageSet:
 
     @classmethod
     def load(cls, path: str | Path) -> "ImageSet":
-        with np.load(path, allow_pickle=False) as f:
-            return cls(
-                train_images=f["train_images"],
-                train_labels=f["train_labels"].astype(np.int64),
-                test_images=f["test_images"],
-                test_labels=f["test_labels"].astype(np.int64),
-                num_classes=int(f["num_classes"]),
-            )
+        f = load_arrays(path)
+        return cls(
+            train_images=f["train_images"],
+            train_labels=f["train_labels"].astype(np.int64),
+            test_images=f["test_images"],
+            test_labels=f["test_labels"].astype(np.int64),
+            num_classes=int(f["num_classes"]),
+        )
 
 
 def long_tailed_counts(num_classes: int, max_per_class: int, imbalance_factor: float) -> list[int]:

@@ -2,7 +2,7 @@
 import pandas as pd
 
 from bagmar.io import atomic_write, log_to
-from bagmar.evaluation.tables import methods_table, over_seeds, paper_comparison, summarize
+from bagmar.evaluation.tables import as_written, methods_table, over_seeds, paper_comparison, summarize
 
 with log_to(snakemake.log[0]):
     sweeps = pd.concat([pd.read_csv(path) for path in snakemake.input.sweeps], ignore_index=True)
@@ -11,7 +11,7 @@ with log_to(snakemake.log[0]):
     p = snakemake.params
     comparison = paper_comparison(table, p.headline_variant, p.paper)
     methods = methods_table(table, p.variants, p.losses, p.published, p.headline_variant, p.paper, p.recipes)
-    for frame, path in [(sweeps, snakemake.output.evaluations), (summary, snakemake.output.summary),
+    for frame, path in [(as_written(sweeps, percent=False), snakemake.output.evaluations), (summary, snakemake.output.summary),
                         (table, snakemake.output.table), (comparison, snakemake.output.comparison),
                        (methods, snakemake.output.methods)]:
         with atomic_write(path) as f:

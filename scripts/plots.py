@@ -20,15 +20,16 @@ def theta(path):
 TRAINED_NONE = "no training in this run: its models are released checkpoints, imported as trained elsewhere"
 
 with log_to(snakemake.log[0]):
+    per_class = pd.concat(map(pd.read_csv, snakemake.input.per_class), ignore_index=True)
     figures = {
         "tau_sweep": plots.tau_sweep(pd.read_csv(snakemake.input.evaluations), snakemake.params.paper),
-        "per_class": plots.per_class_accuracy(pd.concat(map(pd.read_csv, snakemake.input.per_class),
-                                                        ignore_index=True)),
+        "per_class": plots.per_class_accuracy(per_class),
         "curves": (plots.training_curves(keyed(snakemake.input.metrics, snakemake.params.metrics_keys, pd.read_csv))
                    if snakemake.input.metrics else plots.nothing_to_draw("Training curves", TRAINED_NONE)),
         "theta": (plots.theta_per_class(keyed(snakemake.input.statistics, snakemake.params.statistics_keys, theta))
                   if snakemake.input.statistics else plots.nothing_to_draw("θ per class", TRAINED_NONE)),
         "methods": plots.methods(pd.read_csv(snakemake.input.methods)),
+        "headline_per_class": plots.headline_per_class(per_class, snakemake.params.headline_variant),
     }
     for name, figure in figures.items():
         with atomic_write(getattr(snakemake.output, name), "wb") as f:

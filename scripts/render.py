@@ -22,14 +22,15 @@ with log_to(snakemake.log[0]):
     table, comparison = pd.read_csv(snakemake.input.table), pd.read_csv(snakemake.input.comparison)
     methods = pd.read_csv(snakemake.input.methods, keep_default_na=False, na_values=[""])
     compared = pd.read_csv(snakemake.input.compare[0]) if snakemake.input.compare else None
-    destinations = [(snakemake.output.markdown, Path(snakemake.output.markdown).parent)]
-    destinations += [(path, Path(p.readme).parent) for path in snakemake.output.readme_section]  # none without
-    for path, link_base in destinations:
+    destinations = [(snakemake.output.markdown, Path(snakemake.output.markdown).parent, False)]
+    destinations += [(path, Path(p.readme).parent, p.section == "brief")  # none without report.readme
+                     for path in snakemake.output.readme_section]
+    for path, link_base, brief in destinations:
         section = render_results(table, comparison, methods, snakemake.input.template, run_name=p.run_name,
                                  dataset=p.dataset, headline_variant=p.headline_variant, variants=p.variants,
                                  links=p.links, link_base=link_base, data_note=data_note, note=p.note,
                                  compared=compared, compare_with=p.compare_with, headline_model=p.headline_model,
-                                 has_released=p.has_released)
+                                 has_released=p.has_released, brief=brief)
         with atomic_write(path) as f:
             f.write(section)
     print(section)

@@ -1,6 +1,6 @@
 """Workflow runs shared by several test modules, each run once per session.
 
-An end-to-end run is the suite's most expensive step (the README demo takes about 2.5 minutes on 2 cores), so
+An end-to-end run is the suite's most expensive step (the demo takes about a minute on 2 cores), so
 the modules that need a finished run share these; a test that changes anything works on a copy
 (`shutil.copytree` keeps the time stamps and Snakemake's records, so the copy is up to date too).
 """
@@ -14,7 +14,7 @@ import pytest
 from project import SEEDS_RUN, copy_project, edit_config, planned_jobs, snakemake
 
 
-# The test tiers (README, "Tests"; markers in pyproject.toml). Every test is in exactly one: its own marker, else its
+# The test tiers (docs/demo.md, "The tests"; markers in pyproject.toml). Every test is in exactly one: its own marker, else its
 # module's tier here, else fast. `python -m pytest -m fast` is the tier to run on every change (under a minute on 2
 # cores); `python -m pytest` runs them all but the tests marked slow.
 TIERS = ("fast", "workflow", "processes", "learning", "slurm", "benchmark")

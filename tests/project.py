@@ -16,7 +16,7 @@ ROOT = Path(__file__).parents[1]
 SEEDS_RUN = {"imbalance_factors": [100], "seeds": [0, 1], "epochs": 2, "fusion": "trainings_and_seeds",
              # a training with a named recipe: alone under fusion, its own epochs (the recipe warms up for 5)
              "alone": {"loss": "ldam_drw", "recipe": "ldam_drw_released", "epochs": 6}}
-PROJECT_FILES = [".gitignore", "main.py", "Snakefile", "workflow", "scripts", "src", "templates", "config", "profiles", "envs", "README.md"]
+PROJECT_FILES = [".gitignore", "main.py", "Snakefile", "workflow", "scripts", "src", "templates", "config", "profiles", "envs", "docs", "README.md"]
 
 
 def copy_project(dest: Path) -> Path:

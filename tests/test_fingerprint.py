@@ -1,4 +1,4 @@
-"""bagmar.fingerprint: what a workflow job's rerun trigger sees of its code (README "Configuration and reruns")."""
+"""bagmar.fingerprint: what a workflow job's rerun trigger sees of its code (docs/reruns-and-recovery.md)."""
 
 import shutil
 from pathlib import Path

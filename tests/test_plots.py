@@ -114,8 +114,9 @@ def check_readable(figure: plt.Figure) -> list[str]:
     """Everything unreadable about a figure, as sentences (an empty list: none).
 
     Per axes: no two series (lines and scatters) share colour, line style and marker; more than one
-    series means a legend (the axes' own, or a figure legend) that names each series once; the drawn
-    tick labels of each axis are unique, 2 to MAX_TICK_LABELS of them, and do not overlap.
+    series means a legend (the axes' own, or a figure legend) that names each series once, and no legend
+    lies over any panel (legends go outside the data area); the drawn tick labels of each axis are unique,
+    2 to MAX_TICK_LABELS of them, and do not overlap.
     """
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
@@ -140,6 +141,10 @@ def check_readable(figure: plt.Figure) -> list[str]:
                 missing = [label for label in labels if label not in texts]
                 if missing or len(set(labels)) != len(labels):
                     problems.append(f"{where}: the legend does not name every series once: {labels} vs {texts}")
+        for legend in [ax.get_legend(), *figure.legends]:
+            if legend is not None and any(legend.get_window_extent(renderer).overlaps(other.bbox)
+                                          for other in figure.axes):
+                problems.append(f"{where}: a legend lies over a panel's data area")
         for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
             labels = _tick_labels(axis)
             texts = [label.get_text() for label in labels]
@@ -210,3 +215,106 @@ def test_the_check_catches_lookalikes_missing_legends_and_crowded_ticks():
     assert any("look the same" in p for p in problems)
     assert sum("no legend" in p for p in problems) == 2
     assert any("overlap" in p for p in problems) and any("40 x tick labels" in p for p in problems)
+
+
+def test_the_check_catches_a_legend_over_the_data():
+    figure, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([1, 2], [1, 2], label="a")
+    ax.plot([1, 2], [2, 1], label="b")
+    ax.legend(loc="center")
+    assert any("legend lies over" in p for p in check_readable(figure))
+    plt.close(figure)
+
+
+@pytest.mark.parametrize("name", ["tau_sweep", "per_class", "training_curves", "theta", "methods"])
+def test_one_legend_below_the_panels(figures, name):
+    """The demo user's complaint: legends covered tail-class points and a curve's peak. Now each figure has one
+    legend, below every panel (check_readable checks that it overlaps none)."""
+    figure = figures[name]
+    figure.canvas.draw()
+    assert all(ax.get_legend() is None for ax in figure.axes)
+    (legend,) = figure.legends
+    box = legend.get_window_extent(figure.canvas.get_renderer())
+    assert box.y1 <= min(ax.get_window_extent().y0 for ax in figure.axes)
+
+
+def test_the_paper_tau_is_named_in_each_panel_and_once_in_the_legend(figures):
+    figure = figures["tau_sweep"]
+    assert [ax.get_title() for ax in figure.axes] == [f"IF {f:g} (paper τ = {PAPER[f]['tau']:g})" for f in FACTORS]
+    texts = [t.get_text() for t in figure.legends[0].get_texts()]
+    assert texts.count("paper's fine-tuned τ") == 1
+
+
+def test_per_class_panels_hold_one_evaluation_rule_each():
+    """Ten variants in one panel could not be told apart: one row per rule (plain, PN, the other post-hoc rules)."""
+    frames = demo_frames()
+    evaluation = frames["per_class"]["variant"].map({v: e for v, (_, e) in VARIANTS.items()})
+    per_class = frames["per_class"].assign(evaluation=evaluation)
+    extra = per_class[per_class["variant"] == "ce_pn"].assign(variant="ce_la", evaluation="logit_adjustment")
+    figure = plots.per_class_accuracy(pd.concat([per_class, extra], ignore_index=True))
+    assert check_readable(figure) == []
+    axes = np.array(figure.axes).reshape(3, len(FACTORS))
+    rows = [{line.get_label() for ax in row for line in ax.get_lines()} for row in axes]
+    assert rows == [{"ce", "BaGMar"}, {"ce_pn", "BaGMar_pn"}, {"ce_la"}]
+    assert axes[1, 0].get_title() == "IF 200: PN, τ = 1"
+    plt.close(figure)
+
+
+def test_a_loss_on_another_scale_gets_its_own_row():
+    """LDAM-DRW's loss (7 to 17) flattened the others (1 to 3) into one line: losses on unlike scales get rows of
+    their own, losses on like scales share one, and the accuracies (one unit) share the last row."""
+    metrics = demo_frames()["metrics"]
+    ldam = metrics[metrics["training"] == "ce"].assign(training="LDAM_DRW",
+                                                       train_loss=lambda f: 5 * f["train_loss"] + 7)
+    figure = plots.training_curves(pd.concat([metrics, ldam], ignore_index=True))
+    assert check_readable(figure) == []
+    axes = np.array(figure.axes).reshape(3, len(FACTORS))
+    labels = [{line.get_label() for line in ax.get_lines()} for ax in axes[:, 0]]
+    assert labels == [set(TRAININGS), {"LDAM_DRW"}, {*TRAININGS, "LDAM_DRW"}]
+    low, high = axes[0, 0].get_ylim()
+    lines = [line.get_ydata() for line in axes[0, 0].get_lines()]
+    assert all(np.ptp(y) > 0.3 * (high - low) for y in lines)  # no line flattened
+    assert axes[1, 0].get_title() == "IF 200: training loss of LDAM_DRW"
+    plt.close(figure)
+
+
+def test_losses_on_one_scale_share_a_row(figures):
+    axes = np.array(figures["training_curves"].axes).reshape(2, len(FACTORS))
+    assert {line.get_label() for line in axes[0, 0].get_lines()} == set(TRAININGS)
+
+
+def test_coinciding_theta_curves_each_show_and_the_figure_says_why():
+    """Trainings with near-identical θ drew one line over another: each is now wider than the next drawn and has
+    its markers at classes of its own, and the legend's note names the ones that coincide."""
+    theta = demo_frames()["theta"]
+    theta = theta[theta["training"] == "ce"]
+    twins = [theta.assign(training=name, theta=theta["theta"] * (1 + 0.01 * i))
+             for i, name in enumerate(["ce", "BaGMar", "BaGMar_pn", "LA"])]
+    apart = theta.assign(training="LDAM_DRW", theta=theta["theta"] * 3)
+    figure = plots.theta_per_class(pd.concat([*twins, apart], ignore_index=True))
+    assert check_readable(figure) == []
+    lines = figure.axes[0].get_lines()
+    assert len({line.get_linewidth() for line in lines}) == len(lines)
+    marked = [set(np.arange(NUM_CLASSES)[line.get_markevery()[0]::line.get_markevery()[1]]) for line in lines]
+    assert all(not a & b for a, b in combinations(marked, 2))
+    note = figure.legends[0].get_title().get_text().replace("\n", " ")
+    assert "ce, BaGMar, BaGMar_pn and LA nearly coincide (at most 3% apart at any class)" in note
+    assert "LDAM_DRW" not in note
+    plt.close(figure)
+
+
+def test_distinct_theta_curves_carry_no_note(figures):
+    assert figures["theta"].legends[0].get_title().get_text() == ""
+
+
+def test_figures_are_deterministic(tmp_path):
+    """The same frames give the same PNG bytes (the workflow's outputs are compared by checksum)."""
+    frames = demo_frames()
+    written = []
+    for attempt in range(2):
+        figure = plots.training_curves(frames["metrics"])
+        path = tmp_path / f"{attempt}.png"
+        figure.savefig(path, format="png", dpi=110)
+        plt.close(figure)
+        written.append(path.read_bytes())
+    assert written[0] == written[1]

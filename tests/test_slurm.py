@@ -66,7 +66,7 @@ def cluster():
 def slurm_project(directory: Path) -> Path:
     """A copy of the project whose SLURM profile names the test cluster's partition and account.
 
-    They are set where the README tells users to set theirs: default-resources in profiles/slurm.
+    They are set where docs/clusters.md tells users to set theirs: default-resources in profiles/slurm.
     """
     workdir = copy_project(directory)
     use_test_cluster(workdir)

@@ -1,6 +1,7 @@
 """Aggregation (pandas) and rendering (Jinja2) of evaluation results."""
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 
 from bagmar.io import UserError
 from bagmar.evaluation.render import cell, methods_rows, render_results, splice_readme
-from bagmar.evaluation.tables import methods_table, over_seeds, paper_comparison, summarize
+from bagmar.evaluation.tables import (as_written, methods_table, over_seeds, paper_comparison, percent_columns,
+                                     round_percent, summarize)
 
 TEMPLATE = Path(__file__).parents[1] / "templates" / "results.md.j2"
 
@@ -45,13 +47,14 @@ def test_summary_takes_every_selection_rule():
 
 
 def test_mean_and_std_over_seeds_match_a_recomputation():
+    """Taken from the per-seed values, then rounded once, as the paper reports them."""
     summary = summarize(sweeps())
     table = over_seeds(summary).set_index(["variant", "imbalance_factor"])
     for (variant, imbalance), group in summary.groupby(["variant", "imbalance_factor"]):
         row = table.loc[(variant, imbalance)]
         assert row["n_seeds"] == 2
-        assert row["top1"] == pytest.approx(np.mean(group["top1"]))
-        assert row["top1_std"] == pytest.approx(np.std(group["top1"], ddof=1))
+        assert row["top1"] == round_percent(np.mean(group["top1"]))
+        assert row["top1_std"] == round_percent(np.std(group["top1"], ddof=1)) == 1.4
     assert math.isnan(table.loc[("ce", 10.0), "few"])
 
 
@@ -209,3 +212,67 @@ def test_readme_changes_only_between_its_markers(tmp_path):
     readme.write_text(spliced + "<!-- BEGIN results: a -->\n<!-- END results: a -->\n")
     with pytest.raises(UserError, match="2 pairs of the markers <!-- BEGIN results: a -->"):
         splice_readme(readme, "a", "x")
+
+
+@pytest.mark.parametrize("value, expected", [
+    (47.55, 47.6), (84.65, 84.7),  # Python's round and "%.1f" disagree on these two (47.5, 84.7)
+    (40.400000000000006, 40.4), (0.05, 0.1), (-0.05, -0.1), (47.549999999999997, 47.6), (100.0, 100.0),
+    (-0.04, 0.0), (26.450000000000003, 26.5),
+])
+def test_percentages_round_as_the_paper_reports_them(value, expected):
+    rounded = round_percent(value)
+    assert rounded == expected and repr(rounded) == repr(expected)  # also no -0.0
+
+
+def test_a_missing_percentage_stays_missing():
+    assert math.isnan(round_percent(float("nan")))
+
+
+def noisy_sweeps():
+    """Per-seed accuracies as the evaluation computes them (k / n * 100), with their float noise and halves."""
+    frame = sweeps()
+    noisy = {40.0: 40.45, 42.0: 202 / 500 * 100, 45.0: 84.65, 47.0: 0.1 + 0.2, 46.0: 1 / 3 * 100}
+    frame["top1"] = frame["top1"].map(lambda v: noisy.get(v, v))
+    frame["many"] = 89.21428571428571
+    return frame
+
+
+def test_table_csvs_hold_percentages_with_one_decimal_and_no_float_noise(tmp_path):
+    """results.csv, paper_table.csv and methods.csv as scripts/aggregate.py writes them (DataFrame.to_csv)."""
+    table = over_seeds(summarize(noisy_sweeps()))
+    frames = {"results": table,
+              "paper_table": paper_comparison(table, "ce_pn", {100: {"tau1": 50.9, "finetuned": 51.0, "tau": 1.5}}),
+              "methods": methods_table(table, VARIANTS, LOSSES, PUBLISHED, "ce_pn", None)}
+    for name, frame in frames.items():
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+        written = pd.read_csv(tmp_path / f"{name}.csv", dtype=str, keep_default_na=False)
+        columns = percent_columns(written)
+        assert {"top1", "top1_std", "many", "few"} <= set(columns), name
+        for column in columns:
+            for text in written[column]:
+                assert text == "" or re.fullmatch(r"-?\d+\.\d", text), (name, column, text)
+        text = (tmp_path / f"{name}.csv").read_text()
+        assert not re.search(r"\d\.\d*(0000|9999)\d", text), (name, text)  # no float noise in any column
+    results = pd.read_csv(tmp_path / "results.csv").set_index(["variant", "imbalance_factor", "evaluation"])
+    # seeds 40.45 and 40.400000000000006: their mean 40.425 rounds to 40.4 (rounding each first would give 40.5)
+    assert results.loc[("ce", 100.0, "plain"), "top1"] == 40.4
+    methods = pd.read_csv(tmp_path / "methods.csv").set_index(["variant", "imbalance_factor"])
+    assert methods.loc[("ce", 100.0), "published_top1"] == 39.87  # a source's figure, as the source gives it
+    paper = pd.read_csv(tmp_path / "paper_table.csv").set_index("imbalance_factor")
+    assert paper.loc[100.0, "diff_tau1"] == round_percent(paper.loc[100.0, "top1"] - 50.9)  # Δ of the shown numbers
+
+
+def test_the_per_seed_summary_keeps_every_digit_but_the_noise():
+    """summary.csv is the input of the means: rounding it would round them twice."""
+    summary = summarize(noisy_sweeps()).set_index(["variant", "imbalance_factor", "seed"])
+    assert summary.loc[("ce", 100.0, 0), "top1"] == 40.45
+    assert summary.loc[("ce", 100.0, 1), "top1"] == 40.4  # 40.400000000000006
+    assert summary.loc[("ce", 100.0, 0), "many"] == 89.2142857143
+
+
+def test_as_written_leaves_text_and_counts_alone():
+    frame = pd.DataFrame({"variant": ["a"], "n_seeds": [3], "top1": [47.55], "test_best_tau": [0.1 + 0.2],
+                          "published_top1": [39.87]})
+    written = as_written(frame)
+    assert written.to_dict("records") == [{"variant": "a", "n_seeds": 3, "top1": 47.6, "test_best_tau": 0.3,
+                                           "published_top1": 39.87}]

@@ -91,7 +91,7 @@ def test_the_comparison_methods_are_trainings_and_evaluations_of_the_same_dag(tm
         assert len(plan) - len(fused) == (len(config["trainings"]) - len(fused_trainings)) * seeds * len(fused)
 
 
-def test_demo_runs_the_whole_dag_and_fills_the_readme(demo):
+def test_demo_runs_the_whole_dag_and_fills_its_page(demo):
     workdir = demo
     results = workdir / "results" / "demo"
     config = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())
@@ -105,12 +105,13 @@ def test_demo_runs_the_whole_dag_and_fills_the_readme(demo):
     assert len(metrics) == config["recipe"]["epochs"]
 
     assert (results / "tables" / "results.md").read_text().startswith("### Results: `demo` (synthetic)")
-    readme = (workdir / "README.md").read_text()
-    section = readme[readme.index("<!-- BEGIN results: demo -->"):readme.index("<!-- END results: demo -->")]
+    page = workdir / "docs" / "demo.md"  # report.readme in config/demo.yaml
+    text = page.read_text()
+    section = text[text.index("<!-- BEGIN results: demo -->"):text.index("<!-- END results: demo -->")]
     assert "### Results: `demo` (synthetic)" in section
     links = re.findall(r"\]\(([^)]+)\)", section)
-    assert len(links) == 8 and all((workdir / link).is_file() for link in links)  # each IF's log and model
-    # the README shows this run's numbers, not a stale or made-up table
+    assert len(links) == 8 and all((page.parent / link).is_file() for link in links)  # each IF's log and model
+    # the page shows this run's numbers, not a stale or made-up table
     table = pd.read_csv(results / "tables" / "results.csv")
     for row in table[table["variant"] == "BaGMar_pn"].itertuples():
         assert f"| {row.imbalance_factor:g} | {row.top1:.1f} | {row.test_best_top1:.1f} (τ={row.test_best_tau:g}) |" in section
@@ -175,10 +176,29 @@ def test_the_dry_run_says_which_module_changed(demo, tmp_path):
     replace_in(workdir / "src" / "bagmar" / "evaluation" / "evaluate.py", "FEW_SHOT_BELOW = 20", "FEW_SHOT_BELOW = 25")
     run = snakemake(workdir, "-n", "--configfile", "config/demo.yaml")
     out = run.stdout + run.stderr
-    assert run.returncode == 0 and "Params have changed since last execution" in out
-    before, now = re.search(r"before: (.*?) now: (.*?)\s*$", out, re.M).groups()
-    changed = {k for k, v in eval(now).items() if eval(before).get(k) != v}  # the params' repr, as Snakemake shows it
-    assert changed == {"bagmar.evaluation.evaluate"}
+    assert run.returncode == 0, out
+    # one param a module: the reason holds the changed module's old and new hash, and nothing else
+    reasons = re.findall(r"^\[[\d:]+\] evaluate \(group=imba\d+\): changed before: (.*) now: (.*)$", out, re.M)
+    assert len(reasons) == 4, out
+    for before, now in reasons:
+        assert re.fullmatch(r"'bagmar\.evaluation\.evaluate [0-9a-f]{12}'", before.strip()), before
+        assert re.fullmatch(r"'bagmar\.evaluation\.evaluate [0-9a-f]{12}'", now.strip()), now
+
+
+def test_a_one_value_change_reads_in_one_screen(demo, tmp_path):
+    """A dry run after one λ changes: every job on one short line, the training's reason naming the value."""
+    workdir = tmp_path / "copy"
+    shutil.copytree(demo, workdir)
+    edit_config(workdir / "config" / "demo.yaml", lambda c: c["trainings"]["BaGMar_pn"].update(lambda1=1.3))
+    run = snakemake(workdir, "-n", "--configfile", "config/demo.yaml")
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out
+    lines = out.splitlines()
+    assert len(lines) <= 60, out
+    assert max(map(len, lines)) <= 200, max(lines, key=len)
+    train = [line for line in lines if re.match(r"^\[[\d:]+\] train \(group=imba200\)", line)]
+    assert len(train) == 1 and "BaGMar_pn: lambda1=1.2, lambda2=0.9 #" in train[0], out
+    assert "BaGMar_pn: lambda1=1.3, lambda2=0.9 #" in train[0], train[0]
 
 
 def test_changing_the_tau_grid_reruns_post_hoc_evaluations_only(demo, tmp_path):

@@ -19,19 +19,22 @@ def _refuse(message):
     raise SystemExit(1)
 
 
-def _check_package():
-    """The workflow and its jobs (same Python, same environment) must import bagmar from this checkout's src/."""
+def _use_this_checkout():
+    """The workflow and its jobs import bagmar from this checkout's src/, whatever else is installed: first on this
+    process's path and on PYTHONPATH, which every job's Python inherits (local, or through SLURM's environment)."""
+    src = str(PACKAGE_SRC.resolve())
+    if sys.path[:1] != [src]:
+        sys.path.insert(0, src)
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != src]
+    os.environ["PYTHONPATH"] = os.pathsep.join([src, *inherited])
+    for name in [name for name in sys.modules if name == "bagmar" or name.startswith("bagmar.")]:
+        del sys.modules[name]  # imported from elsewhere before (another checkout's install): import it again
     found = find_spec("bagmar")
-    where = Path(found.origin).resolve().parent if found and found.origin else None
-    if where != PACKAGE.resolve():
-        _refuse(
-            f"the bagmar package that Python finds is {where or 'none'}, not this checkout's "
-            f"{PACKAGE.resolve()}; install this checkout (pip install -e .) or run with "
-            f"PYTHONPATH={PACKAGE_SRC.resolve()}"
-        )
+    if found is None or Path(found.origin).resolve().parent != PACKAGE.resolve():
+        _refuse(f"this checkout's package {PACKAGE.resolve()} cannot be imported; is src/ complete?")
 
 
-_check_package()
+_use_this_checkout()
 from bagmar.config import ConfigError, load  # noqa: E402
 from bagmar.config.layout import Member  # noqa: E402
 from bagmar.config.keys import Handed, member_keys  # noqa: E402
@@ -68,7 +71,7 @@ def code(script, *modules):
     """Rerun trigger: the fingerprint of what a job runs (bagmar.fingerprint), one short hash per module, with
     the user's own ``modules`` it runs (a loss of one's own).
 
-    Handed to Snakemake as params, one a module ("bagmar.training.loop 3f2a1c9b0d4e"), so that only a change in
+    Handed to Snakemake as params, one a module ("bagmar.training.loop <hash>"), so that only a change in
     the code a job can reach replans it, and `snakemake -n` names the module that changed in one short line;
     comments, docstrings and formatting change nothing. The profiles leave Snakemake's own `code` trigger off: it
     compares a script's text, comments included.

@@ -73,6 +73,7 @@ rule render:
         variants=list(config["variants"]),
         links=RUN.headline_links(),
         readme=config["report"]["readme"],
+        section=config["report"]["section"],
         note=config["report"].get("note"),
         headline_model=RUN.headline_model(),
         has_released=bool(LAYOUT.released),
@@ -136,6 +137,11 @@ rule plots:
             caption="../report/methods.rst",
             category="Figures",
         ),
+        headline_per_class=report(
+            result("plots/headline_per_class.png"),
+            caption="../report/headline_per_class.rst",
+            category="Figures",
+        ),
     log:
         result("logs/plots.log"),
     benchmark:
@@ -144,6 +150,7 @@ rule plots:
         "../../envs/bagmar.yaml"
     params:
         paper=config["report"].get("paper"),
+        headline_variant=config["report"]["headline_variant"],
         # each training file's keys, in the inputs' order: the script never parses a path (evaluation
         # files carry their keys as columns)
         metrics_keys=[keys for keys, _ in RUN.each_training("metrics")],

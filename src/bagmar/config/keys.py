@@ -4,7 +4,7 @@ Snakemake reruns a job whose params changed and prints, as the reason, every cha
 now. A job's members (every recipe of a fused group) are handed to its script whole, but as a ``Handed`` list,
 whose text is constant, so they never appear there; what Snakemake compares instead are ``member_keys``: one line
 a training, its settings as the config writes them and a hash of everything the job is handed for it. A change
-to one λ then reads ``before: BaGMar_pn: lambda1=1.2, lambda2=0.9 #3f2a1c9b now: BaGMar_pn: lambda1=1.3, …``.
+to one λ then reads ``before: BaGMar_pn: lambda1=1.2, lambda2=0.9 #<hash> now: BaGMar_pn: lambda1=1.3, …``.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ from ..io import DataError
 
 # torchvision 0.29 marks its image decoders deprecated in favour of TorchCodec, and warns on every call (a million
 # times an ImageNet-LT epoch). They remain its libjpeg-turbo decoders, 1.4x faster than Pillow's here
-# (benchmarks/input_pipeline.py); README, "ImageNet-LT, Places-LT and iNaturalist 2018", notes the move to come.
+# (benchmarks/input_pipeline.py); docs/large-scale.md says where they run.
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision are deprecated",
                         category=DeprecationWarning)
 

@@ -9,7 +9,12 @@ Readability rules every figure keeps (tests/test_plots.py checks them):
   reader; with more names than colours the line style and marker change too;
 * small multiples, one panel per imbalance factor, instead of crowding many factors into one
   panel (12 lines in one panel cannot be told apart, whatever the palette);
-* a legend on every panel with more than one series;
+* a legend naming every series, outside the data area (``_legend_below``: one legend for the figure,
+  below its panels), so that no legend hides a point; the figure grows to hold it;
+* one y scale per loss where the losses' scales differ (``_scale_groups``): a loss of 7 to 17 drawn with
+  losses of 1 to 3 flattens them into one line;
+* series that coincide are drawn so that each still shows (``theta_per_class``: widening stripes and
+  staggered markers), and the figure says why they coincide;
 * log axes print plain numbers at 1-2-5 steps when they span few decades (``_readable_log_axis``),
   because matplotlib's default labels a narrow log range with overlapping minor labels such as
   "2×10² 3×10² 4×10²".
@@ -22,6 +27,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on a cluster node
 
 import math  # noqa: E402
+import textwrap  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -86,8 +92,37 @@ def _readable_log_axis(axis: Axis) -> None:
 def _grid(rows: int, columns: int, title: str, height: float = 3.6) -> tuple[Figure, np.ndarray]:
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, height * rows), squeeze=False,
                              constrained_layout=True)
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, width=int(4.2 * columns * 11)))  # one panel's width holds ~46 characters
     return fig, axes
+
+
+def _order(label: str) -> tuple:
+    """Legend order: the names in KNOWN_NAMES' order, then every other label (other names, reference lines) sorted."""
+    if label in KNOWN_NAMES:
+        return 0, KNOWN_NAMES.index(label), ""
+    return 1, 0, label
+
+
+def _legend_below(fig: Figure, axes: np.ndarray, title: str | None = None) -> None:
+    """One legend for the whole figure, below its panels, where it hides no data: every label drawn in any panel,
+    once, in a fixed order, in as many columns as the figure's width holds. The figure grows by the legend's
+    height (constrained layout puts it there), so the panels keep theirs; ``title``, a note above the entries,
+    is wrapped to the figure's width."""
+    handles: dict[str, object] = {}
+    for ax in np.ravel(axes):
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    if not handles:
+        return
+    width, height = fig.get_size_inches()
+    labels = sorted(handles, key=_order)
+    ncols = min(len(labels), max(1, int(width // 1.6)))
+    if title:
+        title = "\n".join(textwrap.fill(line, width=int(width * 14)) for line in title.splitlines())
+    lines = math.ceil(len(labels) / ncols) + (title.count("\n") + 1 if title else 0)
+    fig.set_size_inches(width, height + 0.3 + 0.24 * lines)
+    fig.legend([handles[label] for label in labels], labels, loc="outside lower center", ncols=ncols,
+               fontsize="small", title=title, title_fontsize="small")
 
 
 def nothing_to_draw(title: str, why: str) -> Figure:
@@ -104,7 +139,8 @@ def _factors(frame: pd.DataFrame) -> list[float]:
 
 def tau_sweep(evaluations: pd.DataFrame, paper: dict | None = None) -> Figure:
     """Top-1 vs tau of every post-hoc variant's final model (PN, logit adjustment, tau-normalisation; mean
-    over seeds), one panel per imbalance factor; the paper's fine-tuned PN tau as a vertical line."""
+    over seeds), one panel per imbalance factor; the paper's fine-tuned PN tau as a vertical line (its value in
+    the panel's title). The legend is below the panels, so no curve's peak hides behind it."""
     pn = evaluations[(evaluations["evaluation"] != "plain") & (evaluations["model"] == "final")]
     factors = _factors(pn)
     names = pn["variant"].unique()
@@ -115,82 +151,205 @@ def tau_sweep(evaluations: pd.DataFrame, paper: dict | None = None) -> Figure:
             curve = rows.groupby("tau")["top1"].mean()
             ax.plot(curve.index, curve.values, markersize=3.5, markevery=_markevery(len(curve)), label=variant,
                     **_style(variant, names))
+        title = f"IF {factor:g}"
         if factor in paper:
-            ax.axvline(paper[factor]["tau"], color="grey", linestyle="--", label=f"paper τ = {paper[factor]['tau']:g}")
-        ax.set(title=f"IF {factor:g}", xlabel="τ", ylabel="top-1 accuracy (%)")
-        ax.legend(fontsize="small")
+            ax.axvline(paper[factor]["tau"], color="grey", linestyle="--", label="paper's fine-tuned τ")
+            title += f" (paper τ = {paper[factor]['tau']:g})"
+        ax.set(title=title, xlabel="τ", ylabel="top-1 accuracy (%)")
+    _legend_below(fig, axes)
     return fig
 
 
+# per_class_accuracy's rows: the variants by their evaluation rule (bagmar.evaluation.evaluate), PN's beside
+# each other; the other post-hoc rules share a row
+_RULE_ROWS = {"plain": "plain argmax", "pn": "PN, τ = 1"}
+_OTHER_RULES = "other post-hoc rules, τ = 1"
+
+
 def per_class_accuracy(per_class: pd.DataFrame) -> Figure:
-    """Per-class test accuracy against the class's training count, one panel per imbalance factor.
+    """Per-class test accuracy against the class's training count, one column per imbalance factor and, where
+    the frame says each variant's evaluation, one row per evaluation rule (plain argmax, PN, the other post-hoc
+    rules), so that a panel holds a few series rather than ten. Each variant's points are joined, faintly, in
+    order of the class count, so that a series can be followed through the others.
 
     The count axis is logarithmic; at small imbalance factors it spans about one decade, hence
     ``_readable_log_axis``.
     """
     factors = _factors(per_class)
     names = per_class["variant"].unique()
-    fig, axes = _grid(1, len(factors), "Per-class test accuracy vs training images (final model, headline τ)")
-    for ax, factor in zip(axes[0], factors):
-        rows = per_class[per_class["imbalance_factor"] == factor]
-        for variant, v in rows.groupby("variant", sort=False):
-            mean = v.groupby("train_count")["accuracy"].mean()
-            style = _style(variant, names)
-            ax.scatter(mean.index, mean.values, s=16, alpha=0.75, label=variant, color=style["color"],
-                       marker=style["marker"])
-        ax.set(title=f"IF {factor:g}", xlabel="training images of the class", ylabel="test accuracy (%)", xscale="log")
-        _readable_log_axis(ax.xaxis)
-        ax.legend(fontsize="small")
+    if "evaluation" in per_class:
+        kind = per_class["evaluation"].map(lambda e: _RULE_ROWS.get(e, _OTHER_RULES)).to_numpy()
+    else:  # a frame without the evaluation column: one row
+        kind = np.full(len(per_class), "")
+    rows_of = [k for k in (*_RULE_ROWS.values(), _OTHER_RULES, "") if (kind == k).any()]
+    fig, axes = _grid(len(rows_of), len(factors),
+                      "Per-class test accuracy vs training images (final model, headline τ)", height=3.0)
+    for rule, row in zip(rows_of, axes):
+        for ax, factor in zip(row, factors):
+            rows = per_class[(kind == rule) & (per_class["imbalance_factor"] == factor)]
+            for variant, v in rows.groupby("variant", sort=False):
+                mean = v.groupby("train_count")["accuracy"].mean()
+                style = _style(variant, names)
+                faint, solid = (*style["color"][:3], 0.35), (*style["color"][:3], 0.9)  # the line faint, its points not
+                ax.plot(mean.index, mean.values, label=variant, linewidth=0.8, markersize=4.5, color=faint,
+                        marker=style["marker"], linestyle=style["linestyle"], markerfacecolor=solid,
+                        markeredgecolor=solid, markeredgewidth=0.5)
+            title = f"IF {factor:g}" + (f": {rule}" if len(rows_of) > 1 else "")
+            ax.set(title=title, xlabel="training images of the class", ylabel="test accuracy (%)", xscale="log",
+                   ylim=(-5, 105))
+            _readable_log_axis(ax.xaxis)
+    _legend_below(fig, axes)
     return fig
 
 
+def headline_per_class(per_class: pd.DataFrame, headline: str, baseline: str = "ce") -> Figure:
+    """The long tail at a glance: per-class test accuracy of the baseline (cross-entropy, argmax) and the headline
+    variant, as bars side by side, classes from the most to the fewest training images, one panel per imbalance
+    factor (the mean over seeds). Says so, on an empty figure, when the run lacks either variant."""
+    title = f"Per-class test accuracy: {baseline} vs {headline} (final model)"
+    missing = [v for v in (baseline, headline) if v not in set(per_class["variant"])]
+    if missing:
+        return nothing_to_draw(title, f"the run has no variant named {_names(missing)}")
+    factors = _factors(per_class)
+    fig, axes = _grid(1, len(factors), title, height=3.4)
+    for ax, factor in zip(axes[0], factors):
+        rows = per_class[per_class["imbalance_factor"] == factor]
+        by_class = {v: rows[rows["variant"] == v].groupby("class").agg(count=("train_count", "first"),
+                                                                          accuracy=("accuracy", "mean"))
+                    for v in (baseline, headline)}
+        order = by_class[baseline].sort_values("count", ascending=False, kind="stable").index
+        x = np.arange(len(order))
+        width = 0.4
+        for offset, variant in ((-width / 2, baseline), (width / 2, headline)):
+            style = _style(variant, [baseline, headline])
+            ax.bar(x + offset, by_class[variant].loc[order, "accuracy"], width, label=variant,
+                   color=style["color"])
+        counts = by_class[baseline].loc[order, "count"]
+        step = max(1, math.ceil(len(order) / 20))
+        ax.set_xticks(x[::step], [f"{c:g}" for c in counts.iloc[::step]], rotation=90 if len(order) > 10 else 0)
+        ax.set(title=f"IF {factor:g}", xlabel="classes, by training images (count shown)", ylabel="test accuracy (%)",
+               ylim=(0, 100))
+    _legend_below(fig, axes)
+    return fig
+
+
+def _scale_groups(curves: dict[str, np.ndarray], squash: float = 3.0) -> list[list[str]]:
+    """The names whose values can share one y axis: names sorted by their median, each joining the group
+    before it unless the group's joint range would be more than ``squash`` times a member's own range (then
+    that member would be flattened into a near-straight line). A range is at least a tenth of its median's size,
+    so that a flat or one-point curve does not stand alone for that alone."""
+    def extent(values: np.ndarray) -> float:
+        return max(float(np.ptp(values)), 0.1 * abs(float(np.median(values))), 1e-12)
+
+    groups: list[list[str]] = []
+    for name in sorted(curves, key=lambda n: (float(np.median(curves[n])), _order(n))):
+        if groups:
+            joint = np.concatenate([curves[n] for n in (*groups[-1], name)])
+            if float(np.ptp(joint)) <= squash * min(extent(curves[n]) for n in (*groups[-1], name)):
+                groups[-1].append(name)
+                continue
+        groups.append([name])
+    return groups
+
+
 def training_curves(metrics: pd.DataFrame) -> Figure:
-    """Training loss (top row) and test accuracy (bottom row) per epoch, seed mean, one column per
+    """Training loss (top rows) and test accuracy (bottom row) per epoch, seed mean, one column per
     imbalance factor and one line per training.
 
     Small multiples: one panel with a line per training and imbalance factor held 12 near-identical
-    lines that no palette could tell apart. Rows share their y axis so the factors compare at a glance.
+    lines that no palette could tell apart. The losses differ in kind (LDAM-DRW's scaled margins run from 7 to
+    17, the others from 1 to 3), so each group of losses on a like scale has its own row (``_scale_groups``);
+    a row shares its y axis, so the factors compare at a glance, and so does the accuracy row.
     """
     factors = _factors(metrics)
     names = metrics["training"].unique()
-    fig, axes = _grid(2, len(factors), "Training curves (mean over seeds)", height=3.2)
+    means = metrics.groupby(["training", "imbalance_factor", "epoch"])[["train_loss", "test_acc"]].mean()
+    groups = _scale_groups({t: means.loc[t, "train_loss"].to_numpy() for t in names})
+    fig, axes = _grid(len(groups) + 1, len(factors), "Training curves (mean over seeds)", height=2.8)
     for row in axes:  # one y scale per row; Axes.sharey keeps every panel's tick labels, unlike subplots(sharey=)
         for ax in row[1:]:
             ax.sharey(row[0])
     for column, factor in enumerate(factors):
-        loss_ax, acc_ax = axes[0, column], axes[1, column]
-        for training, rows in metrics[metrics["imbalance_factor"] == factor].groupby("training", sort=False):
-            curve = rows.groupby("epoch")[["train_loss", "test_acc"]].mean()
-            style = _style(training, names)
-            marks = {"markersize": 3.5, "markevery": _markevery(len(curve))}
-            loss_ax.plot(curve.index, curve["train_loss"], label=training, **marks, **style)
-            acc_ax.plot(curve.index, curve["test_acc"], label=training, **marks, **style)
-        loss_ax.set(title=f"IF {factor:g}: training loss", xlabel="epoch", ylabel="loss (on adjusted logits)")
+        acc_ax = axes[-1, column]
+        for group, loss_ax in zip(groups, axes[:-1, column]):
+            for training in group:
+                if (training, factor) not in means.index.droplevel("epoch"):
+                    continue
+                curve = means.loc[(training, factor)]
+                style = _style(training, names)
+                loss_ax.plot(curve.index, curve["train_loss"], label=training, markersize=3.5,
+                             markevery=_markevery(len(curve)), **style)
+            which = f" of {group[0]}" if len(group) == 1 and len(groups) > 1 else ""
+            loss_ax.set(title=f"IF {factor:g}: training loss{which}", xlabel="epoch",
+                        ylabel="loss (on adjusted logits)")
+        for training in names:
+            if (training, factor) not in means.index.droplevel("epoch"):
+                continue
+            curve = means.loc[(training, factor)]
+            acc_ax.plot(curve.index, curve["test_acc"], label=training, markersize=3.5,
+                        markevery=_markevery(len(curve)), **_style(training, names))
         acc_ax.set(title=f"IF {factor:g}: test top-1", xlabel="epoch", ylabel="accuracy (%, plain argmax)")
-        for ax in (loss_ax, acc_ax):
-            ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # epochs are whole numbers
-            ax.legend(fontsize="small")
+    for ax in axes.ravel():
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # epochs are whole numbers
+    _legend_below(fig, axes, title=("losses on unlike scales have rows of their own" if len(groups) > 1 else None))
     return fig
+
+
+def _coinciding(curves: dict[str, pd.Series], within: float = 0.25) -> list[tuple[list[str], float]]:
+    """Groups of names whose curves nearly coincide: each joined to a group holding a name it stays within a
+    factor ``1 + within`` of at every point they share (on any panel); with the largest such gap of the group."""
+    def gap(a: str, b: str) -> float:
+        both = pd.concat([curves[a], curves[b]], axis=1, join="inner").to_numpy()
+        both = both[(both > 0).all(axis=1)]
+        return float(np.max(np.abs(np.log(both[:, 0] / both[:, 1])))) if len(both) else math.inf
+
+    groups: list[list[str]] = []
+    for name in sorted(curves, key=_order):
+        near = [g for g in groups if any(gap(name, other) <= math.log1p(within) for other in g)]
+        joined = [name]
+        for g in near:  # the name joins the groups it is near to into one
+            joined.extend(g)
+            groups.remove(g)
+        groups.append(joined)
+    return [(sorted(g, key=_order), max(gap(a, b) for a in g for b in g)) for g in groups if len(g) > 1]
+
+
+def _names(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def theta_per_class(theta: pd.DataFrame) -> Figure:
     """BaGMar's accumulated positive gradient theta per class at the end of training, CE vs BaGMar.
 
     theta is shown on a log axis; at small imbalance factors it spans about one decade, hence
-    ``_readable_log_axis``.
+    ``_readable_log_axis``. θ follows each class's training count whatever the loss, so several trainings'
+    curves nearly coincide: each is drawn wider than the one drawn after it (a stack of stripes) and with its
+    markers at other classes than theirs, so that every training shows, and the legend's title names the
+    trainings that coincide and by how much.
     """
     factors = _factors(theta)
     names = theta["training"].unique()
+    means = theta.groupby(["training", "imbalance_factor", "class"])["theta"].mean()
     fig, axes = _grid(1, len(factors), "θ (accumulated positive gradient) per class at the end of training")
+    drawn = sorted(names, key=_order)
     for ax, factor in zip(axes[0], factors):
-        for training, rows in theta[theta["imbalance_factor"] == factor].groupby("training", sort=False):
-            mean = rows.groupby("class")["theta"].mean()
-            ax.plot(mean.index, mean.values, markersize=3.5, markevery=_markevery(len(mean)), label=training,
-                    **_style(training, names))
+        present = [t for t in drawn if (t, factor) in means.index.droplevel("class")]
+        step = max(len(present), _markevery(theta["class"].nunique()))
+        widths = np.linspace(5.6, 1.2, len(present)) if len(present) > 1 else [1.5]  # the first drawn, the widest
+        for i, (training, width) in enumerate(zip(present, widths)):
+            mean = means.loc[(training, factor)]
+            ax.plot(mean.index, mean.values, markersize=5.5, markevery=(i % step, step), label=training,
+                    linewidth=width, alpha=0.9, solid_capstyle="butt", **_style(training, names))
         ax.set(title=f"IF {factor:g}", xlabel="class (head → tail)", ylabel="θ", yscale="log")
         ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # class indices are whole numbers
         _readable_log_axis(ax.yaxis)
-        ax.legend(fontsize="small")
+    notes = [f"{_names(group)} nearly coincide (at most {math.expm1(gap):.0%} apart at any class)"
+             for group, gap in _coinciding({t: means.loc[t] for t in drawn})]
+    note = None
+    if notes:
+        note = ("; ".join(notes) + ": θ follows each class's training count, whatever the loss. "
+                "Wider lines are drawn first and the markers are staggered, so that each training shows.")
+    _legend_below(fig, axes, title=note)
     return fig
 
 

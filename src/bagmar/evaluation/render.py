@@ -89,7 +89,7 @@ def render_results(table: pd.DataFrame, comparison: pd.DataFrame, methods: pd.Da
                    links: dict[float, list[dict]], link_base: str | Path = ".", data_note: str | None = None,
                    note: str | None = None, compared: pd.DataFrame | None = None,
                    compare_with: str | None = None, headline_model: str = "final-epoch model",
-                   has_released: bool = False) -> str:
+                   has_released: bool = False, brief: bool = False) -> str:
     """The markdown results section.
 
     ``links`` maps an imbalance factor to one {"seed", "log", "model"} per seed of the headline
@@ -101,6 +101,7 @@ def render_results(table: pd.DataFrame, comparison: pd.DataFrame, methods: pd.Da
     imbalance factor; None when that run has no results yet (the section says so). ``headline_model``: which
     model of the headline training the figures are (a released checkpoint is its test-selected best epoch);
     ``has_released``: some rows are released checkpoints (the methods table says which model those are).
+    ``brief``: the title, the data's provenance and the every-variant table alone (report.section: brief).
     """
     factors, method_rows, sources = methods_rows(methods)
     order = {v: i for i, v in enumerate(variants)}
@@ -139,6 +140,7 @@ def render_results(table: pd.DataFrame, comparison: pd.DataFrame, methods: pd.Da
         recipes=sorted({m["recipe"] for m in method_rows}),
         sources=sources,
         data_note=data_note,
+        brief=brief,
     )
 
 

@@ -2,9 +2,20 @@
 
 Presentation code: it reads result files and never imports training code. Accuracies are in
 percent. Every selection that looked at test labels is named so ("test_best", "best_epoch").
+
+Numbers as written: the tables over seeds (``over_seeds``, ``paper_comparison``, ``methods_table``; the CSVs
+results.csv, paper_table.csv and methods.csv) hold every percentage rounded once, the way the paper reports it
+(``round_percent``: one decimal, halves away from zero), so a CSV reads 40.4 and 47.6, never 40.400000000000006,
+and a rendered table shows the same digits as its CSV. The per-seed summary (``summarize``, summary.csv) is the
+input of the means, so it keeps every digit and loses only the float noise (``_exact``): rounding it too would
+round the means twice. Other numbers (τ, epochs) lose only their float noise; the published figures the tables
+quote (paper_*, published_top1) are written as their sources give them.
 """
 
 from __future__ import annotations
+
+import math
+from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
 import pandas as pd
@@ -13,6 +24,49 @@ from .evaluate import headline_tau
 
 GROUPS = ("top1", "many", "medium", "few")
 KEYS = ["variant", "imbalance_factor", "seed"]
+# the columns that hold our accuracies (percent), besides their "_std" and the "diff_" columns beside the paper's
+PERCENT = (*GROUPS, "best_epoch_top1", "test_best_top1", "label_free_top1")
+SIGNIFICANT = 12  # digits a float keeps once its noise is gone: 26.450000000000003 -> 26.45
+
+
+def _exact(value: float) -> float:
+    """The decimal number a float stands for, without the noise of binary arithmetic (SIGNIFICANT digits):
+    26.450000000000003 -> 26.45, 0.7000000000000001 -> 0.7. NaN and infinities as they are."""
+    value = float(value)
+    return float(f"{value:.{SIGNIFICANT}g}") if math.isfinite(value) else value
+
+
+def round_percent(value: float) -> float:
+    """A percentage as the paper reports it: one decimal, a half rounded away from zero, on the decimal value
+    rather than on its binary approximation (Python's round and "%.1f" give 47.5 for 47.55, whose float is a little
+    under it, and 84.7 for 84.65): 47.55 -> 47.6, 84.65 -> 84.7, 40.400000000000006 -> 40.4, 0.05 -> 0.1,
+    -0.05 -> -0.1; NaN (a shot group without classes) stays NaN. The float noise goes first (``_exact``), so a
+    mean that comes out as 47.549999999999997 is 47.55 and rounds up too."""
+    value = float(value)
+    if not math.isfinite(value):
+        return value
+    rounded = Decimal(repr(_exact(value))).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+    return float(rounded) + 0.0  # + 0.0: -0.0 (from -0.04) is written 0.0
+
+
+def percent_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns of a table that hold our accuracies in percent: PERCENT, their standard deviations over
+    seeds, and our differences from the paper (diff_*)."""
+    return [c for c in frame.columns
+            if c in PERCENT or (c.endswith("_std") and c.removesuffix("_std") in PERCENT) or c.startswith("diff_")]
+
+
+def as_written(frame: pd.DataFrame, percent: bool = True) -> pd.DataFrame:
+    """A table's numbers as its CSV holds them: every percentage column rounded by ``round_percent`` (with
+    ``percent``), every other float column without its float noise (``_exact``); nothing else changes."""
+    out = frame.copy()
+    rounded = percent_columns(out) if percent else []
+    for column in out.columns:
+        if column in rounded:
+            out[column] = out[column].map(round_percent).astype(float)
+        elif pd.api.types.is_float_dtype(out[column]):
+            out[column] = out[column].map(_exact).astype(float)
+    return out
 
 
 def summarize(sweeps: pd.DataFrame) -> pd.DataFrame:
@@ -45,26 +99,28 @@ def summarize(sweeps: pd.DataFrame) -> pd.DataFrame:
             label_free_top1=float(free["top1"].iloc[0]) if len(free) else float("nan"),
         )
         rows.append(row)
-    return pd.DataFrame(rows)
+    return as_written(pd.DataFrame(rows), percent=False)  # every digit: the means over seeds are taken from these
 
 
 def over_seeds(summary: pd.DataFrame) -> pd.DataFrame:
-    """Mean, standard deviation (ddof=1; NaN for one seed) and seed count per (variant, IF)."""
+    """Mean, standard deviation (ddof=1; NaN for one seed) and seed count per (variant, IF), taken from the
+    per-seed values' every digit; the percentages then rounded once, as the paper reports them (``as_written``)."""
     values = [c for c in summary.columns if c not in (*KEYS, "evaluation")]
     grouped = summary.groupby(["variant", "imbalance_factor", "evaluation"], sort=False)[values]
     out = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std")).join(grouped.size().rename("n_seeds"))
-    return out.reset_index()
+    return as_written(out.reset_index())
 
 
 def paper_comparison(table: pd.DataFrame, variant: str, paper: dict | None) -> pd.DataFrame:
-    """The paper-format rows of one variant, with the paper's numbers and our difference from them."""
+    """The paper-format rows of one variant, with the paper's numbers and our difference from them (ours as
+    ``table`` gives them, rounded by ``over_seeds``, so that a difference is that of the numbers shown)."""
     rows = table[table["variant"] == variant].sort_values("imbalance_factor", ascending=False).copy()
     paper = {float(k): v for k, v in (paper or {}).items()}
     for ours, theirs in [("top1", "tau1"), ("test_best_top1", "finetuned"), (None, "tau")]:
         rows[f"paper_{theirs}"] = [paper.get(f, {}).get(theirs, np.nan) for f in rows["imbalance_factor"]]  # tau1 may be absent
         if ours:
             rows[f"diff_{theirs}"] = rows[ours] - rows[f"paper_{theirs}"]
-    return rows.reset_index(drop=True)
+    return as_written(rows.reset_index(drop=True))
 
 
 def methods_table(table: pd.DataFrame, variants: dict[str, dict], losses: dict[str, str], published: dict | None,
@@ -96,4 +152,4 @@ def methods_table(table: pd.DataFrame, variants: dict[str, dict], losses: dict[s
     order = {v: i for i, v in enumerate(variants)}
     rows = rows.assign(_order=rows["variant"].map(order)).sort_values(["imbalance_factor", "_order"],
                                                                       ascending=[False, True])
-    return rows.drop(columns="_order").reset_index(drop=True)
+    return as_written(rows.drop(columns="_order").reset_index(drop=True))

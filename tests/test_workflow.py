@@ -6,11 +6,12 @@ Each test works in a copy of the project under tmp_path, so the checkout is neve
 import re
 import shutil
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from project import SEEDS_RUN, copy_project, edit_config, job_counts, planned_jobs, snakemake
+from project import ROOT, SEEDS_RUN, copy_project, edit_config, job_counts, planned_jobs, snakemake
 
 
 @pytest.fixture
@@ -115,6 +116,23 @@ def test_demo_runs_the_whole_dag_and_fills_its_page(demo):
     table = pd.read_csv(results / "tables" / "results.csv")
     for row in table[table["variant"] == "BaGMar_pn"].itertuples():
         assert f"| {row.imbalance_factor:g} | {row.top1:.1f} | {row.test_best_top1:.1f} (τ={row.test_best_tau:g}) |" in section
+
+
+def test_the_demo_writes_the_committed_tables_again_on_the_cpu_that_wrote_them(demo):
+    """The committed demo tables (docs/demo.md) are the demo's own: on a CPU of the vendor and torch capability
+    recorded beside them, the demo writes them again bit for bit (float32 kernels differ between CPUs)."""
+    import torch
+
+    committed = (ROOT / "docs" / "demo.md").read_text()
+    recorded = re.search(r"\(vendor (\w+), torch CPU capability (\w+)\)", committed)
+    assert recorded, "docs/demo.md says on which CPU its tables were written"
+    vendor = re.search(r"^vendor_id\s*:\s*(\w+)", Path("/proc/cpuinfo").read_text(), re.M)
+    here = (vendor[1] if vendor else "unknown", torch.backends.cpu.get_cpu_capability())
+    if here != recorded.groups():
+        pytest.skip(f"the committed tables come from a {recorded.groups()} CPU; this one is {here}")
+    begin, end = "<!-- BEGIN results: demo -->", "<!-- END results: demo -->"
+    page = (demo / "docs" / "demo.md").read_text()
+    assert page[page.index(begin):page.index(end)] == committed[committed.index(begin):committed.index(end)]
 
 
 def rerun_plan(demo, tmp_path, change) -> dict[str, int]:

@@ -17,8 +17,8 @@ rule cifar_dataset:
     conda:
         "../../envs/bagmar.yaml"
     params:
+        **code_params("prepare_cifar.py"),
         name=RUN.dataset,
         unofficial_copy=config["dataset"].get("unofficial_copy"),
-        **code_params("prepare_cifar.py"),
     script:
         "../../scripts/prepare_cifar.py"

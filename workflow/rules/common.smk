@@ -21,17 +21,26 @@ def _refuse(message):
 
 def _use_this_checkout():
     """The workflow and its jobs import bagmar from this checkout's src/, whatever else is installed: first on this
-    process's path and on PYTHONPATH, which every job's Python inherits (local, or through SLURM's environment)."""
+    process's path and on PYTHONPATH, which every job's Python inherits (local, or through SLURM's environment).
+    """
     src = str(PACKAGE_SRC.resolve())
     if sys.path[:1] != [src]:
         sys.path.insert(0, src)
-    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != src]
-    os.environ["PYTHONPATH"] = os.pathsep.join([src, *inherited])
-    for name in [name for name in sys.modules if name == "bagmar" or name.startswith("bagmar.")]:
-        del sys.modules[name]  # imported from elsewhere before (another checkout's install): import it again
+    inherited = [
+        p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != src
+    ]
+    os.environ.update(PYTHONPATH=os.pathsep.join([src, *inherited]))
+    for name in [
+        name for name in sys.modules if name == "bagmar" or name.startswith("bagmar.")
+    ]:
+        del sys.modules[
+            name
+        ]  # imported from elsewhere before (another checkout's install): import it again
     found = find_spec("bagmar")
     if found is None or Path(found.origin).resolve().parent != PACKAGE.resolve():
-        _refuse(f"this checkout's package {PACKAGE.resolve()} cannot be imported; is src/ complete?")
+        _refuse(
+            f"this checkout's package {PACKAGE.resolve()} cannot be imported; is src/ complete?"
+        )
 
 
 _use_this_checkout()
@@ -100,20 +109,28 @@ def training_code_params(prefix="code"):
     different losses of the user's own)."""
     slots = max(len(training_code(group)) for group in LAYOUT.groups)
     return {
-        f"{prefix}_{i}": lambda w, i=i: as_params(training_code(w.group), prefix, slots)[f"{prefix}_{i}"]
+        f"{prefix}_{i}": lambda w, i=i: as_params(
+            training_code(w.group), prefix, slots
+        )[f"{prefix}_{i}"]
         for i in range(slots)
     }
 
 
 def members_params(method):
     """A job's members handed whole (bagmar.config.keys.Handed, never compared), and one rerun key a training
-    (keys_0, keys_1, ...; "" past a group's trainings): a change to one training's settings reads in one line."""
+    (keys_0, keys_1, ...; "" past a group's trainings): a change to one training's settings reads in one line.
+    """
     slots = len(config["trainings"])
 
     def key(i):
-        return lambda w: (member_keys(method(w.group), config["trainings"]) + [""] * slots)[i]
+        return lambda w: (
+            member_keys(method(w.group), config["trainings"]) + [""] * slots
+        )[i]
 
-    return {"members": lambda w: Handed(method(w.group)), **{f"keys_{i}": key(i) for i in range(slots)}}
+    return {
+        "members": lambda w: Handed(method(w.group)),
+        **{f"keys_{i}": key(i) for i in range(slots)},
+    }
 
 
 def for_group(method):

@@ -20,7 +20,7 @@ rule image_lists:
     conda:
         "../../envs/bagmar.yaml"
     params:
-        name=RUN.dataset,
         **code_params("prepare_image_lists.py"),
+        name=RUN.dataset,
     script:
         "../../scripts/prepare_image_lists.py"

@@ -11,7 +11,7 @@ rule miniature_dataset:
     conda:
         "../../envs/bagmar.yaml"
     params:
-        miniature=config["dataset"]["miniature"],
         **code_params("make_miniature.py"),
+        miniature=config["dataset"]["miniature"],
     script:
         "../../scripts/make_miniature.py"

@@ -34,10 +34,10 @@ for kind in [kind for kind in LAYOUT.kinds() if kind != "released"]:
         conda:
             "../../envs/bagmar.yaml"
         params:
-            taus=RUN.taus,
             **members_params(RUN.model_members),
             **training_code_params("training_code"),
             **code_params("export_model.py"),
+            taus=RUN.taus,
         script:
             "../../scripts/export_model.py"
 

@@ -32,13 +32,13 @@ rule aggregate:
     conda:
         "../../envs/bagmar.yaml"
     params:
+        **code_params("aggregate.py"),
         headline_variant=config["report"]["headline_variant"],
         paper=config["report"].get("paper"),
         published=config["report"].get("published"),
         variants=config["variants"],
         losses=RUN.losses(),
         recipes=RUN.recipe_names(),
-        **code_params("aggregate.py"),
     script:
         "../../scripts/aggregate.py"
 
@@ -67,6 +67,7 @@ rule render:
     conda:
         "../../envs/bagmar.yaml"
     params:
+        **code_params("render.py"),
         run_name=config["run_name"],
         dataset=RUN.dataset,
         headline_variant=config["report"]["headline_variant"],
@@ -78,7 +79,6 @@ rule render:
         headline_model=RUN.headline_model(),
         has_released=bool(LAYOUT.released),
         compare_with=config["report"].get("compare_with"),
-        **code_params("render.py"),
     script:
         "../../scripts/render.py"
 
@@ -97,9 +97,9 @@ rule readme:
     conda:
         "../../envs/bagmar.yaml"
     params:
+        **code_params("readme.py"),
         readme=config["report"]["readme"],
         run_name=config["run_name"],
-        **code_params("readme.py"),
     script:
         "../../scripts/readme.py"
 
@@ -149,12 +149,12 @@ rule plots:
     conda:
         "../../envs/bagmar.yaml"
     params:
+        **code_params("plots.py"),
         paper=config["report"].get("paper"),
         headline_variant=config["report"]["headline_variant"],
         # each training file's keys, in the inputs' order: the script never parses a path (evaluation
         # files carry their keys as columns)
         metrics_keys=[keys for keys, _ in RUN.each_training("metrics")],
         statistics_keys=[keys for keys, _ in RUN.each_training("statistics")],
-        **code_params("plots.py"),
     script:
         "../../scripts/plots.py"

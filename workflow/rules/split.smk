@@ -14,9 +14,9 @@ rule split:
     conda:
         "../../envs/bagmar.yaml"
     params:
+        **code_params("split.py"),
         imbalance_factor=lambda w: float(w.imbalance),
         seed=config["split_seed"],
         dataset=RUN.dataset,  # real data sets are checked against the SPEC totals at run time
-        **code_params("split.py"),
     script:
         "../../scripts/split.py"

@@ -11,7 +11,7 @@ rule synthetic_dataset:
     conda:
         "../../envs/bagmar.yaml"
     params:
-        synthetic=config["dataset"]["synthetic"],
         **code_params("make_synthetic.py"),
+        synthetic=config["dataset"]["synthetic"],
     script:
         "../../scripts/make_synthetic.py"

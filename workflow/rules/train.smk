@@ -25,11 +25,11 @@ if RUN.image_lists:
         resources:
             **TRAINING_RESOURCES,
         params:
+            **members_params(RUN.group_members),
+            **training_code_params(),
             classes=RUN.num_classes,
             checkpoints=for_group(LAYOUT.group_checkpoints),
             keep_matrix=RUN.keep_matrix,
-            **members_params(RUN.group_members),
-            **training_code_params(),
         script:
             "../../scripts/train_image_list.py"
 
@@ -59,9 +59,9 @@ else:
             resources:
                 gpu=1,
             params:
-                checkpoints=for_group(LAYOUT.group_checkpoints),
-                keep_matrix=RUN.keep_matrix,
                 **members_params(RUN.group_members),
                 **training_code_params(),
+                checkpoints=for_group(LAYOUT.group_checkpoints),
+                keep_matrix=RUN.keep_matrix,
             script:
                 "../../scripts/train.py"

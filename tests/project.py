@@ -42,9 +42,11 @@ def env(workdir: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, **package_path(workdir), **extra}
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=workdir,
-                          capture_output=True, text=True, timeout=timeout, env=env(workdir))
+def snakemake(workdir: Path, *args: str, timeout: int = 600, jobs: str = "full") -> subprocess.CompletedProcess:
+    """Snakemake in the copy. ``jobs``: how the profile's logger shows each job; "full" is Snakemake's own block
+    (input, output, wildcards, resources), which tests read; "short" is what a user sees, one line a job."""
+    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--logger-bagmar-jobs", jobs, *args],
+                          cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env(workdir))
 
 
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:

@@ -129,7 +129,7 @@ def project(tmp_path_factory):
 
 
 def dry_run(project, *args):
-    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "-n", *args], cwd=project,
+    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "-n", "--logger-bagmar-jobs", "full", *args], cwd=project,
                           capture_output=True, text=True, timeout=600,
                           env=env(project, TORCH_HOME=str(project / "torch_home")))
 

@@ -125,7 +125,7 @@ def png_size(path):
 
 def test_plots_are_written(two_seeds):
     _, results = two_seeds
-    for name in ("tau_sweep", "per_class", "training_curves", "theta", "methods"):
+    for name in ("tau_sweep", "per_class", "training_curves", "theta", "methods", "headline_per_class"):
         width, height = png_size(results / "plots" / f"{name}.png")
         assert width > 300 and height > 200
 
@@ -138,12 +138,12 @@ def test_the_demo_figures_are_readable(two_seeds, tmp_path):
               "per_class": sorted(map(str, results.glob("eval/*/imba*/seed*/per_class.csv"))),
               "metrics": sorted(map(str, results.glob("train/*/imba*/seed*/metrics.csv"))),
               "statistics": sorted(map(str, results.glob("train/*/imba*/seed*/statistics.npz")))}
-    names = ("tau_sweep", "per_class", "curves", "theta", "methods")
+    names = ("tau_sweep", "per_class", "curves", "theta", "methods", "headline_per_class")
     def keys(paths, name):  # the keys the workflow hands the script beside each file
         return [{name: Path(p).parts[-4], "imbalance_factor": float(Path(p).parts[-3].removeprefix("imba")),
                  "seed": int(Path(p).parts[-2].removeprefix("seed"))} for p in paths]
 
-    params = SimpleNamespace(paper=None, metrics_keys=keys(inputs["metrics"], "training"),
+    params = SimpleNamespace(paper=None, headline_variant="BaGMar_pn", metrics_keys=keys(inputs["metrics"], "training"),
                              statistics_keys=keys(inputs["statistics"], "training"))
     job = SimpleNamespace(input=SimpleNamespace(**inputs), params=params,
                           output=SimpleNamespace(**{name: str(tmp_path / f"{name}.png") for name in names}),
@@ -201,4 +201,5 @@ def test_html_report_holds_the_tables_and_figures(two_seeds, tmp_path):
     for path, caption in expected.items():
         assert caption in captions[f"results/demo/{path}"]
     embedded = set(re.findall(r"data:image/png;[^,]*filename=([\w.]+);base64,", text))
-    assert embedded == {"tau_sweep.png", "per_class.png", "training_curves.png", "theta.png", "methods.png"}
+    assert embedded == {"tau_sweep.png", "per_class.png", "training_curves.png", "theta.png", "methods.png",
+                        "headline_per_class.png"}

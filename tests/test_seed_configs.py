@@ -161,10 +161,10 @@ def test_the_seed_command_plans_one_experiments_jobs(tmp_path):
     # evaluated in one job
     assert PAPER["fusion"] == "trainings_and_seeds"
     assert job_counts(output) == {"cifar100_dataset": 1, "split": 1, "train": 1, "evaluate": 1}
-    assert "wildcards: imbalance=100" in output
-    for seed in PAPER["seeds"]:
-        assert f"results/cifar100_lt/train/ce/imba100/seed{seed}/model.pt" in output
-        assert f"results/cifar100_lt/eval/ce/imba100/seed{seed}/tau_sweep.csv" in output  # the training's evaluations
+    # one line a job (the profile's logger): the split of IF 100, and the group of its trainings and seeds
+    assert re.search(r"^\[[\d:]+\] split \(imbalance=100\): ", output, re.M), output
+    for rule in ("train", "evaluate"):
+        assert re.search(rf"^\[[\d:]+\] {rule} \(group=imba100\): ", output, re.M), output
 
 
 # The synthetic stand-in and a tiny network: the same jobs as a CIFAR-100 run, in seconds.

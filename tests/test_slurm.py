@@ -208,8 +208,8 @@ def rows_of(path: Path, imbalance_factor: int) -> list[str]:
 
 def planned_resources(workdir: Path, *args: str) -> dict[str, dict[str, str]]:
     """Rule -> the resources of its jobs in a dry run (all jobs of a rule alike)."""
-    run = subprocess.run([sys.executable, "-m", "snakemake", "-n", *args], cwd=workdir, capture_output=True,
-                         text=True, timeout=300, env=env(workdir))
+    run = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--logger-bagmar-jobs", "full", *args],
+                         cwd=workdir, capture_output=True, text=True, timeout=300, env=env(workdir))
     assert run.returncode == 0, run.stdout + run.stderr
     resources = {}
     for rule, line in re.findall(r"\nrule (\w+):\n(?:    .*\n)*?    resources: (.*)", run.stdout):

@@ -225,10 +225,11 @@ def code_fingerprint(script: str | Path, package_dir: str | Path, *modules: str 
 
 
 def as_params(fingerprint: dict[str, str], prefix: str = "code", slots: int = 0) -> dict[str, str]:
-    """A fingerprint as Snakemake params, one a file: ``{prefix}_{i}: "<file or module> <hash>"`` (padded with "" to
-    ``slots``), so that a dry run's reason names the one module that changed, in a short line."""
+    """A fingerprint as Snakemake params, one a file: ``{prefix}_{i}: "<file or module> <hash>"``, so that a dry
+    run's reason names the one module that changed, in a short line. Padded to ``slots`` with copies of the first
+    value: Snakemake compares a job's params as a set of values, so the padding changes nothing there."""
     values = [f"{name} {digest}" for name, digest in fingerprint.items()]
-    values += [""] * (slots - len(values))
+    values += values[:1] * (slots - len(values))
     return {f"{prefix}_{i}": value for i, value in enumerate(values)}
 
 

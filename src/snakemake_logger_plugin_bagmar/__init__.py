@@ -9,6 +9,9 @@ failed run with its own summary after the job's message. This handler writes the
 - a failed job: one line naming its log, and when the run ends, for each failed job, the message its log ends with
   (a bagmar error's one line, or the last line of a traceback), so that what went wrong is the last thing printed;
 - everything else as Snakemake writes it (through its default formatter and filter, so ``--quiet`` works as usual).
+
+``--logger-bagmar-jobs full`` shows Snakemake's own block for each job instead of its line (every input, output,
+wildcard and resource), for whoever needs them; the failures are still summarised last.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from __future__ import annotations
 import re
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from snakemake_interface_logger_plugins.base import LogHandlerBase
 from snakemake_interface_logger_plugins.common import LogEvent
+from snakemake_interface_logger_plugins.settings import LogHandlerSettingsBase
 
 WIDTH = 200
 # Snakemake's reasons: "<what>: <file>, <file>, ...; <what>: ..." ("Params have changed ..." holds values)
@@ -73,6 +78,13 @@ def last_message(log: str | Path) -> str | None:
     return lines[-1] if lines else None
 
 
+@dataclass
+class LogHandlerSettings(LogHandlerSettingsBase):
+    jobs: str = field(default="short", metadata={
+        "help": "short: one line a job, its reason in short; full: Snakemake's own block for each job",
+        "choices": ["short", "full"], "type": str})
+
+
 class LogHandler(LogHandlerBase):
     """Writes Snakemake's events to its stream (stderr, or stdout with --stdout), shorter; see the module."""
 
@@ -116,7 +128,8 @@ class LogHandler(LogHandlerBase):
             files = ", ".join(str(f) for f in getattr(record, "configfiles", None) or []) or "none"
             return shorten(f"Snakemake {getattr(record, 'snakemake_version', '')} in {getattr(record, 'cwd', '')}; "
                            f"config files: {files}")
-        if event == LogEvent.JOB_INFO and not getattr(record, "rule_msg", None):
+        full = getattr(self.settings, "jobs", "short") == "full"
+        if event == LogEvent.JOB_INFO and not getattr(record, "rule_msg", None) and not full:
             head = f"{stamp} {record.rule_name}"
             wildcards = wildcards_text(getattr(record, "wildcards", None))
             if wildcards:
@@ -131,6 +144,8 @@ class LogHandler(LogHandlerBase):
             wildcards = wildcards_text(getattr(record, "wildcards", None))
             logs = list(getattr(record, "log", None) or [])
             self.failed.append((record.rule_name, wildcards, logs))
+            if full:
+                return self.format(record)
             where = f" ({wildcards})" if wildcards else ""
             return shorten(f"{stamp} {record.rule_name}{where} failed" + (f"; log: {', '.join(logs)}" if logs else ""))
         message = record.getMessage() if event in (None, LogEvent.ERROR) else None

@@ -105,8 +105,9 @@ def training_code(group):
 
 
 def training_code_params(prefix="code"):
-    """The code params of a training group's job, one a module, "" past a group's own (groups of one kind may run
-    different losses of the user's own)."""
+    """The code params of a training group's job, one a module, as many as the group that reaches the most (groups
+    may run different losses of the user's own); bagmar.fingerprint.as_params pads the others.
+    """
     slots = max(len(training_code(group)) for group in LAYOUT.groups)
     return {
         f"{prefix}_{i}": lambda w, i=i: as_params(
@@ -118,14 +119,18 @@ def training_code_params(prefix="code"):
 
 def members_params(method):
     """A job's members handed whole (bagmar.config.keys.Handed, never compared), and one rerun key a training
-    (keys_0, keys_1, ...; "" past a group's trainings): a change to one training's settings reads in one line.
+    (keys_0, keys_1, ...): a change to one training's settings reads in one line. Past a group's own trainings the
+    keys repeat its first: Snakemake compares params as a set of values, so the padding changes nothing there,
+    whatever the number of trainings in the config.
     """
     slots = len(config["trainings"])
 
     def key(i):
-        return lambda w: (
-            member_keys(method(w.group), config["trainings"]) + [""] * slots
-        )[i]
+        def value(w):
+            keys = member_keys(method(w.group), config["trainings"])
+            return (keys + keys[:1] * slots)[i] if keys else ""
+
+        return value
 
     return {
         "members": lambda w: Handed(method(w.group)),

@@ -224,9 +224,12 @@ def headline_per_class(per_class: pd.DataFrame, headline: str, baseline: str = "
             style = _style(variant, [baseline, headline])
             ax.bar(x + offset, by_class[variant].loc[order, "accuracy"], width, label=variant,
                    color=style["color"])
-        counts = by_class[baseline].loc[order, "count"]
-        step = max(1, math.ceil(len(order) / 20))
-        ax.set_xticks(x[::step], [f"{c:g}" for c in counts.iloc[::step]], rotation=90 if len(order) > 10 else 0)
+        counts = by_class[baseline].loc[order, "count"].to_numpy()
+        ticks = []  # at most 10, each count once
+        for i in range(0, len(order), max(1, math.ceil(len(order) / 10))):
+            if not ticks or counts[ticks[-1]] != counts[i]:
+                ticks.append(i)
+        ax.set_xticks(x[ticks], [f"{counts[i]:g}" for i in ticks])
         ax.set(title=f"IF {factor:g}", xlabel="classes, by training images (count shown)", ylabel="test accuracy (%)",
                ylim=(0, 100))
     _legend_below(fig, axes)

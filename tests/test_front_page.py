@@ -6,7 +6,6 @@ import shlex
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

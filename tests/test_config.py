@@ -22,7 +22,7 @@ def edited(name: str, edit) -> dict:
     return config
 
 
-@pytest.mark.parametrize("name", ["config", "demo", "cifar10_lt", "miniature", "imagenet_lt", "inat2018"])
+@pytest.mark.parametrize("name", ["config", "demo", "cifar10_lt", "cifar10_lt_cpu", "miniature", "imagenet_lt", "inat2018"])
 def test_the_committed_configs_have_no_problem(name):
     assert problems(committed(name)) == []
 

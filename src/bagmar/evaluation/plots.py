@@ -229,7 +229,7 @@ def headline_per_class(per_class: pd.DataFrame, headline: str, baseline: str = "
         for i in range(0, len(order), max(1, math.ceil(len(order) / 10))):
             if not ticks or counts[ticks[-1]] != counts[i]:
                 ticks.append(i)
-        ax.set_xticks(x[ticks], [f"{counts[i]:g}" for i in ticks])
+        ax.set_xticks(x[ticks], [f"{counts[i]:g}" for i in ticks], rotation=45)
         ax.set(title=f"IF {factor:g}", xlabel="classes, by training images (count shown)", ylabel="test accuracy (%)",
                ylim=(0, 100))
     _legend_below(fig, axes)

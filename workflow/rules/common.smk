@@ -3,6 +3,7 @@
 import os
 import re
 import sys
+from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -30,12 +31,9 @@ def _use_this_checkout():
         p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != src
     ]
     os.environ.update(PYTHONPATH=os.pathsep.join([src, *inherited]))
-    for name in [
-        name for name in sys.modules if name == "bagmar" or name.startswith("bagmar.")
-    ]:
-        del sys.modules[
-            name
-        ]  # imported from elsewhere before (another checkout's install): import it again
+    # imported from elsewhere before (another checkout's install): import it again
+    for name in [m for m in sys.modules if m == "bagmar" or m.startswith("bagmar.")]:
+        del sys.modules[name]
     found = find_spec("bagmar")
     if found is None or Path(found.origin).resolve().parent != PACKAGE.resolve():
         _refuse(
@@ -109,10 +107,11 @@ def training_code_params(prefix="code"):
     may run different losses of the user's own); bagmar.fingerprint.as_params pads the others.
     """
     slots = max(len(training_code(group)) for group in LAYOUT.groups)
+    of_group = cache(
+        lambda group: as_params(training_code(group), prefix, slots)
+    )  # once a group, not a slot
     return {
-        f"{prefix}_{i}": lambda w, i=i: as_params(
-            training_code(w.group), prefix, slots
-        )[f"{prefix}_{i}"]
+        f"{prefix}_{i}": lambda w, i=i: of_group(w.group)[f"{prefix}_{i}"]
         for i in range(slots)
     }
 
@@ -125,12 +124,13 @@ def members_params(method):
     """
     slots = len(config["trainings"])
 
-    def key(i):
-        def value(w):
-            keys = member_keys(method(w.group), config["trainings"])
-            return (keys + keys[:1] * slots)[i] if keys else ""
+    @cache  # once a group, not a slot
+    def padded(group):
+        keys = member_keys(method(group), config["trainings"])
+        return keys + keys[:1] * slots if keys else [""] * slots
 
-        return value
+    def key(i):
+        return lambda w: padded(w.group)[i]
 
     return {
         "members": lambda w: Handed(method(w.group)),

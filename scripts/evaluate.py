@@ -1,4 +1,5 @@
-"""Snakemake job: every variant's evaluation of each model of one training group, from its saved test outputs."""
+"""Snakemake job: every variant's evaluation of each model of one training group, from its saved test outputs (and
+its validation logits, where the data set has a validation split: the val-selected tau)."""
 import json
 
 import numpy as np
@@ -10,14 +11,16 @@ from bagmar.io import atomic_write, load_arrays, log_to
 with log_to(snakemake.log[0]):
     with open(snakemake.input.counts) as f:
         counts = np.asarray(json.load(f))
-    for member, path in zip(snakemake.params.members, snakemake.input.logits, strict=True):
+    validations = snakemake.input.get("val_logits") or [None] * len(snakemake.input.logits)  # a validation split's
+    for member, path, val_path in zip(snakemake.params.members, snakemake.input.logits, validations, strict=True):
         logits = load_arrays(path)
+        validation = None if val_path is None else load_arrays(val_path)
         sweeps, per_class = [], []
         for variant in member["variants"]:  # {variant, evaluation, taus[, tau_norm_bias]}
             columns = {"variant": variant["variant"], **member["key_columns"], "evaluation": variant["evaluation"]}
             keep_bias = variant.get("tau_norm_bias") == "keep"
             sweep = evaluate_training(logits, logits["labels"], counts, variant["taus"], variant["evaluation"],
-                                      keep_bias)
+                                      keep_bias, validation)
             sweeps.append(pd.concat([pd.DataFrame(columns, index=sweep.index), sweep], axis=1))
             table = per_class_table(Outputs.from_saved(logits, keep_bias=keep_bias), logits["labels"], counts,
                                     variant["evaluation"])

@@ -16,7 +16,8 @@ with log_to(snakemake.log[0]):
     settings = snakemake.config  # device, workers and the distributed settings: not rerun triggers
     job = {
         "name": member["name"], "recipe": member["recipe"], "root": root, "classes": p.classes,
-        "train": snakemake.input.train, "test": snakemake.input.test, "checkpoints": p.checkpoints,
+        "train": snakemake.input.train, "test": snakemake.input.test, "val": (snakemake.input.val or [None])[0],
+        "checkpoints": p.checkpoints,
         "outputs": {kind: getattr(snakemake.output, name) for kind, name in member["outputs"].items()},
         "device": resolve_device(settings.get("device", "auto")), "workers": settings["threads"]["loader"],
         "threads": max(1, snakemake.threads // member["gpus"]), "keep_matrix": p.keep_matrix,

@@ -77,6 +77,12 @@ def miniature_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def miniature_places_run(tmp_path_factory) -> Path:
+    """The Places-like image-list demo: a partially frozen stage 1, then stage 2."""
+    return committed_run(tmp_path_factory, "miniature_places")
+
+
+@pytest.fixture(scope="session")
 def learning_trainings():
     """tests/test_learning.py's trainings, started in the background at the lowest CPU priority (nice 19), one
     process and one thread each: tests/test_slurm.py starts them once its local runs are done, so that they use the

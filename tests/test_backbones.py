@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision import models
 
-from bagmar.method.backbones import WeightsError, build, freeze_backbone, load_stage1
+from bagmar.method.backbones import WeightsError, build, freeze, load_stage1
 
 
 def test_resnet10_is_basic_blocks_one_per_stage_with_a_biased_classifier():
@@ -65,7 +65,7 @@ def test_stage2_trains_the_classifier_only_and_leaves_the_backbone_bit_identical
     torch.manual_seed(0)
     network = build("resnet10", 5)
     network.train()
-    trainable = freeze_backbone(network, "frozen")
+    trainable = freeze(network, "classifier_retraining", "frozen")
     assert trainable == [network.fc.weight, network.fc.bias]
     before = {k: v.clone() for k, v in network.state_dict().items()}
     optimizer = torch.optim.SGD(trainable, lr=0.2, momentum=0.9, weight_decay=5e-4)
@@ -95,3 +95,55 @@ def test_a_file_in_torchs_hub_cache_must_match_the_checksum_in_its_name(tmp_path
     (checkpoints / f"resnet10-{digest[:8]}.pth").rename(checkpoints / f"resnet10-{wrong}.pth")
     with pytest.raises(WeightsError, match=f"resnet10-{wrong}.pth: its sha256 does not start with {wrong}"):
         load_stage1(build("resnet10", 10, width=8), checkpoints / f"resnet10-{wrong}.pth")
+
+
+def test_torchvision_weights_as_stage1_from_a_temporary_torch_cache(tmp_path, monkeypatch):
+    """``stage1: "torchvision:<Weights>"`` through torchvision's weights API: a weights file that this test writes
+    into a temporary torch cache, under the name torchvision's API gives it (its URL's file name, whose part after
+    the dash is the file's sha256 prefix), starts a last-block fine-tuning; a missing file is one line naming it
+    and its URL before any job; a file whose content does not match that checksum is refused when read."""
+    import hashlib
+
+    import torchvision
+    from torchvision.models._api import Weights, WeightsEnum
+
+    from bagmar.config.recipe import ImageListRecipe, torchvision_weights
+    from bagmar.config.run import problems
+    from bagmar.training.image_train import build_network
+    from test_config import committed
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.manual_seed(5)
+    imagenet = build("resnet18", 1000, width=16)  # stands in for ImageNet weights: torchvision's layout, 1,000 classes
+    torch.save(imagenet.state_dict(), tmp_path / "weights.pth")
+    digest = hashlib.sha256((tmp_path / "weights.pth").read_bytes()).hexdigest()
+    url = f"https://download.example.org/models/resnet18-{digest[:8]}.pth"
+    enum = WeightsEnum("StandIn_Weights", [("IMAGENET1K_V1", Weights(url=url, transforms=None, meta={}))])
+    monkeypatch.setattr(torchvision.models, "StandIn_Weights", enum, raising=False)  # where get_weight looks
+    stage1 = "torchvision:StandIn_Weights.IMAGENET1K_V1"
+    expected = checkpoints / f"resnet18-{digest[:8]}.pth"
+    assert torchvision_weights(stage1) == (expected, url)
+
+    config = committed("miniature_places")
+    config["trainings"]["ce"]["stage1"] = stage1
+    (tmp_path / "weights.pth").rename(expected)
+    assert problems(config) == []
+    finetuning = ImageListRecipe(architecture="resnet18", width=16, epochs=2, batch_size=8, lr=0.1, weight_decay=0.0,
+                                 protocol="last_block_finetuning", stage1=str(expected))
+    network, _ = build_network(finetuning, 30)
+    loaded = network.state_dict()
+    assert all(torch.equal(loaded[key], value) for key, value in imagenet.state_dict().items()
+               if not key.startswith("fc."))  # every layer as the file has it; a new 30-way fc
+
+    expected.unlink()  # missing: one line, with the file and where to download it
+    (line,) = problems(config)
+    assert line == (f"trainings.ce.stage1 = '{stage1}': {expected} is not there; download {url} to it (online, "
+                    "torchvision's weights API does so itself on first use)")
+
+    torch.manual_seed(6)  # the wrong content under the right name: refused when read, naming the file
+    torch.save(build("resnet18", 1000, width=16).state_dict(), expected)
+    assert problems(config) == []  # planning checks that it is there; reading it checks what it is
+    with pytest.raises(WeightsError, match=f"{expected}: its sha256 does not start with {digest[:8]}"):
+        build_network(finetuning, 30)

@@ -22,15 +22,16 @@ def edited(name: str, edit) -> dict:
     return config
 
 
-@pytest.mark.parametrize("name", ["config", "demo", "cifar10_lt", "cifar10_lt_cpu", "miniature", "imagenet_lt", "inat2018"])
+@pytest.mark.parametrize("name", ["config", "demo", "cifar10_lt", "cifar10_lt_cpu", "miniature", "miniature_places",
+                                  "imagenet_lt", "inat2018"])
 def test_the_committed_configs_have_no_problem(name):
     assert problems(committed(name)) == []
 
 
-def test_places_lt_names_its_missing_stage1_weights_for_each_training(tmp_path, monkeypatch):
+def test_places_lt_names_its_one_missing_input_torchvisions_weights_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # a torch home without torchvision's ResNet-152 weights
     found = problems(committed("places_lt"))
-    assert len(found) == 2 and all(f"{tmp_path}/hub/checkpoints/resnet152-394f9c45.pth is not there; download "
+    assert len(found) == 1 and all(f"{tmp_path}/hub/checkpoints/resnet152-394f9c45.pth is not there; download "
                                    "https://download.pytorch.org/models/resnet152-394f9c45.pth" in line for line in found)
 
 

@@ -34,7 +34,7 @@ def recipe(stage1: str) -> ImageListRecipe:
     """A classifier re-training with its BatchNorm frozen (no per-rank BatchNorm difference), 2 epochs of 4 steps."""
     return ImageListRecipe("resnet10", epochs=2, batch_size=32, lr=0.1, weight_decay=5e-4, width=8, image_size=24,
                            resize_size=28, lambda1=1.2, lambda2=0.9, seed=3, protocol="classifier_retraining",
-                           stage1=stage1, stage2_batchnorm="frozen")
+                           stage1=stage1, frozen_batchnorm="frozen")
 
 
 @pytest.fixture(scope="module")

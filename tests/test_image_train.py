@@ -117,17 +117,18 @@ def test_stage2_trains_the_classifier_only_on_a_stage1_model_that_round_trips(mi
     assert all(torch.equal(released[key], before[key]) for key in backbone if key not in statistics)
     assert all(not torch.equal(released[key], before[key]) for key in statistics)
     assert not torch.equal(released["fc.weight"], before["fc.weight"])
-    # stage2_batchnorm: frozen keeps the whole feature model, its statistics included, bit for bit
-    frozen = train_image_list(root, train, test, CLASSES, dataclasses.replace(second, stage2_batchnorm="frozen"),
+    # frozen_batchnorm: frozen keeps the whole feature model, its statistics included, bit for bit
+    frozen = train_image_list(root, train, test, CLASSES, dataclasses.replace(second, frozen_batchnorm="frozen"),
                               progress=quiet).model.state_dict()
     assert all(torch.equal(frozen[key], before[key]) for key in backbone)
     assert not torch.equal(frozen["fc.weight"], before["fc.weight"])
 
 
-def test_classifier_retraining_needs_its_stage1_weights():
-    with pytest.raises(RecipeError, match="needs its stage-1 weights"):
-        recipe(protocol="classifier_retraining")
-    with pytest.raises(RecipeError, match="only it takes them"):
+def test_the_protocols_from_weights_need_them_and_end_to_end_takes_none():
+    for protocol in ("classifier_retraining", "last_block_finetuning"):
+        with pytest.raises(RecipeError, match=f"protocol {protocol} needs the weights it starts from"):
+            recipe(protocol=protocol)
+    with pytest.raises(RecipeError, match="only classifier_retraining and last_block_finetuning take them"):
         recipe(stage1="model.pt")
 
 
@@ -187,3 +188,69 @@ def test_stage2_starts_from_a_stage1_checkpoint_in_the_released_layout(miniature
     assert states_equal(trained["final_model_checkpoint.pth"], trained["model.pt"])
     assert all(torch.equal(trained["model.pt"][k], stage1[k]) for k in stage1 if k.endswith(".weight")
                and not k.startswith("fc.") and "bn" not in k)
+
+
+def _changed(before: dict, after: dict) -> set[str]:
+    return {key for key in before if not torch.equal(before[key], after[key])}
+
+
+@pytest.mark.parametrize("batchnorm", ["frozen", "train"])
+def test_last_block_finetuning_changes_the_last_block_and_fc_only(miniature, tmp_path, batchnorm):
+    """Places-LT's stage 1 as the literature trains it: pretrained weights (here a stand-in file in torchvision's
+    layout, ImageNet's 1,000-way fc included), everything frozen but the last residual block and a new fc. Every
+    other parameter is compared before and after; with frozen_batchnorm: frozen the frozen layers' BatchNorm
+    statistics stay too, with train (as released) they move and their weights do not."""
+    root, train, test = miniature
+    torch.manual_seed(11)
+    pretrained = backbones.build("resnet18", 1000, width=8)
+    torch.save(pretrained.state_dict(), tmp_path / "pretrained.pth")
+    finetuning = recipe(architecture="resnet18", epochs=2, protocol="last_block_finetuning",
+                        stage1=str(tmp_path / "pretrained.pth"), frozen_batchnorm=batchnorm)
+    network, trainable = build_network(finetuning, CLASSES)
+    names = {name for name, parameter in network.named_parameters() if any(parameter is t for t in trainable)}
+    assert names == {name for name, _ in network.named_parameters() if name.startswith(("layer4.1.", "fc."))}
+    before = {key: value for key, value in pretrained.state_dict().items() if not key.startswith("fc.")}
+    after = train_image_list(root, train, test, CLASSES, finetuning, progress=quiet).model.state_dict()
+    parameters = {name for name, _ in network.named_parameters()}
+    last_block = {key for key in before if key.startswith("layer4.1.")}
+    statistics = {key for key in before if key.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    changed = _changed(before, after)
+    assert {key for key in changed if key in parameters} == {key for key in last_block if key in parameters}
+    frozen_statistics = statistics - last_block
+    assert changed - last_block == (set() if batchnorm == "frozen" else frozen_statistics)
+    assert after["fc.weight"].shape == (CLASSES, pretrained.fc.in_features)  # a new classifier for these classes
+    assert "layer4.0.conv1.weight" not in changed  # layer4's first block is not the last block
+
+
+def test_last_block_finetuning_from_random_weights_keeps_the_seeds_initialisation(miniature):
+    """stage1: random, the miniature demos' stand-in for pretrained weights: the frozen layers are the network's
+    initialisation from the seed, which anyone can rebuild from the seed alone."""
+    root, train, test = miniature
+    finetuning = recipe(architecture="resnet18", epochs=2, protocol="last_block_finetuning", stage1="random",
+                        frozen_batchnorm="frozen")
+    torch.manual_seed(finetuning.seed)
+    initial = backbones.build("resnet18", CLASSES, width=8).state_dict()
+    after = train_image_list(root, train, test, CLASSES, finetuning, progress=quiet).model.state_dict()
+    assert {key.split(".")[0] + "." + key.split(".")[1] for key in _changed(initial, after)
+            if not key.startswith("fc.")} == {"layer4.1"}
+    assert not torch.equal(initial["fc.weight"], after["fc.weight"])
+
+
+def test_validation_logits_are_the_final_models_once_at_the_end(miniature, tmp_path):
+    """A data set with a validation split: the final model's logits on it, computed once after the last epoch
+    (the loop's per-epoch test pass is untouched), as the test images are; saved beside the test outputs."""
+    root, train, test = miniature
+    val = read_list(root / "Mini_LT_val.txt", CLASSES)
+    lines = []
+    result = train_image_list(root, train, test, CLASSES, recipe(epochs=2), progress=lines.append, val_list=val)
+    assert result.val_logits.shape == (len(val.labels), CLASSES)
+    assert sum("validation logits of the final model" in line for line in lines) == 1
+    # the validation pass is the test pass on other images: given the test list, it gives the final test logits
+    again = train_image_list(root, train, test, CLASSES, recipe(epochs=2), progress=quiet, val_list=test)
+    assert np.array_equal(again.val_logits, again.test_logits)
+    files = {kind: tmp_path / name for kind, name in
+             {"model": "model.pt", "logits": "l.npz", "metrics": "m.csv", "statistics": "s.npz"}.items()}
+    result.save(**files, test_labels=test.labels, val_logits=tmp_path / "val.npz", val_labels=val.labels)
+    saved = np.load(tmp_path / "val.npz")
+    assert np.array_equal(saved["logits"], result.val_logits) and np.array_equal(saved["labels"], val.labels)
+    assert set(saved.files) == {"logits", "labels", "final_epoch", "classifier_bias", "classifier_weight_norm"}

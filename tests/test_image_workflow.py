@@ -1,7 +1,8 @@
 """The image-list data sets in the workflow.
 
 The miniature demo (config/miniature.yaml) runs the whole DAG (generated JPEGs and lists, verification, stage 1
-and a stage-2 classifier re-training, PN, tables, its section in docs/demo.md); a list with a missing image, an
+and a stage-2 classifier re-training, PN, tables, its section in docs/demo.md); the Places-like one
+(config/miniature_places.yaml) a partially frozen stage 1 and stage 2, with tau also chosen on validation; a list with a missing image, an
 out-of-range label or a duplicated line stops the verification job, and a truncated JPEG stops training, each with
 one line naming the file and line; the ImageNet-LT, Places-LT and iNaturalist 2018 configs dry-run to their plans.
 """
@@ -16,8 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from bagmar.evaluation.tables import round_percent
 import torch
+import yaml
+from bagmar.config.run import tau_grid
+from bagmar.evaluation.evaluate import Outputs, tau_sweep
+from bagmar.evaluation.tables import round_percent
+from bagmar.method import backbones
 from project import copy_project, edit_config, env, job_counts, planned_jobs, snakemake
 
 CONFIG = "config/miniature.yaml"  # run once per session: tests/conftest.py's miniature_run
@@ -57,6 +62,69 @@ def test_the_stage2_training_kept_its_stage1_feature_model_bit_for_bit(miniature
     assert not torch.equal(stage1["fc.weight"], stage2["fc.weight"])
     with np.load(train / "BaGMar_crt" / "imba50" / "seed0" / "statistics.npz") as stats:
         assert stats["theta"].shape == (30,) and stats["F"].shape == (30, 30)  # 30 classes: F is kept
+
+
+PLACES_LIKE = "config/miniature_places.yaml"  # run once per session: tests/conftest.py's miniature_places_run
+
+
+def test_the_places_like_demo_changes_only_the_last_block_and_fc_in_stage1_then_only_fc(miniature_places_run):
+    """Stage 1 starts from the seed's random weights (the stand-in for ImageNet's) and trains layer4.1 (ResNet-18's
+    last residual block) and a new fc: every other parameter and statistic is compared with the initialisation.
+    Stage 2 then changes fc only."""
+    results = miniature_places_run / "results" / "miniature_places"
+    train = results / "train"
+    torch.manual_seed(0)  # the seed's initialisation, as stage 1 builds it (bagmar.training.image_train.build_network)
+    initial = backbones.build("resnet18", 30, width=16).state_dict()
+    stage1 = torch.load(train / "ce" / "imba50" / "seed0" / "model.pt", weights_only=True)
+    assert stage1.keys() == initial.keys()
+    changed = {key for key in initial if not torch.equal(initial[key], stage1[key])}
+    last_block = {key for key in initial if key.startswith("layer4.1.")}
+    assert changed - last_block == {"fc.weight", "fc.bias"}
+    assert {key for key in last_block if key.endswith("weight")} <= changed  # the last block did train
+    for training in ("ce_crt", "BaGMar"):
+        stage2 = torch.load(train / training / "imba50" / "seed0" / "model.pt", weights_only=True)
+        assert {key for key in stage1 if not torch.equal(stage1[key], stage2[key])} == {"fc.weight", "fc.bias"}
+    page = (miniature_places_run / "docs" / "demo.md").read_text()
+    section = page[page.index("<!-- BEGIN results: miniature_places -->"):
+                   page.index("<!-- END results: miniature_places -->")]
+    assert "Val-selected τ (top-1)" in section and "Top-1 Accuracy (val-selected τ)" in section
+    assert planned_jobs(miniature_places_run, "--configfile", PLACES_LIKE) == {}  # finished: nothing to redo
+
+
+@pytest.mark.parametrize("run, name", [("miniature_places_run", "miniature_places"), ("miniature_run", "miniature")])
+def test_the_miniatures_choose_tau_on_their_validation_list_and_render_it(run, name, request):
+    """Validation logits once per training, at the end (the train job's log says so; its cost is in the job's
+    benchmark file), and every post-hoc variant's val-selected tau is the validation sweep's best, with the test
+    top-1 at that tau, in the tables and the rendered section."""
+    workdir = request.getfixturevalue(run)
+    results = workdir / "results" / name
+    counts = np.asarray(json.loads((results / "splits" / "imba50" / "class_counts.json").read_text()))
+    table = pd.read_csv(results / "tables" / "results.csv").set_index("variant")
+    config = yaml.safe_load((workdir / "config" / f"{name}.yaml").read_text())
+    for variant, spec in config["variants"].items():
+        member = results / "train" / spec["training"] / "imba50" / "seed0"
+        with np.load(member / "val_logits.npz") as val:
+            assert val["logits"].shape == (5 * 30, 30) and np.bincount(val["labels"]).tolist() == [5] * 30
+            validation = {key: val[key] for key in val.files}
+        log = (results / "logs" / "train" / spec["training"] / "imba50" / "seed0.log").read_text()
+        assert log.count("validation logits of the final model, 150 images") == 1
+        assert (results / "benchmarks" / "train" / spec["training"] / "imba50" / "seed0.tsv").is_file()
+        row = table.loc[variant]
+        if spec["evaluation"] == "plain":
+            assert np.isnan(row["val_selected_tau"])
+            continue
+        taus = tau_grid(**config["tau_grid"])
+        sweep = tau_sweep(Outputs.from_saved(validation), validation["labels"], counts, taus, spec["evaluation"])
+        best = sweep.sort_values(["top1", "tau"], ascending=[False, True])["tau"].iloc[0]
+        assert row["val_selected_tau"] == pytest.approx(best)
+        test = pd.read_csv(results / "eval" / spec["training"] / "imba50" / "seed0" / "tau_sweep.csv")
+        at = test[(test["variant"] == variant) & (test["model"] == "final") & np.isclose(test["tau"], best)]
+        assert row["val_selected_top1"] == round_percent(at["top1"].iloc[0])
+    page = (workdir / "docs" / "demo.md").read_text()
+    section = page[page.index(f"<!-- BEGIN results: {name} -->"):page.index(f"<!-- END results: {name} -->")]
+    assert "Val-selected τ (top-1)" in section
+    headline = table.loc["BaGMar_pn"]
+    assert f"{headline.val_selected_tau:g} ({headline.val_selected_top1:.1f}) |" in section
 
 
 @pytest.fixture
@@ -111,7 +179,8 @@ def test_a_truncated_jpeg_stops_training_with_its_list_line_and_path(broken):
 LARGE = {  # config -> (lists rule, trainings, stage-2 trainings and the stage-1 model each reads)
     "imagenet_lt": ("imagenet_lt_lists", 3, {"ce_crt": "train/ce/imba256/seed0/model.pt",
                                              "BaGMar": "train/ce/imba256/seed0/model.pt"}),
-    "places_lt": ("places_lt_lists", 2, {}),
+    "places_lt": ("places_lt_lists", 3, {"ce_crt": "train/ce/imba996/seed0/model.pt",
+                                         "BaGMar": "train/ce/imba996/seed0/model.pt"}),
     "inat2018": ("inat2018_lists", 3, {"ce_crt": "train/ce/imba500/seed0/model.pt",
                                        "BaGMar": "train/ce/imba500/seed0/model.pt"}),
 }
@@ -120,7 +189,7 @@ LARGE = {  # config -> (lists rule, trainings, stage-2 trainings and the stage-1
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A copy of the project, and a torch home whose hub cache holds (the name of) torchvision's ResNet-152
-    ImageNet weights, which Places-LT's stage 2 starts from: a dry run reads nothing."""
+    ImageNet weights, which Places-LT's stage 1 starts from: a dry run reads nothing."""
     workdir = copy_project(tmp_path_factory.mktemp("large"))
     checkpoints = workdir / "torch_home" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
@@ -143,11 +212,14 @@ def test_the_large_benchmarks_configs_dry_run_to_their_plans(project, name):
     assert job_counts(run.stdout + run.stderr) == {
         lists_rule: 1, "train": trainings, "evaluate": trainings, "export_model": trainings, "aggregate": 1, "plots": 1,
         "render": 1, "all": 1}
+    assert re.findall(r"^rule (\w+):", run.stdout, re.M)[0] == lists_rule  # no data here: the data job comes first
     for training, stage1 in stage2.items():  # a stage-2 job reads the stage-1 model that this run trains
         job = re.search(rf"rule train:\n    input: ([^\n]*)\n    output: [^\n]*train/{training}/", run.stdout)
         assert job and f"results/{name}/{stage1}" in job.group(1), run.stdout
-    if name == "places_lt":  # both re-trainings read torchvision's weights from the hub cache
-        assert (run.stdout + run.stderr).count("torch_home/hub/checkpoints/resnet152-394f9c45.pth") >= 2
+    if name == "places_lt":  # stage 1 reads torchvision's weights from the hub cache, after the lists' job
+        job = re.search(r"rule train:\n    input: ([^\n]*)\n    output: [^\n]*train/ce/", run.stdout)
+        assert job and "torch_home/hub/checkpoints/resnet152-394f9c45.pth" in job.group(1), run.stdout
+        assert "results/places_lt/data/lists/val.txt" in job.group(1)  # the validation list, for its logits
 
 
 def test_torchvision_weights_as_stage1_are_named_with_their_url_when_missing_or_unknown(project, tmp_path):
@@ -155,18 +227,18 @@ def test_torchvision_weights_as_stage1_are_named_with_their_url_when_missing_or_
                                 "config/places_lt.yaml"], cwd=project, capture_output=True, text=True, timeout=600,
                                env=env(project, TORCH_HOME=str(tmp_path)))
     lines = [line for line in elsewhere.stderr.splitlines() if line.startswith("  - ")]
-    assert elsewhere.returncode != 0 and len(lines) == 2, elsewhere.stderr
-    assert lines[0] == (f"  - trainings.ce_crt.stage1 = 'torchvision:ResNet152_Weights.IMAGENET1K_V1': {tmp_path}/hub/"
+    assert elsewhere.returncode != 0 and len(lines) == 1, elsewhere.stderr  # the one missing input, in one line
+    assert lines[0] == (f"  - trainings.ce.stage1 = 'torchvision:ResNet152_Weights.IMAGENET1K_V1': {tmp_path}/hub/"
                         "checkpoints/resnet152-394f9c45.pth is not there; download "
                         "https://download.pytorch.org/models/resnet152-394f9c45.pth to it (online, torchvision's "
                         "weights API does so itself on first use)")
     edit_config(project / "config" / "places_lt.yaml",
-                lambda c: c["trainings"]["BaGMar"].update(stage1="torchvision:ResNet152_Weights.NOPE"))
+                lambda c: c["trainings"]["ce"].update(stage1="torchvision:ResNet152_Weights.NOPE"))
     try:
         run = dry_run(project, "--configfile", "config/places_lt.yaml")
     finally:
         shutil.copy(Path(__file__).parents[1] / "config" / "places_lt.yaml", project / "config" / "places_lt.yaml")
-    assert run.returncode != 0 and ("trainings.BaGMar: stage1 'torchvision:ResNet152_Weights.NOPE': torchvision has "
+    assert run.returncode != 0 and ("trainings.ce: stage1 'torchvision:ResNet152_Weights.NOPE': torchvision has "
                                     "no weights 'ResNet152_Weights.NOPE'") in run.stderr, run.stderr
 
 

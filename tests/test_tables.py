@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bagmar.data.image_lists import validation_split
 from bagmar.io import UserError
 from bagmar.evaluation.render import cell, methods_rows, render_results, splice_readme
 from bagmar.evaluation.tables import (as_written, methods_table, over_seeds, paper_comparison, percent_columns,
@@ -168,13 +169,17 @@ def test_the_paper_configs_published_figures_render_with_numbered_sources():
 @pytest.mark.parametrize("name", ["places_lt", "inat2018", "imagenet_lt"])
 def test_the_large_benchmarks_paper_figures_render_beside_ours(name):
     """Their configs give the paper's PN figure at its tuned tau (no tau = 1 figure) and the BaGMar loss's
-    figure without PN; both render beside ours, and the missing one shows as n/a, never as a number."""
+    figure without PN; both render beside ours, and the missing one shows as n/a, never as a number. Where the data
+    set has a validation split, the paper's tuned figure also sits beside ours at the val-selected tau."""
     import yaml
     config = yaml.safe_load((Path(__file__).parents[1] / "config" / f"{name}.yaml").read_text())
     (factor,) = config["imbalance_factors"]
     paper = config["report"]["paper"]
+    validation = validation_split(name)
     rows = [dict(variant=v, imbalance_factor=float(factor), evaluation=spec["evaluation"], top1=40.0, top1_std=np.nan,
-                 n_seeds=1, test_best_top1=41.0, test_best_top1_std=np.nan, test_best_tau=1.2)
+                 n_seeds=1, test_best_top1=41.0, test_best_top1_std=np.nan, test_best_tau=1.2,
+                 val_selected_top1=40.5 if validation else np.nan, val_selected_top1_std=np.nan,
+                 val_selected_tau=1.1 if validation else np.nan)
             for v, spec in config["variants"].items()]
     table = pd.DataFrame(rows)
     comparison = paper_comparison(table, "BaGMar_pn", paper)
@@ -182,8 +187,14 @@ def test_the_large_benchmarks_paper_figures_render_beside_ours(name):
     methods = methods_table(table, config["variants"], losses, config["report"]["published"], "BaGMar_pn", paper)
     _, method_rows, sources = methods_rows(methods)
     finetuned, tau = paper[factor]["finetuned"], paper[factor]["tau"]
-    text = render_template_section(table, comparison, methods)
-    assert f"| {factor} | 40.0 | n/a | – | 41.0 (τ=1.2) | {finetuned} (τ={tau:g}) | {41.0 - finetuned:.1f} |" in text
+    text = render_template_section(table, comparison, methods, validation)
+    ours = f"| {factor} | 40.0 | n/a | – | 41.0 (τ=1.2) | {finetuned} (τ={tau:g}) | {41.0 - finetuned:+.1f} |"
+    if validation:
+        assert f"{ours} 40.5 (τ=1.1) | {40.5 - finetuned:+.1f} |" in text
+        assert "Val-selected τ (top-1)" in text and "| 1.1 (40.5) |" in text
+    else:
+        assert f"{ours}\n" in text and "Val-selected" not in text
+        assert "has no official validation split" in text
     by_variant = {row["variant"]: row["cells"] for row in method_rows}
     entry = config["report"]["published"]["BaGMar"][factor]
     number = next(s["number"] for s in sources if s["source"] == " ".join(entry["source"].split()))
@@ -191,14 +202,14 @@ def test_the_large_benchmarks_paper_figures_render_beside_ours(name):
     assert by_variant["BaGMar_pn"][0]["published"] == "–"
 
 
-def render_template_section(table, comparison, methods):
+def render_template_section(table, comparison, methods, validation=None):
     factors = sorted(set(table["imbalance_factor"]))
     links = {f: [{"seed": 0, "log": "l.log", "model": "m.pt"}] for f in factors}
     full = table.assign(**{c: np.nan for c in ("many", "medium", "few", "best_epoch_top1", "label_free_top1")},
                         many_std=np.nan, medium_std=np.nan, few_std=np.nan, best_epoch=1, best_epoch_top1_std=np.nan,
                         label_free_tau=1.0, label_free_top1_std=np.nan)
     return render_results(full, comparison, methods, TEMPLATE, run_name="t", dataset="d", headline_variant="BaGMar_pn",
-                          variants=list(table["variant"]), links=links)
+                          variants=list(table["variant"]), links=links, validation=validation)
 
 
 def test_readme_changes_only_between_its_markers(tmp_path):

@@ -79,6 +79,7 @@ rule render:
         headline_model=RUN.headline_model(),
         has_released=bool(LAYOUT.released),
         compare_with=config["report"].get("compare_with"),
+        validation=RUN.validation_split,
     script:
         "../../scripts/render.py"
 

@@ -28,10 +28,15 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
+from ..data.image_lists import validation_split
+
 SHARED_RECIPE = "shared"  # a training's recipe when it names none: the run's own (config `recipe`)
 
 TRAINING_FILES = {"model": "model.pt", "logits": "test_logits.npz", "metrics": "metrics.csv",
                   "statistics": "statistics.npz"}
+# a data set with a validation split (bagmar.data.image_lists.validation_split): the final model's logits on it,
+# written once at the end of the training, from which the val-selected tau is chosen
+VALIDATION_FILES = {"val_logits": "val_logits.npz"}
 EVALUATION_FILES = {"sweep": "tau_sweep.csv", "per_class": "per_class.csv"}
 MODEL_FILES = {"weights": "model.safetensors", "card": "model.json"}  # a training's model to hand out (export rule)
 KINDS = ("fused", "alone", "released")  # the kinds of groups (Layout.kind_of), each with its own rules
@@ -71,6 +76,7 @@ class Layout:
 
     def __init__(self, config: dict):
         self.results = f"results/{config['run_name']}"
+        self.validation = validation_split(config["dataset"]["name"]) is not None
         self.fusion = config.get("fusion", "none")  # the schema's default, for a config not yet validated
         self.trainings = list(config["trainings"])
         own_recipe = [name for name, training in config["trainings"].items()
@@ -95,8 +101,16 @@ class Layout:
         return "/".join([self.results, *parts])
 
     def training_file(self, kind: str, training="{training}", imbalance="{imbalance}", seed="{seed}") -> str:
-        """One of a training's files (TRAINING_FILES), the same path whatever the fusion."""
-        return self.path("train", training, f"imba{imbalance}", f"seed{seed}", TRAINING_FILES[kind])
+        """One of a training's files (TRAINING_FILES, VALIDATION_FILES), the same path whatever the fusion."""
+        files = {**TRAINING_FILES, **VALIDATION_FILES}
+        return self.path("train", training, f"imba{imbalance}", f"seed{seed}", files[kind])
+
+    def training_files(self, kind: str = "fused") -> dict[str, str]:
+        """What a training of one kind of group writes: TRAINING_FILES, and VALIDATION_FILES where the data set has
+        a validation split; an imported released checkpoint only RELEASED_FILES."""
+        if kind == "released":
+            return {k: v for k, v in TRAINING_FILES.items() if k in RELEASED_FILES}
+        return {**TRAINING_FILES, **(VALIDATION_FILES if self.validation else {})}
 
     def model_file(self, kind: str, training="{training}", imbalance="{imbalance}", seed="{seed}") -> str:
         """One of a training's MODEL_FILES, beside its training files (written from them, after training)."""
@@ -159,8 +173,7 @@ class Layout:
     def group_outputs(self, kind: str = "fused") -> dict[str, str]:
         """The training rule's outputs in ``{group}``, for the groups of one kind: every member's TRAINING_FILES
         (a released checkpoint's: RELEASED_FILES)."""
-        files = {k: v for k, v in TRAINING_FILES.items() if kind != "released" or k in RELEASED_FILES}
-        return self._member_outputs(files, "train", self._of_kind(self.trainings, kind), kind)
+        return self._member_outputs(self.training_files(kind), "train", self._of_kind(self.trainings, kind), kind)
 
     def evaluation_outputs(self, kind: str = "fused") -> dict[str, str]:
         """The evaluation rule's outputs in ``{group}``, for the groups of one kind: the EVALUATION_FILES of every
@@ -177,8 +190,7 @@ class Layout:
     def group_members(self, group: str) -> list[dict]:
         """What a training job trains: each member's keys, name and the names of its outputs."""
         return [{**member.keys(), "name": member.name,
-                 "outputs": {kind: f"{kind}_{i}" for kind in TRAINING_FILES
-                             if self.kind_of(member.training) != "released" or kind in RELEASED_FILES}}
+                 "outputs": {kind: f"{kind}_{i}" for kind in self.training_files(self.kind_of(member.training))}}
                 for i, member in enumerate(self.groups[group])]
 
     def model_members(self, group: str) -> list[dict]:

@@ -216,7 +216,9 @@ def learning_rate(epoch: int, recipe: Recipe) -> float:
 
 
 _IMAGE_LIST = image_list_defaults()
-PROTOCOLS = ("end_to_end", "classifier_retraining")
+PROTOCOLS = ("end_to_end", "classifier_retraining", "last_block_finetuning")
+FROM_STAGE1 = PROTOCOLS[1:]  # the protocols that start from weights (stage1)
+STAGE1_RANDOM = "random"  # stage1: the network's own initialisation from the seed, standing in for pretrained weights
 AUGMENTS = ("released_lt", "kang")  # bagmar.data.image_data.AUGMENTS, which a test keeps equal (torch-free here)
 
 
@@ -226,7 +228,8 @@ class ImageListRecipe(LossSettings):
     torchvision ResNet, ImageNet-style augmentation, a cosine schedule, and the same losses as CIFAR.
 
     The numbers without a default are each data set's own (its config gives them with their source). ``stage1``
-    is the weights file of a classifier re-training (stage 2): the workflow resolves "training:<name>".
+    is the weights file a classifier re-training (stage 2) or a last-block fine-tuning starts from (the workflow
+    resolves "training:<name>" and "torchvision:<name>"), or STAGE1_RANDOM.
     """
 
     architecture: str
@@ -247,7 +250,7 @@ class ImageListRecipe(LossSettings):
     std: tuple[float, float, float] = tuple(_IMAGE_LIST["std"])
     precision: str = _IMAGE_LIST["precision"]
     sync_batchnorm: bool = _IMAGE_LIST["sync_batchnorm"]  # SyncBatchNorm across the ranks (bagmar.training.distributed)
-    stage2_batchnorm: str = _IMAGE_LIST["stage2_batchnorm"]  # "train" (as released) or "frozen": stage 2's BatchNorm
+    frozen_batchnorm: str = _IMAGE_LIST["frozen_batchnorm"]  # "train" (as released) or "frozen": the frozen layers' BatchNorm
     augment: str = _IMAGE_LIST["augment"]  # "released_lt" (the paper's code) or "kang" (bagmar.data.image_data)
 
     def __post_init__(self):
@@ -261,20 +264,20 @@ def image_list_problems(settings: dict) -> list[str]:
     protocol, stage1 = settings["protocol"], settings.get("stage1")
     if protocol not in PROTOCOLS:
         found.append(f"protocol '{protocol}' is not one of {', '.join(PROTOCOLS)}")
-    if protocol == "classifier_retraining" and stage1 is None:
-        found.append('protocol classifier_retraining needs its stage-1 weights (stage1: "training:<name>" or a '
-                     "weights file)")
+    if protocol in FROM_STAGE1 and stage1 is None:
+        found.append(f'protocol {protocol} needs the weights it starts from (stage1: "training:<name>", '
+                     '"torchvision:<weights>", a weights file, or "random")')
     if protocol == "end_to_end" and stage1 is not None:
-        found.append(f"stage1 {stage1!r} is given to an end_to_end training; a classifier_retraining needs stage-1 "
-                     "weights, and only it takes them: set protocol: classifier_retraining, or remove stage1")
+        found.append(f"stage1 {stage1!r} is given to an end_to_end training, which starts from random weights; "
+                     f"only {' and '.join(FROM_STAGE1)} take them: set one of those protocols, or remove stage1")
     if settings["resize_size"] < settings["image_size"]:
         found.append(f"resize_size {settings['resize_size']} is smaller than the crop image_size "
                      f"{settings['image_size']}")
     if settings["sync_batchnorm"] and protocol != "end_to_end":
-        found.append("sync_batchnorm is for end_to_end training; a classifier re-training runs its feature model's "
-                     "BatchNorm per process (or frozen)")
-    if settings.get("stage2_batchnorm", "train") not in ("train", "frozen"):
-        found.append(f"stage2_batchnorm '{settings['stage2_batchnorm']}' is not one of train, frozen")
+        found.append(f"sync_batchnorm is for end_to_end training; a {protocol} runs its frozen layers' BatchNorm "
+                     "per process (or frozen)")
+    if settings.get("frozen_batchnorm", "train") not in ("train", "frozen"):
+        found.append(f"frozen_batchnorm '{settings['frozen_batchnorm']}' is not one of train, frozen")
     if settings.get("augment", "released_lt") not in AUGMENTS:
         found.append(f"augment '{settings['augment']}' is not one of {', '.join(AUGMENTS)}")
     return found

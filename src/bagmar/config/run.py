@@ -12,12 +12,12 @@ import jsonschema
 
 from ..data.long_tail import REAL_DATASETS, long_tailed_counts
 from ..data.image_lists import DATASETS as LIST_DATASETS
-from ..data.image_lists import miniature_imbalance_factor
+from ..data.image_lists import miniature_imbalance_factor, validation_split
 from ..evaluation.evaluate import POST_HOC  # the evaluations that sweep tau
 from ..io import UserError
 from .layout import RELEASED_FILES, Layout, Member, imbalance_key
-from .recipe import (CONFIG_SCHEMA, FUSABLE, LOSS_SETTINGS, SHARED_RECIPE, STAGE1_TORCHVISION, Recipe, RecipeError,
-                     image_list_problems, is_user_loss, loss_settings, named_recipe, schedule_problems, schema,
+from .recipe import (CONFIG_SCHEMA, FUSABLE, LOSS_SETTINGS, SHARED_RECIPE, STAGE1_RANDOM, STAGE1_TORCHVISION, Recipe,
+                     RecipeError, image_list_problems, is_user_loss, loss_settings, named_recipe, schedule_problems, schema,
                      torchvision_weights, training_defaults, user_loss, user_loss_file)
 
 STAGE1_TRAINING = "training:"  # a stage1 naming another training of the run, not a file
@@ -112,6 +112,7 @@ class Run:
         self.per_class = self.list_imbalance = self.train_images = None
         self.list_splits: tuple[str, ...] = ()
         self.test_split = None
+        self.validation_split = validation_split(self.dataset)  # where choices are made, apart from the test list
         if self.dataset == "miniature":
             miniature = config["dataset"]["miniature"]
             shape = miniature["classes"], miniature["max_per_class"], miniature["imbalance_factor"]
@@ -184,8 +185,9 @@ class Run:
         return sorted(user_loss_file(loss) for loss in losses if is_user_loss(loss))
 
     def stage1_model(self, training: str, imbalance: float | str, seed: int | str) -> str | None:
-        """The stage-1 weights file of a classifier re-training: another training's model at the same imbalance
-        factor and seed, or the file the config names; None for an end-to-end training."""
+        """The weights file a classifier re-training or a last-block fine-tuning starts from: another training's
+        model at the same imbalance factor and seed, torchvision's file in torch's hub cache, or the file the config
+        names; "random" as it is (no file); None for an end-to-end training."""
         stage1 = self.config["trainings"][training].get("stage1")
         if stage1 is not None and stage1.startswith(STAGE1_TORCHVISION):
             return str(torchvision_weights(stage1)[0])
@@ -197,7 +199,7 @@ class Run:
     def stage1_inputs(self, group: str) -> list[str]:
         """The stage-1 models that a group's classifier re-trainings read (trained by this run, or given)."""
         found = [self.stage1_model(*astuple(member)) for member in self.layout.groups[group]]
-        return [path for path in found if path is not None]
+        return [path for path in found if path not in (None, STAGE1_RANDOM)]
 
     def group_members(self, group: str) -> list[dict]:
         """What a training job trains: each member's keys, name, recipe and output names (bagmar.config.layout).
@@ -217,8 +219,8 @@ class Run:
         if not self.image_lists:
             return {"recipe": recipe}
         processes = {"gpus": recipe.pop("gpus"), "nodes": recipe.pop("nodes")}
-        if recipe["protocol"] == "end_to_end":  # a stage-2 setting: not a stage-1 rerun trigger
-            recipe.pop("stage2_batchnorm")
+        if recipe["protocol"] == "end_to_end":  # a setting of frozen layers: not a rerun trigger of one without
+            recipe.pop("frozen_batchnorm")
         stage1 = self.stage1_model(training, imbalance, seed)
         if stage1 is not None:
             recipe["stage1"] = stage1
@@ -248,10 +250,14 @@ class Run:
     # ---------------------------------------------------------------- evaluations and reports
 
     def evaluation_inputs(self, group: str) -> dict[str, list[str] | str]:
-        """An evaluation job's inputs: its evaluated members' saved test outputs, and their split's class counts."""
-        return {"logits": [self.layout.training_file("logits", *astuple(member))
-                           for member in self.layout.evaluated_members(group)],
-                "counts": self.layout.split_file("class_counts.json", self.layout.groups[group][0].imbalance)}
+        """An evaluation job's inputs: its evaluated members' saved test outputs (and, where the data set has a
+        validation split, their validation logits), and their split's class counts."""
+        members = self.layout.evaluated_members(group)
+        inputs = {"logits": [self.layout.training_file("logits", *astuple(member)) for member in members],
+                  "counts": self.layout.split_file("class_counts.json", self.layout.groups[group][0].imbalance)}
+        if self.layout.validation:
+            inputs["val_logits"] = [self.layout.training_file("val_logits", *astuple(member)) for member in members]
+        return inputs
 
     def evaluation_members(self, group: str) -> list[dict]:
         """What an evaluation job computes: for each evaluated member of its group (keys, name, output names),
@@ -507,8 +513,9 @@ class _Checks:
             source = stage1.removeprefix(STAGE1_TRAINING)
             if source not in trainings or source == training:
                 found.append(f"{where}.stage1 = '{stage1}' names no other training (one of: {', '.join(trainings)})")
-            elif self.run.training_recipe(source, 0)["protocol"] != "end_to_end":
-                found.append(f"{where}.stage1 = '{stage1}' is not an end_to_end training")
+            elif self.run.training_recipe(source, 0)["protocol"] == "classifier_retraining":
+                found.append(f"{where}.stage1 = '{stage1}' is a classifier re-training; start from a stage-1 "
+                             "training (end_to_end or last_block_finetuning)")
         elif stage1 is not None and stage1.startswith(STAGE1_TORCHVISION):
             try:
                 path, url = torchvision_weights(stage1)
@@ -518,7 +525,7 @@ class _Checks:
                 if not path.is_file():
                     found.append(f"{where}.stage1 = '{stage1}': {path} is not there; download {url} to it (online, "
                                  "torchvision's weights API does so itself on first use)")
-        elif stage1 is not None and not Path(stage1).is_file():
+        elif stage1 not in (None, STAGE1_RANDOM) and not Path(stage1).is_file():
             found.append(f"{where}.stage1 = '{stage1}': no such file; give the stage-1 weights' path, or "
                          '"training:<name>"')
         if recipe["epochs"] == 1:

@@ -86,6 +86,22 @@ DATASETS = {
 }
 
 
+VALIDATION_SPLIT = "val"
+
+
+def validation_split(dataset: str) -> str | None:
+    """The list a data set's choices (tau, a post-hoc rule's exponent) are made on, apart from its test list:
+    "val" for ImageNet-LT (20,000 images), Places-LT (7,300) and the miniature; None for iNaturalist 2018, whose
+    "val" list is the literature's test set, and for data sets without lists (CIFAR has no official validation
+    split)."""
+    if dataset == "miniature":
+        return VALIDATION_SPLIT
+    facts = DATASETS.get(dataset)
+    if facts is None or VALIDATION_SPLIT not in facts.splits or facts.test_split == VALIDATION_SPLIT:
+        return None
+    return VALIDATION_SPLIT
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageList:
     """One split: image paths relative to the image root, and their labels (int64)."""

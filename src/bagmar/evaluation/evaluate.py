@@ -158,14 +158,30 @@ def label_free_tau(outputs: Outputs | np.ndarray, taus: list[float], evaluation:
     return float(taus[int(np.argmin(distance))])
 
 
+def val_selected_tau(validation: Outputs | np.ndarray, labels: np.ndarray, train_counts: np.ndarray,
+                     taus: list[float], evaluation: str = "pn") -> float:
+    """The tau chosen on a validation split: the one whose top-1 on the validation images is best (ties go to the
+    smaller tau, as test-best's do). The test set is then read at that tau only: the field's practice (Kang et
+    al.'s and Ren et al.'s code choose on "val" and report "test"), where "test-best" is optimistic.
+
+    ``validation``: the final model's outputs on the validation images (TrainResult.save's val_logits); PN's
+    column masses are the validation set's own, as they are the test set's when PN reads the test inputs.
+    """
+    sweep = tau_sweep(validation, labels, train_counts, taus, evaluation)
+    return float(sweep.sort_values(["top1", "tau"], ascending=[False, True])["tau"].iloc[0])
+
+
 def evaluate_training(saved: dict[str, np.ndarray], labels: np.ndarray, train_counts: np.ndarray,
-                      taus: list[float], evaluation: str, keep_bias: bool = False) -> pd.DataFrame:
+                      taus: list[float], evaluation: str, keep_bias: bool = False,
+                      validation: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     """One variant's evaluation of one training, from its saved test outputs (see TrainResult.save).
 
     Rows with model = "final": the final-epoch model at every tau. Rows with model =
     "best_epoch": the epoch with the best test accuracy (selected on the test labels, as the
     released code did: by PN tau = 1 accuracy for PN, by plain accuracy otherwise) at the headline
-    tau. ``label_free_tau`` is the final model's tau chosen without labels (post-hoc rules only).
+    tau. ``label_free_tau`` is the final model's tau chosen without labels (post-hoc rules only);
+    ``val_selected_tau`` the tau chosen on ``validation`` (the saved validation outputs, where the data set has a
+    validation split; NaN without one, and for plain evaluation).
     """
     final_outputs = Outputs.from_saved(saved, keep_bias=keep_bias)
     final = tau_sweep(final_outputs, labels, train_counts, taus, evaluation)
@@ -179,4 +195,8 @@ def evaluate_training(saved: dict[str, np.ndarray], labels: np.ndarray, train_co
     out = pd.concat([final, best], ignore_index=True)
     out["label_free_tau"] = (label_free_tau(final_outputs, taus, evaluation, train_counts)
                              if evaluation in POST_HOC else float("nan"))
+    out["val_selected_tau"] = (
+        val_selected_tau(Outputs.from_saved(validation, keep_bias=keep_bias), validation["labels"], train_counts,
+                         taus, evaluation)
+        if validation is not None and evaluation in POST_HOC else float("nan"))
     return out

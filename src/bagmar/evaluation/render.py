@@ -67,6 +67,14 @@ def methods_rows(methods: pd.DataFrame) -> tuple[list[float], list[dict], list[d
     return factors, rows, list(sources.values())
 
 
+def tau_cell(mean: float, std: float, n: int, tau: float, first: bool = False) -> str:
+    """A top-1 with the tau it was read at: '52.3 (τ=1.4)', or '1.4 (52.3)' with ``first`` (the all-variants
+    table's "τ (top-1)" columns); 'n/a' where no tau was chosen (no validation logits)."""
+    if tau is None or math.isnan(tau):
+        return "n/a"
+    return f"{tau:g} ({cell(mean, std, n)})" if first else f"{cell(mean, std, n)} (τ={tau:g})"
+
+
 def signed(value: float) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:+.1f}"
 
@@ -80,7 +88,7 @@ def _template(path: str | Path) -> jinja2.Template:
         trim_blocks=True,  # a line holding only a {% tag %} leaves no blank line behind
         lstrip_blocks=True,
     )
-    env.globals.update(cell=cell, signed=signed, rule=rule)
+    env.globals.update(cell=cell, signed=signed, rule=rule, tau_cell=tau_cell)
     return env.get_template(path.name)
 
 
@@ -89,7 +97,7 @@ def render_results(table: pd.DataFrame, comparison: pd.DataFrame, methods: pd.Da
                    links: dict[float, list[dict]], link_base: str | Path = ".", data_note: str | None = None,
                    note: str | None = None, compared: pd.DataFrame | None = None,
                    compare_with: str | None = None, headline_model: str = "final-epoch model",
-                   has_released: bool = False, brief: bool = False) -> str:
+                   has_released: bool = False, brief: bool = False, validation: str | None = None) -> str:
     """The markdown results section.
 
     ``links`` maps an imbalance factor to one {"seed", "log", "model"} per seed of the headline
@@ -102,6 +110,8 @@ def render_results(table: pd.DataFrame, comparison: pd.DataFrame, methods: pd.Da
     model of the headline training the figures are (a released checkpoint is its test-selected best epoch);
     ``has_released``: some rows are released checkpoints (the methods table says which model those are).
     ``brief``: the title, the data's provenance and the every-variant table alone (report.section: brief).
+    ``validation``: the data set's validation split, whose val-selected tau the tables show beside test-best and
+    label-free (None: the data set has none, which the section says).
     """
     factors, method_rows, sources = methods_rows(methods)
     order = {v: i for i, v in enumerate(variants)}
@@ -141,6 +151,7 @@ def render_results(table: pd.DataFrame, comparison: pd.DataFrame, methods: pd.Da
         sources=sources,
         data_note=data_note,
         brief=brief,
+        validation=validation,
     )
 
 

@@ -25,7 +25,7 @@ from .evaluate import headline_tau
 GROUPS = ("top1", "many", "medium", "few")
 KEYS = ["variant", "imbalance_factor", "seed"]
 # the columns that hold our accuracies (percent), besides their "_std" and the "diff_" columns beside the paper's
-PERCENT = (*GROUPS, "best_epoch_top1", "test_best_top1", "label_free_top1")
+PERCENT = (*GROUPS, "best_epoch_top1", "test_best_top1", "label_free_top1", "val_selected_top1")
 SIGNIFICANT = 12  # digits a float keeps once its noise is gone: 26.450000000000003 -> 26.45
 
 
@@ -75,7 +75,9 @@ def summarize(sweeps: pd.DataFrame) -> pd.DataFrame:
     - top1, many, medium, few: final-epoch model at the headline tau (plain: 0, PN: 1);
     - best_epoch, best_epoch_top1: the epoch with the best test accuracy (chosen on test labels);
     - test_best_tau, test_best_top1: the final model's best tau on the test labels ("fine-tune tau");
-    - label_free_tau, label_free_top1: the tau chosen without labels (PN variants; NaN for plain).
+    - label_free_tau, label_free_top1: the tau chosen without labels (PN variants; NaN for plain);
+    - val_selected_tau, val_selected_top1: the tau chosen on the validation split, and the test top-1 at it
+      (post-hoc variants of a data set with a validation split; NaN otherwise, e.g. CIFAR, which has none).
     Ties in test_best_tau go to the smaller tau.
     """
     rows = []
@@ -88,6 +90,8 @@ def summarize(sweeps: pd.DataFrame) -> pd.DataFrame:
         test_best = final.sort_values(["top1", "tau"], ascending=[False, True]).iloc[0]
         free_tau = sweep["label_free_tau"].iloc[0]
         free = final[np.isclose(final["tau"], free_tau)]
+        val_tau = float(sweep["val_selected_tau"].iloc[0]) if "val_selected_tau" in sweep else float("nan")
+        at_val = final[np.isclose(final["tau"], val_tau)]
         row = {"variant": variant, "imbalance_factor": imbalance, "seed": seed, "evaluation": evaluation}
         row.update({g: float(at[g].iloc[0]) for g in GROUPS})
         row.update(
@@ -97,6 +101,8 @@ def summarize(sweeps: pd.DataFrame) -> pd.DataFrame:
             test_best_top1=float(test_best["top1"]),
             label_free_tau=float(free_tau),
             label_free_top1=float(free["top1"].iloc[0]) if len(free) else float("nan"),
+            val_selected_tau=val_tau,
+            val_selected_top1=float(at_val["top1"].iloc[0]) if len(at_val) else float("nan"),
         )
         rows.append(row)
     return as_written(pd.DataFrame(rows), percent=False)  # every digit: the means over seeds are taken from these
@@ -120,6 +126,8 @@ def paper_comparison(table: pd.DataFrame, variant: str, paper: dict | None) -> p
         rows[f"paper_{theirs}"] = [paper.get(f, {}).get(theirs, np.nan) for f in rows["imbalance_factor"]]  # tau1 may be absent
         if ours:
             rows[f"diff_{theirs}"] = rows[ours] - rows[f"paper_{theirs}"]
+    # the paper's tuned-tau figure beside ours with tau chosen on validation (NaN without a validation split)
+    rows["diff_val_selected"] = rows["val_selected_top1"] - rows["paper_finetuned"]
     return as_written(rows.reset_index(drop=True))
 
 

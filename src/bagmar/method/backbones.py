@@ -1,6 +1,7 @@
 """The large benchmarks' networks: torchvision's ResNet family with a dot-product classifier.
 
-- ``Network``: ``resnet10`` (BasicBlock, [1, 1, 1, 1]: the literature's ImageNet-LT ResNet-10), ``resnet50``,
+- ``Network``: ``resnet10`` (BasicBlock, [1, 1, 1, 1]: the literature's ImageNet-LT ResNet-10), ``resnet18``
+  (the Places-like miniature's: two blocks a stage, so that its last block is not all of layer4), ``resnet50``,
   ``resnext50_32x4d`` and ``resnet152``, torchvision's ResNet class with random weights (nothing is downloaded),
   and the classifier ``fc`` (a linear layer with bias; LDAM's cosine one for LDAM-DRW) under torchvision's own
   name for it, so that a torchvision state dict loads as it is;
@@ -9,9 +10,10 @@
   ``state_dict_best`` holds the feature model and the classifier ``fc``; a "module." prefix from DataParallel is
   dropped; torchvision's published weights, from torch's hub cache, checked against the sha256 prefix in their
   name), every missing or unexpected key reported by name;
-- ``freeze_backbone``: stage 2 (classifier re-training on a frozen feature model) trains ``fc`` only; the
-  backbone's BatchNorm either normalises with batch statistics and updates its running ones, as the released code
-  does, or keeps the loaded statistics (eval mode).
+- ``freeze``: what a protocol trains (``trained_prefixes``): stage 2 (classifier re-training on a frozen feature
+  model) ``fc`` only; a last-block fine-tuning (Places-LT's stage 1 in the literature) the last residual block and
+  ``fc``. The frozen layers' BatchNorm either normalises with batch statistics and updates its running ones, as
+  the released code does, or keeps the loaded statistics (eval mode).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .model import CosineClassifier
 # name -> torchvision's block, blocks per stage and keyword arguments, as its own factory functions build them
 ARCHITECTURES = {
     "resnet10": (models.resnet.BasicBlock, [1, 1, 1, 1], {}),
+    "resnet18": (models.resnet.BasicBlock, [2, 2, 2, 2], {}),
     "resnet50": (models.resnet.Bottleneck, [3, 4, 6, 3], {}),
     "resnext50_32x4d": (models.resnet.Bottleneck, [3, 4, 6, 3], {"groups": 32, "width_per_group": 4}),
     "resnet152": (models.resnet.Bottleneck, [3, 8, 36, 3], {}),
@@ -132,19 +135,36 @@ def load_stage1(network: nn.Module, path: str | Path, *, classifier: bool = True
     network.load_state_dict(state, strict=classifier)
 
 
-def freeze_backbone(network: nn.Module, batchnorm: str) -> list[nn.Parameter]:
-    """Stage 2: every parameter but ``fc``'s frozen; returns the trainable parameters. ``batchnorm`` "frozen" puts
-    the feature model's BatchNorm in eval mode (its stage-1 statistics); "train" leaves it as ``network.train()``
-    set it, normalising with batch statistics and updating its running statistics, as the released code does.
+def trained_prefixes(network: models.ResNet, protocol: str) -> tuple[str, ...]:
+    """The modules a protocol trains, by state-dict prefix: classifier_retraining ``fc``; last_block_finetuning
+    also the last residual block, ``layer4.<last>`` (``layer4.2`` of ResNet-50 and ResNet-152).
+
+    "Everything is frozen except for the last block and fc layer" (Kang et al., on Places-LT's stage 1, in
+    github.com/facebookresearch/classifier-balancing/issues/4). The last block is the last Bottleneck, as the
+    released codes that train it take it (MiSLAS's train_stage1.py and GCL's resnet_places.py replace that one
+    block); here it keeps its ImageNet weights, fine-tuned rather than re-initialised."""
+    if protocol == "classifier_retraining":
+        return ("fc.",)
+    if protocol == "last_block_finetuning":
+        return (f"layer4.{len(network.layer4) - 1}.", "fc.")
+    raise ValueError(f"protocol {protocol!r} freezes nothing")
+
+
+def freeze(network: nn.Module, protocol: str, batchnorm: str) -> list[nn.Parameter]:
+    """Every parameter but those of ``trained_prefixes(protocol)`` frozen; returns the trainable parameters.
+    ``batchnorm`` "frozen" puts the frozen layers' BatchNorm in eval mode (the loaded statistics); "train" leaves it
+    as ``network.train()`` set it, normalising with batch statistics and updating its running statistics, as the
+    released code does.
 
     Call it again after ``network.train()``, which would put frozen BatchNorm layers back in training mode.
     """
+    trained = trained_prefixes(network, protocol)
     for name, module in network.named_modules():
-        if name != "fc" and not name.startswith("fc.") and isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if not f"{name}.".startswith(trained) and isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.train(batchnorm == "train" and network.training)
     trainable = []
     for name, parameter in network.named_parameters():
-        parameter.requires_grad_(name.startswith("fc."))
+        parameter.requires_grad_(name.startswith(trained))
         if parameter.requires_grad:
             trainable.append(parameter)
     return trainable

@@ -16,7 +16,7 @@ Gradients are averaged over the ranks by torch's DistributedDataParallel; each r
 own batch of B / N images, so the average is the global batch mean. BatchNorm stays per rank (the literature's
 practice): in end-to-end training a rank normalises over its own B / N images, which differs from one process
 over B; ``sync_batchnorm`` (GPUs only, bagmar.training.image_train.synchronised_batchnorm) normalises over the global batch
-instead. A classifier re-training (stage 2) with ``stage2_batchnorm: frozen`` keeps BatchNorm in eval mode, so there
+instead. A classifier re-training (stage 2) with ``frozen_batchnorm: frozen`` keeps BatchNorm in eval mode, so there
 the ranks compute exactly the single-process numbers (to float rounding; tests/test_distributed.py); with the
 released default (``train``) its BatchNorm is per rank, as in end-to-end training.
 """

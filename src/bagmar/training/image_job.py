@@ -47,15 +47,18 @@ def run(job: dict) -> None:
     world = init_world(job["device"], job["timeout_seconds"])
     recipe = ImageListRecipe(**job["recipe"])
     train, test = read_list(job["train"], job["classes"]), read_list(job["test"], job["classes"])
+    val = read_list(job["val"], job["classes"]) if job.get("val") else None  # a validation split, if it has one
     say = print if world.leader else (lambda line: None)
     say(f"{job['name']}: {recipe}")
-    say(f"on {world.size} x {job['device']}, {len(train.images)} training and {len(test.images)} test images under "
-        f"{job['root']}, {job['workers']} decoding workers per process")
+    say(f"on {world.size} x {job['device']}, {len(train.images)} training and {len(test.images)} test images"
+        f"{f' ({len(val.images)} validation images, once at the end)' if val else ''} under {job['root']}, "
+        f"{job['workers']} decoding workers per process")
     result = train_image_list(job["root"], train, test, job["classes"], recipe, device=job["device"],
                               checkpoint_dir=job["checkpoints"], name=job["name"], workers=job["workers"],
-                              keep_matrix=job["keep_matrix"], world=world, progress=say, code=job.get("code"))
+                              keep_matrix=job["keep_matrix"], world=world, progress=say, code=job.get("code"),
+                              val_list=val)
     if result is not None:
-        result.save(**job["outputs"], test_labels=test.labels)
+        result.save(**job["outputs"], test_labels=test.labels, **({"val_labels": val.labels} if val else {}))
     if world.distributed:
         dist.destroy_process_group()
 

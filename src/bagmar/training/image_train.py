@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -33,7 +34,7 @@ from .engine import SGD, LossTerms, StackedStatistics, train_step
 from ..data.image_data import TestImages, TrainImages, epoch_order, prepare, test_loader, train_loader
 from ..data.image_lists import ImageList
 from .loop import TrainResult, run, steps_per_epoch
-from ..config.recipe import ImageListRecipe, cosine_learning_rate
+from ..config.recipe import STAGE1_RANDOM, ImageListRecipe, cosine_learning_rate
 
 
 class _Stacked(nn.Module):
@@ -48,24 +49,29 @@ class _Stacked(nn.Module):
 
 
 def build_network(recipe: ImageListRecipe, num_classes: int) -> tuple[backbones.Network, list[nn.Parameter]]:
-    """The recipe's network, initialised from its seed, and the parameters it trains: all of them (stage 1), or
-    the classifier only, on the stage-1 feature model (stage 2; the classifier starts from random weights)."""
+    """The recipe's network, initialised from its seed, and the parameters it trains: all of them (end to end),
+    the classifier only on the stage-1 feature model (classifier re-training), or the last residual block and the
+    classifier on the pretrained network (last-block fine-tuning). The classifier starts from random weights
+    (another class count than the weights'); stage1 "random" keeps the seed's initialisation throughout."""
     torch.manual_seed(recipe.seed)
     network = backbones.build(recipe.architecture, num_classes, recipe.width,
                               recipe.scale if recipe.loss == "ldam_drw" else None)
     if recipe.protocol == "end_to_end":
         return network, list(network.parameters())
-    backbones.load_stage1(network, recipe.stage1, classifier=False)
-    return network, backbones.freeze_backbone(network, recipe.stage2_batchnorm)
+    if recipe.stage1 != STAGE1_RANDOM:
+        backbones.load_stage1(network, recipe.stage1, classifier=False)
+    return network, backbones.freeze(network, recipe.protocol, recipe.frozen_batchnorm)
 
 
 def train_image_list(
     root: str | Path, train_list: ImageList, test_list: ImageList, num_classes: int, recipe: ImageListRecipe,
     device: str = "cpu", progress: Callable[[str], None] = print, checkpoint_dir: str | Path | None = None,
     name: str = "training", workers: int = 0, keep_matrix: bool | None = None, stop_after_epoch: int | None = None,
-    world: World = World(), code: dict | None = None,
+    world: World = World(), code: dict | None = None, val_list: ImageList | None = None,
 ) -> TrainResult | None:
-    """Train one network on ``train_list``'s images under ``root``; test after every epoch on ``test_list``.
+    """Train one network on ``train_list``'s images under ``root``; test after every epoch on ``test_list``, and
+    the final model once on ``val_list`` (a validation split, where the data set has one: its logits are the
+    result's ``val_logits``; their cost is the job's, one pass of the validation images, printed).
 
     ``workers``: JPEG-decoding processes (the numbers do not depend on it); ``checkpoint_dir``: save every epoch
     and resume from the newest intact checkpoint; ``stop_after_epoch``: the first epochs of the schedule only;
@@ -78,7 +84,15 @@ def train_image_list(
                              keep_matrix, world, name, checkpoint_dir)
     identity = _fingerprint(recipe, train_list, test_list, source.stats.keeps_matrix, code)
     results = run(source, [name], identity, progress, checkpoint_dir, stop_after_epoch)
-    return None if results is None else results[0]
+    if val_list is None or stop_after_epoch is not None:
+        return None if results is None else results[0]
+    started = time.perf_counter()
+    val_logits = source.validation_logits(val_list)  # every rank its shard; rank 0 gathers
+    if results is None:
+        return None
+    progress(f"{name}: validation logits of the final model, {len(val_list.images)} images, "
+             f"{time.perf_counter() - started:.1f} s")
+    return dataclasses.replace(results[0], val_logits=val_logits.cpu().numpy())
 
 
 class _ImageListSteps:
@@ -165,6 +179,14 @@ class _ImageListSteps:
     def classifier_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
         return tuple(t[None] for t in self.network.classifier_terms())
 
+    def validation_logits(self, val_list: ImageList) -> torch.Tensor | None:
+        """The model as it is now (the final one, once the loop is done) on a validation list, tested as the test
+        list is (resize, centre crop); rank 0 gathers them, the other ranks get None."""
+        recipe = self.recipes[0]
+        self.world.broadcast_buffers(self.network)
+        images = TestImages(self.train_images.root, val_list, recipe.image_size, recipe.resize_size)
+        return predict(self.network, images, recipe, self.workers, self.device, self.world)
+
     def model(self, k: int) -> nn.Module:
         self.network.eval()
         return self.network
@@ -202,8 +224,8 @@ def synchronised_batchnorm(network: backbones.Network, device: str) -> backbones
 
 def _train_mode(network: backbones.Network, recipe: ImageListRecipe) -> None:
     network.train()
-    if recipe.protocol == "classifier_retraining":
-        backbones.freeze_backbone(network, recipe.stage2_batchnorm)  # BatchNorm as released (train), or frozen
+    if recipe.protocol != "end_to_end":
+        backbones.freeze(network, recipe.protocol, recipe.frozen_batchnorm)  # BatchNorm as released (train), or frozen
 
 
 @torch.no_grad()
@@ -236,6 +258,6 @@ def _fingerprint(recipe: ImageListRecipe, train_list: ImageList, test_list: Imag
     the code that trains (where the workflow gives it)."""
     settings = {"format": 2, "kind": "image_list", "recipe": dataclasses.asdict(recipe), "keep_matrix": keep_matrix,
                 **({"code": code} if code else {})}
-    if recipe.stage1 is not None:  # other stage-1 weights under the same path are another training
+    if recipe.stage1 not in (None, STAGE1_RANDOM):  # other stage-1 weights under the same path are another training
         settings["stage1_sha256"] = hashlib.sha256(Path(recipe.stage1).read_bytes()).hexdigest()
     return checkpoint.fingerprint(settings, _list_digest(train_list), _list_digest(test_list))

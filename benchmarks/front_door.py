@@ -4,6 +4,7 @@
     python benchmarks/front_door.py --suite           # the demo, then the test suite (python -m pytest)
     python benchmarks/front_door.py --install --suite # also a fresh virtualenv: pip install -e '.[test]', its size
     python benchmarks/front_door.py --miniature       # also the image-list demo (config/miniature.yaml)
+    python benchmarks/front_door.py --places-like     # also the Places-like demo (config/miniature_places.yaml)
 
 Each stage runs in a fresh `git clone` of this checkout's HEAD (committed work only, as CI sees it) in a
 temporary directory, exactly as the README says to run it; `--install` first builds a virtualenv there and
@@ -31,6 +32,7 @@ from epoch_time import _clock, loadavg, machine  # noqa: E402
 
 DEMO = ["-m", "snakemake", "--cores", "all", "--configfile", "config/demo.yaml"]
 MINIATURE = ["-m", "snakemake", "--cores", "all", "--configfile", "config/miniature.yaml"]
+PLACES_LIKE = ["-m", "snakemake", "--cores", "all", "--configfile", "config/miniature_places.yaml"]
 SUITE = ["-m", "pytest"]
 
 
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--suite", action="store_true", help="also time the test suite")
     parser.add_argument("--no-demo", dest="demo", action="store_false", help="skip the demo")
     parser.add_argument("--miniature", action="store_true", help="also time the image-list demo")
+    parser.add_argument("--places-like", action="store_true", help="also time the Places-like image-list demo")
     parser.add_argument("--out", type=Path, help="record path (default benchmarks/results/<stamp>-front-door.json)")
     args = parser.parse_args(argv)
 
@@ -88,6 +91,9 @@ def main(argv: list[str] | None = None) -> dict:
         if args.miniature:
             record["stages"]["miniature"] = timed("miniature", [python, *MINIATURE], clone, Path(tmp) / "miniature.log",
                                                   env)
+        if args.places_like:
+            record["stages"]["places_like"] = timed("places-like", [python, *PLACES_LIKE], clone,
+                                                    Path(tmp) / "places_like.log", env)
         if args.suite:
             record["stages"]["suite"] = timed("suite", [python, *SUITE], clone, Path(tmp) / "suite.log", env)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -209,15 +209,19 @@ def job(setup, tmp_path, root=None) -> dict:
     data, stage1 = setup
     return {"name": "t", "recipe": {**vars(recipe(str(stage1)))}, "root": str(root or data), "classes": CLASSES,
             "train": str(data / "Mini_LT_train.txt"), "test": str(data / "Mini_LT_test.txt"),
-            "checkpoints": str(tmp_path / "checkpoints"),
+            "val": str(data / "Mini_LT_val.txt"), "checkpoints": str(tmp_path / "checkpoints"),
             "outputs": {kind: str(tmp_path / name) for kind, name in
-                        {"model": "model.pt", "logits": "l.npz", "metrics": "m.csv", "statistics": "s.npz"}.items()},
+                        {"model": "model.pt", "logits": "l.npz", "metrics": "m.csv", "statistics": "s.npz",
+                         "val_logits": "v.npz"}.items()},
             "device": "cpu", "workers": 0, "threads": 1, "keep_matrix": True, "timeout_seconds": 60}
 
 
-@pytest.mark.slow  # 5 s; tests/test_slurm.py runs the same launch through the workflow in the default suite
+@pytest.mark.processes
 def test_the_job_launcher_runs_two_processes_under_torchrun_and_rank_0_writes_the_outputs(setup, single, tmp_path,
                                                                                            capsys):
+    """Rank 0 writes every output, the validation logits too: each rank infers its shard of the validation list
+    once, after the last epoch, and rank 0 gathers them in order (the one-process job's logits, to float rounding:
+    the weights differ by the ranks' summation order). float32: the training is the job's own."""
     launch(job(setup, tmp_path), tmp_path / "job.json", processes=2)
     out = capsys.readouterr().out
     assert "torch.distributed.run --nproc_per_node=2 --max_restarts=0 --standalone -m bagmar.training.image_job" in out
@@ -225,6 +229,11 @@ def test_the_job_launcher_runs_two_processes_under_torchrun_and_rank_0_writes_th
     for key, value in single["model"].items():
         torch.testing.assert_close(model[key], value, rtol=1e-4, atol=1e-5)
     assert len(pd.read_csv(tmp_path / "m.csv")) == 2
+    launch(job(setup, tmp_path / "one"), tmp_path / "one" / "job.json", processes=1)
+    with np.load(tmp_path / "v.npz") as two, np.load(tmp_path / "one" / "v.npz") as one:
+        assert two["logits"].shape == (2 * CLASSES, CLASSES) and np.array_equal(two["labels"], one["labels"])
+        torch.testing.assert_close(torch.from_numpy(two["logits"]), torch.from_numpy(one["logits"]), rtol=1e-3,
+                                   atol=1e-3)
 
 
 @pytest.mark.slow  # a torchrun run of two failing ranks, 6 s

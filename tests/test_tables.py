@@ -194,7 +194,7 @@ def test_the_large_benchmarks_paper_figures_render_beside_ours(name):
         assert "Val-selected τ (top-1)" in text and "| 1.1 (40.5) |" in text
     else:
         assert f"{ours}\n" in text and "Val-selected" not in text
-        assert "has no official validation split" in text
+        assert "(d) has no official validation split" in text
     by_variant = {row["variant"]: row["cells"] for row in method_rows}
     entry = config["report"]["published"]["BaGMar"][factor]
     number = next(s["number"] for s in sources if s["source"] == " ".join(entry["source"].split()))

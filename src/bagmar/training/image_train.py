@@ -91,7 +91,7 @@ def train_image_list(
     if results is None:
         return None
     progress(f"{name}: validation logits of the final model, {len(val_list.images)} images, "
-             f"{time.perf_counter() - started:.1f} s")
+             f"{time.perf_counter() - started:.2f} s")
     return dataclasses.replace(results[0], val_logits=val_logits.cpu().numpy())
 
 

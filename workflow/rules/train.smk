@@ -11,7 +11,12 @@ if RUN.image_lists:
         input:
             train=result("data/lists/train.txt"),
             test=result(f"data/lists/{RUN.test_split}.txt"),
-            val=[result(f"data/lists/{RUN.validation_split}.txt")] if RUN.validation_split else [],
+            # a validation list: the final model's logits on it, once, for the val-selected tau
+            val=(
+                [result(f"data/lists/{RUN.validation_split}.txt")]
+                if RUN.validation_split
+                else []
+            ),
             provenance=result("data/provenance.json"),
             stage1=for_group(RUN.stage1_inputs),
         output:

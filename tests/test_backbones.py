@@ -136,11 +136,16 @@ def test_torchvision_weights_as_stage1_from_a_temporary_torch_cache(tmp_path, mo
     loaded = network.state_dict()
     assert all(torch.equal(loaded[key], value) for key, value in imagenet.state_dict().items()
                if not key.startswith("fc."))  # every layer as the file has it; a new 30-way fc
+    # the download command the missing-file line names finds the same file through the weights API
+    fetched = torchvision.models.get_weight("StandIn_Weights.IMAGENET1K_V1").get_state_dict(check_hash=True)
+    assert all(torch.equal(fetched[key], value) for key, value in imagenet.state_dict().items())
 
     expected.unlink()  # missing: one line, with the file and where to download it
     (line,) = problems(config)
-    assert line == (f"trainings.ce.stage1 = '{stage1}': {expected} is not there; download {url} to it (online, "
-                    "torchvision's weights API does so itself on first use)")
+    assert line == (f"trainings.ce.stage1 = '{stage1}': {expected} is not there; download {url} to it (online: "
+                    "python -c \"import torchvision; torchvision.models.get_weight('StandIn_Weights.IMAGENET1K_V1')"
+                    ".get_state_dict(check_hash=True)\", torchvision's weights API, puts it there and checks its "
+                    "checksum)")
 
     torch.manual_seed(6)  # the wrong content under the right name: refused when read, naming the file
     torch.save(build("resnet18", 1000, width=16).state_dict(), expected)

@@ -230,8 +230,10 @@ def test_torchvision_weights_as_stage1_are_named_with_their_url_when_missing_or_
     assert elsewhere.returncode != 0 and len(lines) == 1, elsewhere.stderr  # the one missing input, in one line
     assert lines[0] == (f"  - trainings.ce.stage1 = 'torchvision:ResNet152_Weights.IMAGENET1K_V1': {tmp_path}/hub/"
                         "checkpoints/resnet152-394f9c45.pth is not there; download "
-                        "https://download.pytorch.org/models/resnet152-394f9c45.pth to it (online, torchvision's "
-                        "weights API does so itself on first use)")
+                        "https://download.pytorch.org/models/resnet152-394f9c45.pth to it (online: python -c \"import "
+                        "torchvision; torchvision.models.get_weight('ResNet152_Weights.IMAGENET1K_V1')"
+                        ".get_state_dict(check_hash=True)\", torchvision's weights API, puts it there and checks its "
+                        "checksum)")
     edit_config(project / "config" / "places_lt.yaml",
                 lambda c: c["trainings"]["ce"].update(stage1="torchvision:ResNet152_Weights.NOPE"))
     try:

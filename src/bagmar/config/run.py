@@ -523,8 +523,11 @@ class _Checks:
                 found.append(f"{where}: {error}")
             else:
                 if not path.is_file():
-                    found.append(f"{where}.stage1 = '{stage1}': {path} is not there; download {url} to it (online, "
-                                 "torchvision's weights API does so itself on first use)")
+                    name = stage1.removeprefix(STAGE1_TORCHVISION)
+                    found.append(f"{where}.stage1 = '{stage1}': {path} is not there; download {url} to it (online: "
+                                 f"python -c \"import torchvision; torchvision.models.get_weight('{name}')"
+                                 ".get_state_dict(check_hash=True)\", torchvision's weights API, puts it there and "
+                                 "checks its checksum)")
         elif stage1 not in (None, STAGE1_RANDOM) and not Path(stage1).is_file():
             found.append(f"{where}.stage1 = '{stage1}': no such file; give the stage-1 weights' path, or "
                          '"training:<name>"')

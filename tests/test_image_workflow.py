@@ -293,3 +293,9 @@ def test_predict_on_the_miniature_test_list_gives_each_cards_pn_figure(miniature
             "resize": 46, "crop": 40, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
         top1 = 100.0 * float((pd.read_csv(out)["class_1"].to_numpy() == labels).mean())
         assert top1 == pytest.approx(card["figures"]["pn_tau1"]["top1"], abs=100.0 / len(labels))
+    # the miniature has a validation list: a card's tau, predict's default, is PN's val-selected one, the tables'
+    card = json.loads((results / "train" / "BaGMar_pn" / "imba50" / "seed0" / "model.json").read_text())
+    table = pd.read_csv(results / "tables" / "results.csv").set_index("variant")
+    assert card["tau_rule"] == "val_selected" and card["tau"] == card["figures"]["val_selected_tau"]
+    assert card["tau"] == pytest.approx(table.loc["BaGMar_pn", "val_selected_tau"])
+    assert round_percent(card["figures"]["pn_val_selected"]["top1"]) == table.loc["BaGMar_pn", "val_selected_top1"]

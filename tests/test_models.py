@@ -100,6 +100,7 @@ def test_an_exported_model_loads_with_its_card_and_gives_the_training_logits(exp
     assert card["weights"]["sha256"] == sha256(folder / "model.safetensors")
     assert card["class_prior"] == pytest.approx(np.array(card["class_counts"]) / 250)
     assert card["tau"] == card["figures"]["label_free_tau"] in (0.0, 0.5, 1.0, 1.5, 2.0)
+    assert card["tau_rule"] == "label_free" and "val_selected_tau" not in card["figures"]  # no validation list
     for path in (folder, folder / "model.safetensors", folder / "model.json"):
         loaded, loaded_card = bagmar.load_model(path)
         assert loaded_card == card and not loaded.training

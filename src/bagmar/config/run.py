@@ -282,15 +282,19 @@ class Run:
     # ---------------------------------------------------------------- models to hand out
 
     def model_inputs(self, group: str) -> dict[str, list[str] | str]:
-        """What an export job reads: its members' models and test outputs, and the split they trained on (the
-        class counts, and the file whose sha256 names the split: the indices, or the training list)."""
+        """What an export job reads: its members' models and test outputs (and validation logits, where the data
+        set has a validation list), and the split they trained on (the class counts, and the file whose sha256
+        names the split: the indices, or the training list)."""
         members = self.layout.groups[group]
         imbalance = members[0].imbalance
         split = (self.layout.path("data", "lists", "train.txt") if self.image_lists
                  else self.layout.split_file("indices.npy", imbalance))
-        return {"models": [self.layout.training_file("model", *astuple(m)) for m in members],
-                "logits": [self.layout.training_file("logits", *astuple(m)) for m in members],
-                "counts": self.layout.split_file("class_counts.json", imbalance), "split": split}
+        inputs = {"models": [self.layout.training_file("model", *astuple(m)) for m in members],
+                  "logits": [self.layout.training_file("logits", *astuple(m)) for m in members],
+                  "counts": self.layout.split_file("class_counts.json", imbalance), "split": split}
+        if self.layout.validation:  # the card's tau is chosen on validation
+            inputs["val_logits"] = [self.layout.training_file("val_logits", *astuple(m)) for m in members]
+        return inputs
 
     def model_members(self, group: str) -> list[dict]:
         """What an export job writes: for each member of the group, its output names and what its card says of

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..data.augment import CIFAR_MEAN, CIFAR_STD
 from ..data.image_lists import sha256
-from ..evaluation.evaluate import PN_HEADLINE_TAU, group_accuracies, label_free_tau, pn_predictions
+from ..evaluation.evaluate import PN_HEADLINE_TAU, group_accuracies, label_free_tau, pn_predictions, val_selected_tau
 from ..io import UserError, atomic_write
 
 WEIGHTS, CARD = "model.safetensors", "model.json"
@@ -59,36 +59,50 @@ def build_network(card: dict) -> nn.Module:
     raise ModelFileError(f"unknown network kind {spec['kind']!r} in the card")
 
 
-def training_figures(logits: np.ndarray, labels: np.ndarray, counts: np.ndarray, taus: list[float]) -> dict:
+def training_figures(logits: np.ndarray, labels: np.ndarray, counts: np.ndarray, taus: list[float],
+                     validation: dict[str, np.ndarray] | None = None) -> dict:
     """A training's figures from its saved test outputs: plain top-1, PN at tau = 1, the label-free tau and
-    PN's top-1 there (percent; shot groups by the training counts)."""
+    PN's top-1 there, and with ``validation`` (the saved validation logits and labels) PN's val-selected tau and
+    its test top-1 (percent; shot groups by the training counts)."""
     free = label_free_tau(logits, taus)
-    plain, pn_1, pn_free = pn_predictions(logits, [0.0, PN_HEADLINE_TAU, free])
+    chosen = [] if validation is None else [val_selected_tau(validation["logits"], validation["labels"], counts, taus)]
+    plain, pn_1, pn_free, *pn_val = pn_predictions(logits, [0.0, PN_HEADLINE_TAU, free, *chosen])
 
     def accuracies(predicted):  # a shot group with no classes: null (JSON has no NaN)
         return {k: None if np.isnan(v) else v for k, v in group_accuracies(predicted, labels, counts).items()}
 
-    return {"plain": accuracies(plain), "pn_tau1": accuracies(pn_1), "label_free_tau": free,
-            "pn_label_free": accuracies(pn_free)}
+    figures = {"plain": accuracies(plain), "pn_tau1": accuracies(pn_1), "label_free_tau": free,
+               "pn_label_free": accuracies(pn_free)}
+    if chosen:
+        figures.update(val_selected_tau=chosen[0], pn_val_selected=accuracies(pn_val[0]))
+    return figures
 
 
 def export(model: str | Path, logits: str | Path, counts: list[int], weights: str | Path, card_path: str | Path,
-           about: dict, taus: list[float]) -> dict:
+           about: dict, taus: list[float], val_logits: str | Path | None = None) -> dict:
     """Write ``model`` (a training's model.pt) as safetensors at ``weights`` and its card at ``card_path``.
 
     ``about``: what the workflow knows of the training (network and input, recipe, data set, imbalance factor,
     seed, split sha256, code fingerprint); ``counts``: its training split's images per class; ``taus``: the grid
-    that the label-free tau is chosen from. Returns the card."""
+    that the label-free and val-selected taus are chosen from; ``val_logits``: the training's validation logits,
+    where its data set has a validation list. The card's ``tau``, PN's default in ``predict``, is the val-selected
+    tau where there is one, else the label-free tau (``tau_rule`` says which). Returns the card."""
     from safetensors.torch import save
 
     state = torch.load(model, map_location="cpu", weights_only=True)
+    validation = None
+    if val_logits is not None:
+        with np.load(val_logits, allow_pickle=False) as saved:
+            validation = {"logits": saved["logits"], "labels": saved["labels"]}
     with np.load(logits, allow_pickle=False) as saved:
-        figures = training_figures(saved["logits"], saved["labels"], np.asarray(counts), taus)
+        figures = training_figures(saved["logits"], saved["labels"], np.asarray(counts), taus, validation)
     counts = np.asarray(counts)
     with atomic_write(weights, "wb") as f:
         f.write(save({k: v.contiguous() for k, v in state.items()}, metadata={"format": "pt"}))
     card = {"format": CARD_FORMAT, **about, "figures": figures, "class_counts": counts.tolist(),
-            "class_prior": (counts / counts.sum()).tolist(), "tau": figures["label_free_tau"],
+            "class_prior": (counts / counts.sum()).tolist(),
+            "tau": figures.get("val_selected_tau", figures["label_free_tau"]),
+            "tau_rule": "val_selected" if validation is not None else "label_free",
             "weights": {"file": Path(weights).name, "sha256": sha256(weights)}}
     with atomic_write(card_path) as f:
         json.dump(card, f, indent=2, allow_nan=False)

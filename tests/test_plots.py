@@ -114,7 +114,8 @@ def check_readable(figure: plt.Figure) -> list[str]:
     """Everything unreadable about a figure, as sentences (an empty list: none).
 
     Per axes: no two series (lines and scatters) share colour, line style and marker; more than one
-    series means a legend (the axes' own, or a figure legend) that names each series once, and no legend
+    series means a legend (the axes' own, or a figure legend) that names each series once (marks on a series
+    in its colour, labelled "_nolegend_", are part of it, e.g. tau_sweep's val-selected stars), and no legend
     lies over any panel (legends go outside the data area); the drawn tick labels of each axis are unique,
     2 to MAX_TICK_LABELS of them, and do not overlap.
     """
@@ -123,7 +124,7 @@ def check_readable(figure: plt.Figure) -> list[str]:
     problems = []
     for ax in figure.axes:
         where = f"{figure.get_suptitle()!r} / {ax.get_title()!r}"
-        series = [*ax.get_lines(), *ax.collections]
+        series = [a for a in [*ax.get_lines(), *ax.collections] if a.get_label() != "_nolegend_"]
         looks = [_look(a) for a in series]
         for a, b in combinations(range(len(series)), 2):
             if looks[a] == looks[b]:
@@ -176,6 +177,32 @@ def test_figures_without_paper_taus_are_readable():
     figure = plots.tau_sweep(demo_frames()["evaluations"])
     assert check_readable(figure) == []
     plt.close(figure)
+
+
+def test_the_tau_sweep_stars_each_seeds_val_selected_tau_where_there_is_one():
+    """A data set with a validation list: one star per post-hoc variant and seed, at its val-selected tau and that
+    seed's test top-1 there, in the variant's colour, and one legend entry for them all; none without one."""
+    evaluations = demo_frames()["evaluations"]
+    chosen = {seed: 0.6 + 0.2 * i for i, seed in enumerate(SEEDS)}
+    with_val = evaluations.assign(val_selected_tau=np.where(evaluations["evaluation"] == "pn",
+                                                            evaluations["seed"].map(chosen), np.nan))
+    figure = plots.tau_sweep(with_val)
+    assert check_readable(figure) == []
+    pn_variants = [v for v, (_, evaluation) in VARIANTS.items() if evaluation == "pn"]
+    for ax, factor in zip(figure.axes, FACTORS):
+        stars = [line for line in ax.lines if line.get_marker() == "*" and len(line.get_xdata())]
+        assert len(stars) == len(pn_variants)
+        for star, variant in zip(stars, pn_variants):
+            rows = with_val[(with_val["variant"] == variant) & (with_val["imbalance_factor"] == factor)
+                            & (with_val["model"] == "final")]
+            expected = rows[np.isclose(rows["tau"], rows["val_selected_tau"])].sort_values("seed")
+            assert sorted(zip(star.get_xdata(), star.get_ydata())) == sorted(zip(expected["tau"], expected["top1"]))
+    labels = figure.legends[0].get_texts()
+    assert sum("val-selected τ" in label.get_text() for label in labels) == 1
+    plt.close(figure)
+    without = plots.tau_sweep(evaluations)
+    assert not any(line.get_marker() == "*" for ax in without.axes for line in ax.lines)
+    plt.close(without)
 
 
 @pytest.mark.parametrize("max_per_class", [200, 5000])  # a narrower range still; CIFAR's head class

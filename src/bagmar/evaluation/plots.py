@@ -140,17 +140,27 @@ def _factors(frame: pd.DataFrame) -> list[float]:
 def tau_sweep(evaluations: pd.DataFrame, paper: dict | None = None) -> Figure:
     """Top-1 vs tau of every post-hoc variant's final model (PN, logit adjustment, tau-normalisation; mean
     over seeds), one panel per imbalance factor; the paper's fine-tuned PN tau as a vertical line (its value in
-    the panel's title). The legend is below the panels, so no curve's peak hides behind it."""
+    the panel's title); where the data set has a validation list, a star on each curve at each seed's
+    val-selected tau (that seed's test top-1 there). The legend is below the panels, so no curve's peak hides
+    behind it."""
     pn = evaluations[(evaluations["evaluation"] != "plain") & (evaluations["model"] == "final")]
     factors = _factors(pn)
     names = pn["variant"].unique()
     paper = {float(k): v for k, v in (paper or {}).items()}
     fig, axes = _grid(1, len(factors), "Post-hoc rules: test top-1 vs τ (final-epoch model)")
+    star = dict(linestyle="none", marker="*", markersize=11, markeredgecolor="black", markeredgewidth=0.5)
     for ax, factor in zip(axes[0], factors):
+        starred = False
         for variant, rows in pn[pn["imbalance_factor"] == factor].groupby("variant", sort=False):
             curve = rows.groupby("tau")["top1"].mean()
-            ax.plot(curve.index, curve.values, markersize=3.5, markevery=_markevery(len(curve)), label=variant,
-                    **_style(variant, names))
+            (line,) = ax.plot(curve.index, curve.values, markersize=3.5, markevery=_markevery(len(curve)),
+                              label=variant, **_style(variant, names))
+            if "val_selected_tau" in rows and rows["val_selected_tau"].notna().any():
+                chosen = rows[np.isclose(rows["tau"], rows["val_selected_tau"])]
+                ax.plot(chosen["tau"], chosen["top1"], color=line.get_color(), label="_nolegend_", **star)
+                starred = True
+        if starred:  # one legend entry for the stars, in no variant's colour
+            ax.plot([], [], color="white", label="val-selected τ (a seed's test top-1 there)", **star)
         title = f"IF {factor:g}"
         if factor in paper:
             ax.axvline(paper[factor]["tau"], color="grey", linestyle="--", label="paper's fine-tuned τ")

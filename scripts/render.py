@@ -30,7 +30,8 @@ with log_to(snakemake.log[0]):
                                  dataset=p.dataset, headline_variant=p.headline_variant, variants=p.variants,
                                  links=p.links, link_base=link_base, data_note=data_note, note=p.note,
                                  compared=compared, compare_with=p.compare_with, headline_model=p.headline_model,
-                                 has_released=p.has_released, brief=brief, validation=p.validation)
+                                 has_released=p.has_released, brief=brief, validation=p.validation,
+                                 no_validation=p.no_validation)
         with atomic_write(path) as f:
             f.write(section)
     print(section)

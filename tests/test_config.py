@@ -99,13 +99,25 @@ def test_an_image_list_config_lists_each_trainings_problems(tmp_path, monkeypatc
             "trainings.BaGMar_crt.stage1 = 'training:nope' names no other training",
             "trainings.BaGMar_file.stage1 = 'data/stage1.pth': no such file",
             "trainings.ce: batch_size 64 does not divide over 6 processes (gpus: 3 x nodes: 2",
-            "trainings.BaGMar_file: sync_batchnorm is for end_to_end training",
+            "trainings.BaGMar_file: sync_batchnorm is for trainings whose BatchNorm trains",
             "trainings.ce: resize_size 8 is smaller than the crop image_size",
             "trainings.ce_e2e: stage1 'training:ce' is given to an end_to_end training",
             "trainings.ce: nodes: 2, but the profile (or --set-resources) sets gpu_model for the train rule",
             "trainings.BaGMar: epochs 1 trains at learning rate 0"):
         assert any(expected in line for line in found), (expected, found)
     assert not any("nodes: 2, but" in line for line in problems(config))  # only a profile's override clashes
+
+
+def test_trainings_that_start_from_each_other_in_a_circle_are_refused_by_name():
+    """stage1 "training:<name>" may name a last-block fine-tuning (Places-LT's stage 1), so two of them could name
+    each other; the config check says so for each, before Snakemake meets the cycle."""
+    config = edited("miniature_places", lambda c: (
+        c["trainings"]["ce"].update(stage1="training:ce2"),
+        c["trainings"].update(ce2={**c["trainings"]["ce"], "stage1": "training:ce"})))
+    found = [line for line in problems(config) if "in a circle" in line]
+    assert [line.split(":")[0] for line in found] == ["trainings.ce.stage1", "trainings.ce2.stage1"]
+    assert "(ce -> ce2 -> ce)" in found[0] and "(ce2 -> ce -> ce2)" in found[1]
+    assert not [line for line in problems(committed("miniature_places")) if "circle" in line]
 
 
 def test_load_fills_the_schemas_defaults_in_place():

@@ -286,8 +286,9 @@ def test_sync_batchnorm_is_refused_without_gpus_and_for_a_frozen_backbone(setup)
     network = backbones.build("resnet10", CLASSES, width=8)
     with pytest.raises(DistributedError, match="sync_batchnorm needs GPUs .* runs on cpu: set sync_batchnorm: false"):
         synchronised_batchnorm(network, "cpu")
-    with pytest.raises(RecipeError, match="sync_batchnorm is for end_to_end training"):
+    with pytest.raises(RecipeError, match="sync_batchnorm is for trainings whose BatchNorm trains"):
         dataclasses.replace(recipe("stage1.pt"), sync_batchnorm=True)
+    dataclasses.replace(recipe("stage1.pt"), sync_batchnorm=True, protocol="last_block_finetuning")  # its last block
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (SyncBatchNorm is CUDA-only)")

@@ -73,6 +73,17 @@ def test_a_change_reaches_exactly_the_scripts_that_can_run_it(project):
          "def _unused():\n    return 1\n\n\n@contextlib.contextmanager\ndef atomic_write(")
     assert changed(before, fingerprints(project)) == {}  # a new function no job calls
 
+    before = fingerprints(project)  # the validation pass and its file: image-list trainings only, never CIFAR's
+    edit(project / "bagmar" / "training" / "image_train.py", 'dtype=np.int64),\n                     final_epoch',
+         'dtype=np.int32),\n                     final_epoch')
+    assert changed(before, fingerprints(project)) == {"train_image_list.py": ["bagmar.training.image_train"]}
+
+    before = fingerprints(project)  # the val-selected rule: the evaluations and the model cards, not a training
+    edit(project / "bagmar" / "evaluation" / "evaluate.py", 'sort_values(["top1", "tau"], ascending=[False, True])["tau"]',
+         'sort_values(["top1", "tau"], ascending=[False, False])["tau"]')
+    assert changed(before, fingerprints(project)) == {"evaluate.py": ["bagmar.evaluation.evaluate"],
+                                                      "export_model.py": ["bagmar.evaluation.evaluate"]}
+
     before = fingerprints(project)
     edit(project / "scripts" / "plots.py", "dpi=110", "dpi=120")
     assert changed(before, fingerprints(project)) == {"plots.py": ["plots.py"]}

@@ -259,7 +259,7 @@ def test_image_list_runs_refuse_fusion_another_imbalance_factor_missing_stage1_w
                      "smallest is 50; set imbalance_factors: [50]",
                      "trainings.BaGMar_crt.stage1 = 'training:nope' names no other training",
                      "trainings.BaGMar_file.stage1 = 'data/stage1.pth': no such file; give the stage-1 weights' "
-                     "path, or \"training:<name>\"",  # as config/places_lt.yaml says without its stage-1 file
+                     "path, \"training:<name>\", \"torchvision:<weights>\" or \"random\"",
                      "trainings.ce: batch_size 64 does not divide over 6 processes (gpus: 3 x nodes: 2; the global "
                      "batch is the recipe's, each process takes batch_size / processes)",
                      "trainings.BaGMar_file: sync_batchnorm is for end_to_end training",

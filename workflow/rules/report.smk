@@ -80,6 +80,7 @@ rule render:
         has_released=bool(LAYOUT.released),
         compare_with=config["report"].get("compare_with"),
         validation=RUN.validation_split,
+        no_validation=RUN.no_validation,
     script:
         "../../scripts/render.py"
 

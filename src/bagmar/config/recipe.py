@@ -273,9 +273,9 @@ def image_list_problems(settings: dict) -> list[str]:
     if settings["resize_size"] < settings["image_size"]:
         found.append(f"resize_size {settings['resize_size']} is smaller than the crop image_size "
                      f"{settings['image_size']}")
-    if settings["sync_batchnorm"] and protocol != "end_to_end":
-        found.append(f"sync_batchnorm is for end_to_end training; a {protocol} runs its frozen layers' BatchNorm "
-                     "per process (or frozen)")
+    if settings["sync_batchnorm"] and protocol == "classifier_retraining":
+        found.append("sync_batchnorm is for trainings whose BatchNorm trains (end_to_end, last_block_finetuning's last "
+                     "block); a classifier_retraining's BatchNorm is the frozen feature model's, per process or frozen")
     if settings.get("frozen_batchnorm", "train") not in ("train", "frozen"):
         found.append(f"frozen_batchnorm '{settings['frozen_batchnorm']}' is not one of train, frozen")
     if settings.get("augment", "released_lt") not in AUGMENTS:

@@ -12,7 +12,7 @@ import jsonschema
 
 from ..data.long_tail import REAL_DATASETS, long_tailed_counts
 from ..data.image_lists import DATASETS as LIST_DATASETS
-from ..data.image_lists import miniature_imbalance_factor, validation_split
+from ..data.image_lists import miniature_imbalance_factor, no_validation_split, validation_split
 from ..evaluation.evaluate import POST_HOC  # the evaluations that sweep tau
 from ..io import UserError
 from .layout import RELEASED_FILES, Layout, Member, imbalance_key
@@ -113,6 +113,7 @@ class Run:
         self.list_splits: tuple[str, ...] = ()
         self.test_split = None
         self.validation_split = validation_split(self.dataset)  # where choices are made, apart from the test list
+        self.no_validation = no_validation_split(self.dataset)  # or why there is none, as the tables say it
         if self.dataset == "miniature":
             miniature = config["dataset"]["miniature"]
             shape = miniature["classes"], miniature["max_per_class"], miniature["imbalance_factor"]
@@ -197,7 +198,8 @@ class Run:
                                          seed)
 
     def stage1_inputs(self, group: str) -> list[str]:
-        """The stage-1 models that a group's classifier re-trainings read (trained by this run, or given)."""
+        """The weights files that a group's classifier re-trainings and last-block fine-tunings start from (trained
+        by this run, or given; "random" is none)."""
         found = [self.stage1_model(*astuple(member)) for member in self.layout.groups[group]]
         return [path for path in found if path not in (None, STAGE1_RANDOM)]
 
@@ -507,6 +509,16 @@ class _Checks:
             found += self.image_list_training(training, run.training_recipe(training, 0))
         return found
 
+    def stage1_cycle(self, training: str) -> list[str]:
+        """The circle of "training:<name>" stage1s that ``training`` starts, [a, b, ..., a]; empty if it ends in
+        weights of their own."""
+        chain, trainings = [training], self.config["trainings"]
+        while (stage1 := trainings.get(chain[-1], {}).get("stage1", "")).startswith(STAGE1_TRAINING):
+            chain.append(stage1.removeprefix(STAGE1_TRAINING))
+            if chain[-1] in chain[:-1]:
+                return chain[chain.index(chain[-1]):] if chain[-1] == training else []
+        return []
+
     def image_list_training(self, training: str, recipe: dict) -> list[str]:
         """One image-list training's rules: the recipe's own (bagmar.config.recipe.image_list_problems, which
         ImageListRecipe enforces too), its stage-1 weights, its batch over its processes, its resources."""
@@ -520,6 +532,10 @@ class _Checks:
             elif self.run.training_recipe(source, 0)["protocol"] == "classifier_retraining":
                 found.append(f"{where}.stage1 = '{stage1}' is a classifier re-training; start from a stage-1 "
                              "training (end_to_end or last_block_finetuning)")
+            elif cycle := self.stage1_cycle(training):
+                found.append(f"{where}.stage1: the trainings start from each other in a circle "
+                             f"({' -> '.join(cycle)}); one of them must start from weights of its own (end_to_end, "
+                             'or stage1 "torchvision:<weights>", a file, or "random")')
         elif stage1 is not None and stage1.startswith(STAGE1_TORCHVISION):
             try:
                 path, url = torchvision_weights(stage1)
@@ -533,8 +549,8 @@ class _Checks:
                                  ".get_state_dict(check_hash=True)\", torchvision's weights API, puts it there and "
                                  "checks its checksum)")
         elif stage1 not in (None, STAGE1_RANDOM) and not Path(stage1).is_file():
-            found.append(f"{where}.stage1 = '{stage1}': no such file; give the stage-1 weights' path, or "
-                         '"training:<name>"')
+            found.append(f"{where}.stage1 = '{stage1}': no such file; give the stage-1 weights' path, "
+                         '"training:<name>", "torchvision:<weights>" or "random"')
         if recipe["epochs"] == 1:
             found.append(f"{where}: epochs 1 trains at learning rate 0: the released cosine schedule gives epoch e of E "
                          "lr (1 + cos(pi e / E)) / 2, which is 0 at e = E; train 2 epochs or more")

@@ -102,6 +102,15 @@ def validation_split(dataset: str) -> str | None:
     return VALIDATION_SPLIT
 
 
+def no_validation_split(dataset: str) -> str | None:
+    """Why a data set has no validation list to choose on, as the tables say it (None: it has one)."""
+    if validation_split(dataset) is not None:
+        return None
+    if dataset in DATASETS:
+        return f"{DATASETS[dataset].title}'s only validation list is the literature's test set"
+    return f"the data set ({dataset}) has no official validation split"
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageList:
     """One split: image paths relative to the image root, and their labels (int64)."""

@@ -97,7 +97,8 @@ def render_results(table: pd.DataFrame, comparison: pd.DataFrame, methods: pd.Da
                    links: dict[float, list[dict]], link_base: str | Path = ".", data_note: str | None = None,
                    note: str | None = None, compared: pd.DataFrame | None = None,
                    compare_with: str | None = None, headline_model: str = "final-epoch model",
-                   has_released: bool = False, brief: bool = False, validation: str | None = None) -> str:
+                   has_released: bool = False, brief: bool = False, validation: str | None = None,
+                   no_validation: str = "the data set has no official validation split") -> str:
     """The markdown results section.
 
     ``links`` maps an imbalance factor to one {"seed", "log", "model"} per seed of the headline
@@ -111,7 +112,7 @@ def render_results(table: pd.DataFrame, comparison: pd.DataFrame, methods: pd.Da
     ``has_released``: some rows are released checkpoints (the methods table says which model those are).
     ``brief``: the title, the data's provenance and the every-variant table alone (report.section: brief).
     ``validation``: the data set's validation split, whose val-selected tau the tables show beside test-best and
-    label-free (None: the data set has none, which the section says).
+    label-free (None: the data set has none, and the section says why: ``no_validation``).
     """
     factors, method_rows, sources = methods_rows(methods)
     order = {v: i for i, v in enumerate(variants)}
@@ -152,6 +153,7 @@ def render_results(table: pd.DataFrame, comparison: pd.DataFrame, methods: pd.Da
         data_note=data_note,
         brief=brief,
         validation=validation,
+        no_validation=no_validation,
     )
 
 

@@ -28,6 +28,7 @@ from torch.utils.data import Subset
 
 from ..method import backbones
 from . import checkpoint
+from ..io import atomic_write
 
 from .distributed import DistributedError, GlobalStatistics, World
 from .engine import SGD, LossTerms, StackedStatistics, train_step
@@ -71,7 +72,8 @@ def train_image_list(
 ) -> TrainResult | None:
     """Train one network on ``train_list``'s images under ``root``; test after every epoch on ``test_list``, and
     the final model once on ``val_list`` (a validation split, where the data set has one: its logits are the
-    result's ``val_logits``; their cost is the job's, one pass of the validation images, printed).
+    result's ``val_logits``, an ImageListResult; their cost is the job's, one pass of the validation images,
+    printed).
 
     ``workers``: JPEG-decoding processes (the numbers do not depend on it); ``checkpoint_dir``: save every epoch
     and resume from the newest intact checkpoint; ``stop_after_epoch``: the first epochs of the schedule only;
@@ -92,7 +94,28 @@ def train_image_list(
         return None
     progress(f"{name}: validation logits of the final model, {len(val_list.images)} images, "
              f"{time.perf_counter() - started:.2f} s")
-    return dataclasses.replace(results[0], val_logits=val_logits.cpu().numpy())
+    return ImageListResult(**vars(results[0]), val_logits=val_logits.cpu().numpy())
+
+
+@dataclasses.dataclass
+class ImageListResult(TrainResult):
+    """A training's result with its final model's logits on a validation list (V, C), which ``save`` writes as
+    ``val_logits`` beside the test outputs: the logits, the labels, and the final epoch and classifier terms as the
+    test file holds them (tau-normalisation reads them), without the best epochs."""
+
+    val_logits: np.ndarray | None = None
+
+    def save(self, *, val_logits: str | None = None, val_labels: np.ndarray | None = None, **files) -> None:
+        super().save(**files)
+        if val_logits is None:
+            return
+        if self.val_logits is None or val_labels is None:
+            raise ValueError("val_logits asked for, but this training has no validation logits or labels")
+        bias, norms = self.model.classifier_terms()
+        with atomic_write(val_logits, "wb") as f:
+            np.savez(f, logits=self.val_logits, labels=np.asarray(val_labels, dtype=np.int64),
+                     final_epoch=np.int64(self.metrics[-1]["epoch"]), classifier_bias=bias.cpu().numpy(),
+                     classifier_weight_norm=norms.cpu().numpy())
 
 
 class _ImageListSteps:

@@ -47,15 +47,12 @@ class TrainResult:
     # SPEC §7: the released code reported the epoch with the best *test* accuracy (PN for the _pn
     # variants); kept beside the final model, so both can be shown, and labelled as test-selected.
     best: dict[str, dict]  # selection -> {"epoch", "acc", "logits": (M, C), "bias" and "norms": (C,) tensors}
-    val_logits: np.ndarray | None = None  # (V, C) float32, final-epoch model on a validation split, if it has one
 
-    def save(self, *, model: str, logits: str, test_labels: np.ndarray, metrics: str, statistics: str,
-             val_logits: str | None = None, val_labels: np.ndarray | None = None) -> None:
+    def save(self, *, model: str, logits: str, test_labels: np.ndarray, metrics: str, statistics: str) -> None:
         """Each file is written atomically; none of them is a pickle of arbitrary objects.
 
-        The logits files also hold the classifier's bias and per-class weight norms, which
-        tau-normalisation needs (evaluate.py). ``val_logits``: where the validation logits go (with
-        ``val_labels``), in the test file's format without the best epochs."""
+        The logits file also holds the classifier's bias and per-class weight norms, which
+        tau-normalisation needs (evaluate.py)."""
         with atomic_write(model, "wb") as f:
             torch.save({k: v.cpu() for k, v in self.model.state_dict().items()}, f)
         best = {}
@@ -64,16 +61,11 @@ class TrainResult:
             best[f"best_{selection}_epoch"] = np.int64(entry["epoch"])
             best[f"best_{selection}_classifier_bias"] = entry["bias"].numpy()
             best[f"best_{selection}_classifier_weight_norm"] = entry["norms"].numpy()
-        bias, norms = self.model.classifier_terms()
-        final = {"final_epoch": np.int64(self.metrics[-1]["epoch"]), "classifier_bias": bias.cpu().numpy(),
-                 "classifier_weight_norm": norms.cpu().numpy()}
         with atomic_write(logits, "wb") as f:
-            np.savez(f, logits=self.test_logits, labels=np.asarray(test_labels, dtype=np.int64), **final, **best)
-        if val_logits is not None:
-            if self.val_logits is None or val_labels is None:
-                raise ValueError("val_logits asked for, but this training has no validation logits or labels")
-            with atomic_write(val_logits, "wb") as f:
-                np.savez(f, logits=self.val_logits, labels=np.asarray(val_labels, dtype=np.int64), **final)
+            bias, norms = self.model.classifier_terms()
+            np.savez(f, logits=self.test_logits, labels=np.asarray(test_labels, dtype=np.int64),
+                     final_epoch=np.int64(self.metrics[-1]["epoch"]), classifier_bias=bias.cpu().numpy(),
+                     classifier_weight_norm=norms.cpu().numpy(), **best)
         with atomic_write(metrics) as f:
             pd.DataFrame(self.metrics).to_csv(f, index=False)
         with atomic_write(statistics, "wb") as f:

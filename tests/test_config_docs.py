@@ -1,5 +1,6 @@
 """The config documentation: config/README.md names every key of the schema, and the catalog's usage file parses."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,8 @@ def test_catalog_usage_file_parses():
     assert usage.get("report") is True, usage
     assert usage["software-stack-deployment"].get("conda") is True, usage
     assert set(usage["mandatory-flags"]) == {"desc", "flags"}, usage
+
+
+def test_config_readme_lists_every_config_file():
+    listed = set(re.findall(r"^\| `([\w.]+\.yaml)` \|", CONFIG_README.read_text(), re.M))
+    assert listed == {path.name for path in (ROOT / "config").glob("*.yaml")}

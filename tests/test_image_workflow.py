@@ -262,7 +262,7 @@ def test_image_list_runs_refuse_fusion_another_imbalance_factor_missing_stage1_w
                      "path, \"training:<name>\", \"torchvision:<weights>\" or \"random\"",
                      "trainings.ce: batch_size 64 does not divide over 6 processes (gpus: 3 x nodes: 2; the global "
                      "batch is the recipe's, each process takes batch_size / processes)",
-                     "trainings.BaGMar_file: sync_batchnorm is for end_to_end training",
+                     "trainings.BaGMar_file: sync_batchnorm is for trainings whose BatchNorm trains",
                      "trainings.ce: nodes: 2, but the profile (or --set-resources) sets gpu_model for the train rule"):
         assert expected in run.stderr, run.stderr
     assert "Traceback" not in run.stderr

@@ -164,7 +164,7 @@ def val_selected_tau(validation: Outputs | np.ndarray, labels: np.ndarray, train
     smaller tau, as test-best's do). The test set is then read at that tau only: the field's practice (Kang et
     al.'s and Ren et al.'s code choose on "val" and report "test"), where "test-best" is optimistic.
 
-    ``validation``: the final model's outputs on the validation images (TrainResult.save's val_logits); PN's
+    ``validation``: the final model's outputs on the validation images (val_logits.npz, ImageListResult.save); PN's
     column masses are the validation set's own, as they are the test set's when PN reads the test inputs.
     """
     sweep = tau_sweep(validation, labels, train_counts, taus, evaluation)

@@ -79,8 +79,8 @@ def test_a_change_reaches_exactly_the_scripts_that_can_run_it(project):
     assert changed(before, fingerprints(project)) == {"train_image_list.py": ["bagmar.training.image_train"]}
 
     before = fingerprints(project)  # the val-selected rule: the evaluations and the model cards, not a training
-    edit(project / "bagmar" / "evaluation" / "evaluate.py", 'sort_values(["top1", "tau"], ascending=[False, True])["tau"]',
-         'sort_values(["top1", "tau"], ascending=[False, False])["tau"]')
+    edit(project / "bagmar" / "evaluation" / "evaluate.py", "labels, train_counts, taus, evaluation))[\"tau\"]",
+         "labels, train_counts, taus[::-1], evaluation))[\"tau\"]")
     assert changed(before, fingerprints(project)) == {"evaluate.py": ["bagmar.evaluation.evaluate"],
                                                       "export_model.py": ["bagmar.evaluation.evaluate"]}
 

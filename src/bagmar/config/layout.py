@@ -76,7 +76,7 @@ class Layout:
 
     def __init__(self, config: dict):
         self.results = f"results/{config['run_name']}"
-        self.validation = validation_split(config["dataset"]["name"]) is not None
+        self.validation_split = validation_split(config["dataset"]["name"])  # "val", or None: the data set has none
         self.fusion = config.get("fusion", "none")  # the schema's default, for a config not yet validated
         self.trainings = list(config["trainings"])
         own_recipe = [name for name, training in config["trainings"].items()
@@ -110,7 +110,7 @@ class Layout:
         a validation split; an imported released checkpoint only RELEASED_FILES."""
         if kind == "released":
             return {k: v for k, v in TRAINING_FILES.items() if k in RELEASED_FILES}
-        return {**TRAINING_FILES, **(VALIDATION_FILES if self.validation else {})}
+        return {**TRAINING_FILES, **(VALIDATION_FILES if self.validation_split else {})}
 
     def model_file(self, kind: str, training="{training}", imbalance="{imbalance}", seed="{seed}") -> str:
         """One of a training's MODEL_FILES, beside its training files (written from them, after training)."""

@@ -250,7 +250,7 @@ class ImageListRecipe(LossSettings):
     std: tuple[float, float, float] = tuple(_IMAGE_LIST["std"])
     precision: str = _IMAGE_LIST["precision"]
     sync_batchnorm: bool = _IMAGE_LIST["sync_batchnorm"]  # SyncBatchNorm across the ranks (bagmar.training.distributed)
-    frozen_batchnorm: str = _IMAGE_LIST["frozen_batchnorm"]  # "train" (as released) or "frozen": the frozen layers' BatchNorm
+    frozen_batchnorm: str = _IMAGE_LIST["frozen_batchnorm"]  # "train" (as released) or "frozen": frozen layers' BN
     augment: str = _IMAGE_LIST["augment"]  # "released_lt" (the paper's code) or "kang" (bagmar.data.image_data)
 
     def __post_init__(self):

@@ -12,13 +12,13 @@ import jsonschema
 
 from ..data.long_tail import REAL_DATASETS, long_tailed_counts
 from ..data.image_lists import DATASETS as LIST_DATASETS
-from ..data.image_lists import miniature_imbalance_factor, no_validation_split, validation_split
+from ..data.image_lists import miniature_imbalance_factor, no_validation_split
 from ..evaluation.evaluate import POST_HOC  # the evaluations that sweep tau
 from ..io import UserError
 from .layout import RELEASED_FILES, Layout, Member, imbalance_key
-from .recipe import (CONFIG_SCHEMA, FUSABLE, LOSS_SETTINGS, SHARED_RECIPE, STAGE1_RANDOM, STAGE1_TORCHVISION, Recipe,
-                     RecipeError, image_list_problems, is_user_loss, loss_settings, named_recipe, schedule_problems, schema,
-                     torchvision_weights, training_defaults, user_loss, user_loss_file)
+from .recipe import (CONFIG_SCHEMA, FUSABLE, LOSS_SETTINGS, SHARED_RECIPE, STAGE1_RANDOM, STAGE1_TORCHVISION,
+                     Recipe, RecipeError, image_list_problems, is_user_loss, loss_settings, named_recipe,
+                     schedule_problems, schema, torchvision_weights, training_defaults, user_loss, user_loss_file)
 
 STAGE1_TRAINING = "training:"  # a stage1 naming another training of the run, not a file
 # What a CIFAR training may set: its Recipe's fields, and a named recipe (the schema's training definition lists
@@ -112,7 +112,7 @@ class Run:
         self.per_class = self.list_imbalance = self.train_images = None
         self.list_splits: tuple[str, ...] = ()
         self.test_split = None
-        self.validation_split = validation_split(self.dataset)  # where choices are made, apart from the test list
+        self.validation_split = self.layout.validation_split  # where choices are made, apart from the test list
         self.no_validation = no_validation_split(self.dataset)  # or why there is none, as the tables say it
         if self.dataset == "miniature":
             miniature = config["dataset"]["miniature"]
@@ -257,7 +257,7 @@ class Run:
         members = self.layout.evaluated_members(group)
         inputs = {"logits": [self.layout.training_file("logits", *astuple(member)) for member in members],
                   "counts": self.layout.split_file("class_counts.json", self.layout.groups[group][0].imbalance)}
-        if self.layout.validation:
+        if self.validation_split:
             inputs["val_logits"] = [self.layout.training_file("val_logits", *astuple(member)) for member in members]
         return inputs
 
@@ -294,7 +294,7 @@ class Run:
         inputs = {"models": [self.layout.training_file("model", *astuple(m)) for m in members],
                   "logits": [self.layout.training_file("logits", *astuple(m)) for m in members],
                   "counts": self.layout.split_file("class_counts.json", imbalance), "split": split}
-        if self.layout.validation:  # the card's tau is chosen on validation
+        if self.validation_split:  # the card's tau is chosen on validation
             inputs["val_logits"] = [self.layout.training_file("val_logits", *astuple(m)) for m in members]
         return inputs
 

@@ -158,6 +158,12 @@ def label_free_tau(outputs: Outputs | np.ndarray, taus: list[float], evaluation:
     return float(taus[int(np.argmin(distance))])
 
 
+def best_row(sweep: pd.DataFrame) -> pd.Series:
+    """The row of a tau sweep with the best top-1; a tie goes to the smaller tau (test-best's and val-selected's
+    rule)."""
+    return sweep.sort_values(["top1", "tau"], ascending=[False, True]).iloc[0]
+
+
 def val_selected_tau(validation: Outputs | np.ndarray, labels: np.ndarray, train_counts: np.ndarray,
                      taus: list[float], evaluation: str = "pn") -> float:
     """The tau chosen on a validation split: the one whose top-1 on the validation images is best (ties go to the
@@ -167,8 +173,7 @@ def val_selected_tau(validation: Outputs | np.ndarray, labels: np.ndarray, train
     ``validation``: the final model's outputs on the validation images (val_logits.npz, ImageListResult.save); PN's
     column masses are the validation set's own, as they are the test set's when PN reads the test inputs.
     """
-    sweep = tau_sweep(validation, labels, train_counts, taus, evaluation)
-    return float(sweep.sort_values(["top1", "tau"], ascending=[False, True])["tau"].iloc[0])
+    return float(best_row(tau_sweep(validation, labels, train_counts, taus, evaluation))["tau"])
 
 
 def evaluate_training(saved: dict[str, np.ndarray], labels: np.ndarray, train_counts: np.ndarray,

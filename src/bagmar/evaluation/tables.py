@@ -20,7 +20,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import numpy as np
 import pandas as pd
 
-from .evaluate import headline_tau
+from .evaluate import best_row, headline_tau
 
 GROUPS = ("top1", "many", "medium", "few")
 KEYS = ["variant", "imbalance_factor", "seed"]
@@ -87,7 +87,7 @@ def summarize(sweeps: pd.DataFrame) -> pd.DataFrame:
         at = final[np.isclose(final["tau"], headline_tau(evaluation))]
         if at.empty:
             raise ValueError(f"{variant} IF {imbalance} seed {seed}: tau = {headline_tau(evaluation)} is not in the sweep")
-        test_best = final.sort_values(["top1", "tau"], ascending=[False, True]).iloc[0]
+        test_best = best_row(final)
         free_tau = sweep["label_free_tau"].iloc[0]
         free = final[np.isclose(final["tau"], free_tau)]
         val_tau = float(sweep["val_selected_tau"].iloc[0]) if "val_selected_tau" in sweep else float("nan")

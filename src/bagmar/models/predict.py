@@ -6,7 +6,8 @@
 ``--images``: a folder (every .png, .jpg and .jpeg under it, in sorted order) or an image list (one relative path
 a line, optionally followed by a label, as the large benchmarks' lists are written; paths relative to ``--root``,
 by default the list's folder). The scores are PN's (the card's tau unless --tau is given: chosen on the
-validation list where the data set has one, else label-free; --tau 0: plain softmax), over the images given together: PN divides by each class's mass over a set, so give the whole set at once.
+validation list where the data set has one, else label-free; --tau 0: plain softmax), over the images given
+together: PN divides by each class's mass over a set, so give the whole set at once.
 The CSV has one row per image: image, then class_1, score_1, ... class_k, score_k (classes as indices).
 """
 
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="model.safetensors, its model.json, or their folder")
     parser.add_argument("--images", required=True, help="a folder of images, or an image list")
-    parser.add_argument("--tau", type=float, default=None, help="PN's tau (default: the card's, val-selected or label-free)")
+    parser.add_argument("--tau", type=float, default=None,
+                        help="PN's tau (default: the card's, val-selected or label-free)")
     parser.add_argument("--root", default=None, help="an image list's root (default: the list's folder)")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--output", default="predictions.csv")
